@@ -1,0 +1,247 @@
+//! The unit the generator, the input reader and the loader share: a `Record` of resources that
+//! refer to each other, in dependency order (nothing refers to a resource after it).
+
+use serde_json::Value;
+
+/// Base of the `identifier.system` of every generated resource.
+pub const IDENTIFIER_SYSTEM_BASE: &str = "https://fhirgen.dev/sid";
+
+/// Content-Type for FHIR JSON bodies, as the Healthcare API documents it.
+pub const FHIR_JSON: &str = "application/fhir+json;charset=utf-8";
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Resource {
+    /// How the rest of the data set refers to this resource: `Type/id` for generated and
+    /// NDJSON input, the Bundle entry's `fullUrl` (often `urn:uuid:...`) for bundle input.
+    pub key: String,
+    pub body: Value,
+}
+
+impl Resource {
+    /// A resource whose key is its own `Type/id`.
+    pub fn new(body: Value) -> Self {
+        let key = format!(
+            "{}/{}",
+            body["resourceType"].as_str().unwrap_or_default(),
+            body["id"].as_str().unwrap_or_default()
+        );
+        Self { key, body }
+    }
+
+    pub fn resource_type(&self) -> &str {
+        self.body["resourceType"].as_str().unwrap_or_default()
+    }
+
+    /// The search that finds this resource again (`identifier=system|value`), from its first
+    /// identifier that has both; conditional creates use it so that re-runs store nothing twice.
+    pub fn conditional_query(&self) -> Option<String> {
+        self.body["identifier"].as_array()?.iter().find_map(|id| {
+            let system = id["system"].as_str()?;
+            let value = id["value"].as_str()?;
+            Some(format!(
+                "identifier={}|{}",
+                escape_search_value(system),
+                escape_search_value(value)
+            ))
+        })
+    }
+}
+
+/// FHIR search escaping (`\`, `|`, `,`, `$`) and percent-encoding of what a query cannot carry.
+fn escape_search_value(raw: &str) -> String {
+    let mut out = String::with_capacity(raw.len());
+    for c in raw.chars() {
+        match c {
+            '\\' | '|' | ',' | '$' => {
+                out.push('\\');
+                out.push(c);
+            }
+            '&' | '#' | '+' | '%' | ' ' => {
+                let mut buf = [0; 4];
+                for b in c.encode_utf8(&mut buf).bytes() {
+                    out.push_str(&format!("%{b:02X}"));
+                }
+            }
+            _ => out.push(c),
+        }
+    }
+    out
+}
+
+impl Resource {
+    /// A reference that finds this resource by identifier (`Type?identifier=system|value`):
+    /// what patient bundles use for shared resources whose server ids they cannot know.
+    pub fn conditional_reference(&self) -> Option<String> {
+        Some(format!(
+            "{}?{}",
+            self.resource_type(),
+            self.conditional_query()?
+        ))
+    }
+}
+
+/// The `urn:uuid:` fullUrl a resource has inside a transaction Bundle: its own key when that is
+/// already one, the id when it is a UUID, or a UUID derived from the key (stable across runs).
+pub fn full_url(key: &str) -> String {
+    if key.starts_with("urn:uuid:") {
+        return key.to_owned();
+    }
+    let id = key.rsplit('/').next().unwrap_or(key);
+    match uuid::Uuid::try_parse(id) {
+        Ok(uuid) => format!("urn:uuid:{uuid}"),
+        Err(_) => format!(
+            "urn:uuid:{}",
+            uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_URL, key.as_bytes())
+        ),
+    }
+}
+
+/// A transaction Bundle that creates `resources` conditionally (`ifNoneExist` by identifier, so
+/// a retry or a re-run stores nothing twice). References between the resources become their
+/// `urn:uuid` fullUrls; any other reference is replaced by what `resolve` returns for it, if
+/// anything.
+pub fn transaction_bundle(
+    resources: &[Resource],
+    resolve: &dyn Fn(&str) -> Option<String>,
+) -> Value {
+    let local: std::collections::HashMap<&str, String> = resources
+        .iter()
+        .map(|r| (r.key.as_str(), full_url(&r.key)))
+        .collect();
+    let entries: Vec<Value> = resources
+        .iter()
+        .map(|resource| {
+            let mut body = resource.body.clone();
+            if let Some(map) = body.as_object_mut() {
+                map.remove("id");
+            }
+            for_each_reference_mut(&mut body, &mut |reference| {
+                let replacement = match local.get(reference.as_str()) {
+                    Some(url) => Some(url.clone()),
+                    None => resolve(reference),
+                };
+                if let Some(replacement) = replacement {
+                    *reference = replacement;
+                }
+            });
+            let mut request =
+                serde_json::json!({"method": "POST", "url": resource.resource_type()});
+            if let Some(query) = resource.conditional_query() {
+                request["ifNoneExist"] = Value::String(query);
+            }
+            serde_json::json!({
+                "fullUrl": local[resource.key.as_str()],
+                "resource": body,
+                "request": request,
+            })
+        })
+        .collect();
+    serde_json::json!({"resourceType": "Bundle", "type": "transaction", "entry": entries})
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecordKind {
+    /// Organizations, Practitioners and the like that many patients refer to: loaded first.
+    Shared,
+    /// One patient's record, or one input bundle.
+    Patient,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Record {
+    pub kind: RecordKind,
+    pub resources: Vec<Resource>,
+}
+
+/// Calls `f` on every `reference` string inside `value` (Reference.reference, at any depth).
+pub fn for_each_reference_mut(value: &mut Value, f: &mut impl FnMut(&mut String)) {
+    match value {
+        Value::Object(map) => {
+            for (key, child) in map.iter_mut() {
+                match child {
+                    Value::String(s) if key == "reference" => f(s),
+                    _ => for_each_reference_mut(child, f),
+                }
+            }
+        }
+        Value::Array(items) => {
+            for item in items {
+                for_each_reference_mut(item, f);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Every `reference` string inside `value`.
+pub fn references(value: &Value) -> Vec<String> {
+    let mut found = Vec::new();
+    let mut copy = value.clone();
+    for_each_reference_mut(&mut copy, &mut |r| found.push(std::mem::take(r)));
+    found
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn conditional_query_escapes() {
+        let r = Resource::new(json!({
+            "resourceType": "Patient", "id": "p1",
+            "identifier": [{"value": "no-system"}, {"system": "https://x.org/a|b", "value": "1,2"}]
+        }));
+        assert_eq!(r.key, "Patient/p1");
+        assert_eq!(
+            r.conditional_query().as_deref(),
+            Some(r"identifier=https://x.org/a\|b|1\,2")
+        );
+    }
+
+    #[test]
+    fn finds_nested_references() {
+        let mut body = json!({
+            "subject": {"reference": "Patient/1"},
+            "participant": [{"individual": {"reference": "Practitioner/2", "display": "Dr"}}],
+            "note": [{"text": "reference"}]
+        });
+        assert_eq!(references(&body), ["Patient/1", "Practitioner/2"]);
+        for_each_reference_mut(&mut body, &mut |r| r.insert_str(0, "x/"));
+        assert_eq!(body["subject"]["reference"], "x/Patient/1");
+    }
+
+    #[test]
+    fn transaction_bundle_links_entries_by_urn_uuid() {
+        let id = "0b8d5d38-5c3e-4a4e-9d43-1c4cf0d6e0a1";
+        let patient = Resource::new(json!({
+            "resourceType": "Patient", "id": id,
+            "identifier": [{"system": "https://fhirgen.dev/sid/patient", "value": "p-1"}],
+            "generalPractitioner": [{"reference": "Practitioner/shared-1"}]
+        }));
+        let encounter = Resource::new(json!({
+            "resourceType": "Encounter", "id": "enc-1",
+            "subject": {"reference": format!("Patient/{id}")}
+        }));
+        let bundle = transaction_bundle(&[patient, encounter], &|r| {
+            (r == "Practitioner/shared-1").then(|| "Practitioner/42".to_owned())
+        });
+        let entries = bundle["entry"].as_array().unwrap();
+        assert_eq!(entries[0]["fullUrl"], format!("urn:uuid:{id}"));
+        assert!(entries[0]["resource"].get("id").is_none());
+        assert_eq!(
+            entries[0]["request"]["ifNoneExist"],
+            "identifier=https://fhirgen.dev/sid/patient|p-1"
+        );
+        assert_eq!(
+            entries[0]["resource"]["generalPractitioner"][0]["reference"],
+            "Practitioner/42"
+        );
+        assert_eq!(
+            entries[1]["resource"]["subject"]["reference"],
+            format!("urn:uuid:{id}")
+        );
+        assert_eq!(entries[1]["fullUrl"], full_url("Encounter/enc-1"));
+        assert!(entries[1]["request"].get("ifNoneExist").is_none());
+    }
+}

@@ -1,0 +1,23 @@
+//! fhirgen: generate realistic synthetic FHIR R4 data and load it into a FHIR store.
+//!
+//! Data flows generate -> (bounded channel) -> load workers -> store client -> stats -> report.
+
+pub mod cli;
+pub mod emulator;
+pub mod exit;
+pub mod fhir;
+pub mod generate;
+pub mod load;
+pub mod secret;
+
+use std::process::ExitCode;
+
+use cli::{Cli, Command};
+
+pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Generate(args) => generate::run(args).await,
+        Command::Load(args) => load::run(*args).await,
+        Command::Serve(args) => emulator::serve(args).await,
+    }
+}

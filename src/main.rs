@@ -1,0 +1,21 @@
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let cli = fhirgen::cli::Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return fhirgen::exit::FAILURE.into();
+        }
+    };
+    match runtime.block_on(fhirgen::run(cli)) {
+        Ok(code) => code,
+        Err(error) => fhirgen::exit::report_error(&error),
+    }
+}
