@@ -1,9 +1,481 @@
-//! Loading. (Being written.)
-use std::process::ExitCode;
+//! `fhirgen load`: records flow from a source through a bounded channel to a fixed pool of
+//! workers, each writing one job at a time, so never more than `--workers` requests are in
+//! flight and memory stays flat whatever the count.
 
-use crate::cli::LoadArgs;
+pub mod auth;
+pub mod client;
+pub mod failed;
+pub mod input;
+pub mod report;
+pub mod retry;
+pub mod source;
+pub mod stats;
+pub mod target;
+pub mod writer;
+
+use std::collections::{HashMap, HashSet};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use tokio::sync::{Mutex, mpsc};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::cli::{LoadArgs, LoadMode};
+use crate::exit;
+use crate::fhir::{Record, RecordKind, Resource};
+use client::{ClientOptions, StoreClient};
+use failed::{FailedSink, Failure};
+use report::{Latency, ProgressReporter, Summary, round3};
+use retry::RetryPolicy;
+use source::{RecordSource, SourceItem};
+use stats::{Progress, RequestStats};
+use writer::{Completion, IdMap, Job, JobOutcome, RecordWriter};
 
 pub async fn run(args: LoadArgs) -> anyhow::Result<ExitCode> {
-    let _ = args;
-    todo!()
+    check_flags(&args)?;
+    let source = source::open(&args)?;
+    let failed_sink = args
+        .failed
+        .as_deref()
+        .map(FailedSink::create)
+        .transpose()?
+        .map(Arc::new);
+    let target = target::resolve(&args).await?;
+    let stop = CancellationToken::new();
+    let client = Arc::new(StoreClient::new(
+        &target.fhir_base,
+        target.credentials,
+        ClientOptions {
+            workers: args.workers,
+            timeout: Duration::from_secs_f64(args.timeout),
+            retry: RetryPolicy::new(args.max_retries),
+            rate: args.rate,
+        },
+        stop.clone(),
+    )?);
+    let progress = Arc::new(Progress::default());
+    let writer = Arc::new(RecordWriter {
+        client: client.clone(),
+        mode: args.mode,
+        bundle_size: args.bundle_size as usize,
+        ids: Arc::new(IdMap::default()),
+        failed: failed_sink.clone(),
+        progress: progress.clone(),
+    });
+    let reporter = Arc::new(ProgressReporter::start(
+        source.total,
+        progress.clone(),
+        !args.quiet,
+    ));
+
+    let interrupted = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let ctrl_c = tokio::spawn(watch_ctrl_c(stop.clone(), interrupted.clone()));
+
+    let started = Instant::now();
+    let total = source.total;
+    let seed = source.seed;
+    let run = Pipeline {
+        writer,
+        workers: args.workers,
+        stop: stop.clone(),
+        reporter: reporter.clone(),
+        publish_all: args.input.is_some(),
+    }
+    .run(source)
+    .await?;
+    let elapsed = started.elapsed();
+    ctrl_c.abort();
+    if let Some(sink) = &failed_sink {
+        sink.flush()?;
+    }
+    if let Ok(reporter) = Arc::try_unwrap(reporter) {
+        reporter.finish();
+    }
+    if let Some(emulator) = target.emulator {
+        emulator.shutdown().await;
+    }
+
+    let interrupted = interrupted.load(std::sync::atomic::Ordering::SeqCst);
+    let fatal = client.fatal().map(|f| f.0);
+    let JobOutcome {
+        stored,
+        failed,
+        not_sent,
+    } = run.outcome;
+    // With a known total, whatever was never generated also counts as not sent.
+    let not_sent = match total {
+        Some(total) => total.saturating_sub(stored + failed).max(not_sent),
+        None => not_sent,
+    };
+    let seconds = elapsed.as_secs_f64().max(1e-9);
+    let summary = Summary {
+        stored,
+        failed,
+        not_sent,
+        requests: run.stats.requests,
+        retries: run.stats.retries,
+        elapsed_seconds: round3(seconds),
+        resources_per_second: round3(stored as f64 / seconds),
+        requests_per_second: round3(run.stats.requests as f64 / seconds),
+        latency_ms: Latency::from_stats(&run.stats),
+        status_counts: run
+            .stats
+            .status_counts
+            .iter()
+            .map(|(status, n)| (status.to_string(), *n))
+            .collect(),
+        errors: run.stats.errors.clone(),
+        seed,
+        mode: format!("{:?}", args.mode).to_lowercase(),
+        workers: args.workers,
+        target: target.description,
+        interrupted,
+        fatal_error: fatal.clone(),
+        failed_file: failed_sink.map(|s| s.path().display().to_string()),
+    };
+    if !args.quiet {
+        summary.print_text();
+    } else if let Some(reason) = &fatal {
+        eprintln!("error: {reason}");
+    }
+    if args.json {
+        summary.print_json()?;
+    }
+    let code = if interrupted {
+        exit::INTERRUPTED
+    } else if fatal.is_some() || failed > 0 || not_sent > 0 {
+        exit::FAILURE
+    } else {
+        exit::SUCCESS
+    };
+    Ok(code.into())
+}
+
+fn check_flags(args: &LoadArgs) -> anyhow::Result<()> {
+    if !(args.timeout > 0.0 && args.timeout.is_finite()) {
+        return Err(exit::usage(format!(
+            "--timeout {} must be a positive number of seconds",
+            args.timeout
+        )));
+    }
+    if !(args.rate >= 0.0 && args.rate.is_finite()) {
+        return Err(exit::usage(format!(
+            "--rate {} must be a number of requests per second (0 for no cap)",
+            args.rate
+        )));
+    }
+    Ok(())
+}
+
+/// First Ctrl-C: stop taking work and let in-flight requests finish. Second: leave now.
+async fn watch_ctrl_c(stop: CancellationToken, interrupted: Arc<std::sync::atomic::AtomicBool>) {
+    if tokio::signal::ctrl_c().await.is_err() {
+        return;
+    }
+    interrupted.store(true, std::sync::atomic::Ordering::SeqCst);
+    stop.cancel();
+    eprintln!("\ninterrupted: finishing requests in flight (Ctrl-C again to abort)");
+    if tokio::signal::ctrl_c().await.is_ok() {
+        eprintln!("aborted");
+        std::process::exit(exit::INTERRUPTED.into());
+    }
+}
+
+struct Pipeline {
+    writer: Arc<RecordWriter>,
+    workers: u32,
+    stop: CancellationToken,
+    reporter: Arc<ProgressReporter>,
+    /// Records read from files may refer to each other (bulk exports split by type), so
+    /// their ids are kept for the run; generated patient records never do.
+    publish_all: bool,
+}
+
+struct PipelineResult {
+    outcome: JobOutcome,
+    stats: RequestStats,
+}
+
+impl Pipeline {
+    async fn run(self, source: RecordSource) -> anyhow::Result<PipelineResult> {
+        let capacity = self.workers as usize;
+        let (job_tx, job_rx) = mpsc::channel::<Job>(capacity);
+        let job_rx = Arc::new(Mutex::new(job_rx));
+        let mut pool = JoinSet::new();
+        for _ in 0..self.workers {
+            pool.spawn(worker(
+                job_rx.clone(),
+                self.writer.clone(),
+                self.stop.clone(),
+            ));
+        }
+
+        // Generation and parsing are CPU work: a thread of their own, feeding a bounded channel.
+        let (item_tx, item_rx) = mpsc::channel::<SourceItem>(capacity);
+        let RecordSource {
+            prerequisites,
+            items,
+            ..
+        } = source;
+        let producer = tokio::task::spawn_blocking(move || {
+            for item in items {
+                if item_tx.blocking_send(item).is_err() {
+                    break;
+                }
+            }
+        });
+
+        let mut invalid = 0;
+        let dispatched = self
+            .dispatch(prerequisites, item_rx, &job_tx, &mut invalid)
+            .await;
+        drop(job_tx);
+
+        let mut outcome = JobOutcome::default();
+        let mut stats = RequestStats::default();
+        while let Some(joined) = pool.join_next().await {
+            let (worker_outcome, worker_stats) = joined.context("a load worker crashed")?;
+            add_outcome(&mut outcome, worker_outcome);
+            stats += &worker_stats;
+        }
+        // Jobs still queued when the run stopped were never attempted.
+        let mut rx = job_rx.lock().await;
+        while let Ok(job) = rx.try_recv() {
+            outcome.not_sent += job.resources.len() as u64;
+        }
+        producer.abort();
+        dispatched?;
+        outcome.failed += invalid;
+        Ok(PipelineResult { outcome, stats })
+    }
+
+    /// Feeds the workers in an order that keeps references satisfiable: a job is sent only
+    /// once every job it refers to has finished (and published where its resources went).
+    /// Shared records are split into small jobs so that all workers store them at once.
+    async fn dispatch(
+        &self,
+        prerequisites: Vec<Record>,
+        mut items: mpsc::Receiver<SourceItem>,
+        jobs: &mpsc::Sender<Job>,
+        invalid: &mut u64,
+    ) -> anyhow::Result<()> {
+        let mut in_flight = InFlight::default();
+        for record in prerequisites {
+            for job in self.split_shared(record.resources, None) {
+                if !self.send_in_order(jobs, job, &mut in_flight).await {
+                    return Ok(());
+                }
+            }
+        }
+        loop {
+            let item = tokio::select! {
+                item = items.recv() => item,
+                _ = self.stop.cancelled() => None,
+            };
+            let Some(item) = item else { break };
+            match item {
+                SourceItem::Record { record, sources } => {
+                    let jobs_of_record = if record.kind == RecordKind::Shared {
+                        self.split_shared(record.resources, sources)
+                    } else {
+                        vec![Job {
+                            sources,
+                            publish: self.publish_all,
+                            ..Job::new(record.resources)
+                        }]
+                    };
+                    for job in jobs_of_record {
+                        if !self.send_in_order(jobs, job, &mut in_flight).await {
+                            return Ok(());
+                        }
+                    }
+                }
+                SourceItem::Invalid {
+                    source,
+                    message,
+                    content,
+                } => {
+                    *invalid += 1;
+                    self.reporter.println(&format!("{source}: {message}"));
+                    if let Some(sink) = &self.writer.failed {
+                        let failure = Failure {
+                            status: None,
+                            message,
+                            source: Some(source),
+                        };
+                        sink.write(&content, &failure)?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Shared resources in jobs small enough to spread over all workers: one resource each,
+    /// or one bundle each in transaction mode. Their ids are published for what follows.
+    fn split_shared(&self, resources: Vec<Resource>, sources: Option<Vec<String>>) -> Vec<Job> {
+        let per_job = match self.writer.mode {
+            LoadMode::Transaction => self.writer.bundle_size,
+            LoadMode::Create | LoadMode::Update => 1,
+        };
+        let mut sources = sources.map(Vec::into_iter);
+        let mut resources = resources.into_iter().peekable();
+        let mut split = Vec::new();
+        while resources.peek().is_some() {
+            let chunk: Vec<Resource> = resources.by_ref().take(per_job).collect();
+            let chunk_sources = sources
+                .as_mut()
+                .map(|s| s.by_ref().take(chunk.len()).collect());
+            split.push(Job {
+                sources: chunk_sources,
+                publish: true,
+                ..Job::new(chunk)
+            });
+        }
+        split
+    }
+
+    /// Waits for the jobs that `job` refers to, then sends it.
+    async fn send_in_order(
+        &self,
+        jobs: &mpsc::Sender<Job>,
+        mut job: Job,
+        in_flight: &mut InFlight,
+    ) -> bool {
+        for completion in in_flight.dependencies_of(&job) {
+            tokio::select! {
+                _ = completion.wait() => {}
+                _ = self.stop.cancelled() => return false,
+            }
+        }
+        if job.publish {
+            job.done = Some(in_flight.track(&job));
+        }
+        self.send_job(jobs, job).await
+    }
+
+    async fn send_job(&self, jobs: &mpsc::Sender<Job>, job: Job) -> bool {
+        tokio::select! {
+            sent = jobs.send(job) => sent.is_ok(),
+            _ = self.stop.cancelled() => false,
+        }
+    }
+}
+
+async fn worker(
+    jobs: Arc<Mutex<mpsc::Receiver<Job>>>,
+    writer: Arc<RecordWriter>,
+    stop: CancellationToken,
+) -> (JobOutcome, RequestStats) {
+    let mut outcome = JobOutcome::default();
+    let mut stats = RequestStats::default();
+    loop {
+        let job = {
+            let mut jobs = jobs.lock().await;
+            tokio::select! {
+                job = jobs.recv() => job,
+                _ = stop.cancelled() => None,
+            }
+        };
+        let Some(job) = job else { break };
+        add_outcome(&mut outcome, writer.write(job, &mut stats).await);
+    }
+    (outcome, stats)
+}
+
+fn add_outcome(total: &mut JobOutcome, more: JobOutcome) {
+    total.stored += more.stored;
+    total.failed += more.failed;
+    total.not_sent += more.not_sent;
+}
+
+/// Jobs sent but not finished, by the keys of the resources they hold (and the
+/// conditional references that find them), so that what refers to them can wait.
+#[derive(Default)]
+struct InFlight {
+    by_key: HashMap<String, Arc<Completion>>,
+    /// Size after the last sweep of finished jobs: sweeping only when the map has doubled
+    /// keeps the cost per job constant.
+    swept_at: usize,
+}
+
+impl InFlight {
+    fn track(&mut self, job: &Job) -> Arc<Completion> {
+        if self.by_key.len() > 2 * self.swept_at + 1024 {
+            self.by_key
+                .retain(|_, completion| !completion.is_finished());
+            self.swept_at = self.by_key.len();
+        }
+        let completion = Arc::new(Completion::default());
+        for resource in &job.resources {
+            if let Some(conditional) = resource.conditional_reference() {
+                self.by_key.insert(conditional, completion.clone());
+            }
+            self.by_key.insert(resource.key.clone(), completion.clone());
+        }
+        completion
+    }
+
+    /// Unfinished jobs holding something `job` refers to (other than itself).
+    fn dependencies_of(&self, job: &Job) -> Vec<Arc<Completion>> {
+        if self.by_key.is_empty() {
+            return Vec::new();
+        }
+        let own: HashSet<&str> = job.resources.iter().map(|r| r.key.as_str()).collect();
+        let mut waits: Vec<Arc<Completion>> = Vec::new();
+        for resource in &job.resources {
+            for reference in crate::fhir::references(&resource.body) {
+                if own.contains(reference.as_str()) {
+                    continue;
+                }
+                if let Some(completion) = self.by_key.get(&reference) {
+                    if !completion.is_finished()
+                        && !waits.iter().any(|w| Arc::ptr_eq(w, completion))
+                    {
+                        waits.push(completion.clone());
+                    }
+                }
+            }
+        }
+        waits
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[tokio::test]
+    async fn waits_only_for_unfinished_jobs_it_refers_to() {
+        let org = Resource::new(json!({"resourceType": "Organization", "id": "o",
+            "identifier": [{"system": "https://x", "value": "o"}]}));
+        let patient = Resource::new(json!({"resourceType": "Patient", "id": "p",
+            "managingOrganization": {"reference": "Organization/o"}}));
+        let by_identifier = Resource::new(json!({"resourceType": "Patient", "id": "q",
+            "managingOrganization": {"reference": "Organization?identifier=https://x|o"}}));
+        let mut in_flight = InFlight::default();
+        let org_done = in_flight.track(&Job::new(vec![org]));
+        assert_eq!(
+            in_flight
+                .dependencies_of(&Job::new(vec![patient.clone()]))
+                .len(),
+            1
+        );
+        assert_eq!(
+            in_flight
+                .dependencies_of(&Job::new(vec![by_identifier]))
+                .len(),
+            1
+        );
+        org_done.finish();
+        assert!(
+            in_flight
+                .dependencies_of(&Job::new(vec![patient]))
+                .is_empty()
+        );
+    }
 }

@@ -1,0 +1,212 @@
+//! What a person (or a script) sees: a progress bar while loading, then a summary.
+
+use std::collections::BTreeMap;
+use std::io::IsTerminal;
+use std::sync::Arc;
+use std::time::Duration;
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use serde::Serialize;
+
+use super::stats::{Progress, RequestStats};
+
+/// The end-of-run summary; `--json` prints exactly this object on stdout.
+#[derive(Debug, Serialize)]
+pub struct Summary {
+    pub stored: u64,
+    pub failed: u64,
+    /// Resources never attempted because the run stopped early.
+    pub not_sent: u64,
+    pub requests: u64,
+    pub retries: u64,
+    pub elapsed_seconds: f64,
+    pub resources_per_second: f64,
+    pub requests_per_second: f64,
+    pub latency_ms: Latency,
+    pub status_counts: BTreeMap<String, u64>,
+    pub errors: BTreeMap<String, u64>,
+    pub seed: Option<u64>,
+    pub mode: String,
+    pub workers: u32,
+    pub target: String,
+    pub interrupted: bool,
+    /// Why the run stopped early, when it did for a reason other than Ctrl-C.
+    pub fatal_error: Option<String>,
+    pub failed_file: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Latency {
+    pub p50: f64,
+    pub p90: f64,
+    pub p99: f64,
+    pub max: f64,
+    pub mean: f64,
+}
+
+impl Latency {
+    pub fn from_stats(stats: &RequestStats) -> Self {
+        let mean = if stats.latency_us.is_empty() {
+            0.0
+        } else {
+            stats.latency_us.mean() / 1000.0
+        };
+        Self {
+            p50: stats.latency_ms(0.50),
+            p90: stats.latency_ms(0.90),
+            p99: stats.latency_ms(0.99),
+            max: stats.latency_ms(1.0),
+            mean: round3(mean),
+        }
+    }
+}
+
+pub fn round3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}
+
+impl Summary {
+    pub fn print_text(&self) {
+        let mut out = String::new();
+        let line = |out: &mut String, label: &str, value: String| {
+            out.push_str(&format!("  {label:<16}{value}\n"));
+        };
+        out.push_str("Summary:\n");
+        line(&mut out, "Target:", self.target.clone());
+        line(
+            &mut out,
+            "Mode:",
+            format!("{} with {} workers", self.mode, self.workers),
+        );
+        line(&mut out, "Stored:", self.stored.to_string());
+        line(&mut out, "Failed:", self.failed.to_string());
+        if self.not_sent > 0 {
+            line(&mut out, "Not sent:", self.not_sent.to_string());
+        }
+        line(&mut out, "Requests:", self.requests.to_string());
+        line(&mut out, "Retries:", self.retries.to_string());
+        line(
+            &mut out,
+            "Elapsed:",
+            format!("{:.3} s", self.elapsed_seconds),
+        );
+        line(
+            &mut out,
+            "Resources/s:",
+            format!("{:.1}", self.resources_per_second),
+        );
+        line(
+            &mut out,
+            "Requests/s:",
+            format!("{:.1}", self.requests_per_second),
+        );
+        if let Some(seed) = self.seed {
+            line(&mut out, "Seed:", seed.to_string());
+        }
+        out.push_str("\nLatency (ms):\n");
+        let l = &self.latency_ms;
+        out.push_str(&format!(
+            "  p50 {:.2}  p90 {:.2}  p99 {:.2}  max {:.2}  mean {:.2}\n",
+            l.p50, l.p90, l.p99, l.max, l.mean
+        ));
+        if !self.status_counts.is_empty() {
+            out.push_str("\nStatus code distribution:\n");
+            for (status, n) in &self.status_counts {
+                out.push_str(&format!("  [{status}] {n} responses\n"));
+            }
+        }
+        if !self.errors.is_empty() {
+            out.push_str("\nError distribution:\n");
+            for (kind, n) in &self.errors {
+                out.push_str(&format!("  [{n}] {kind}\n"));
+            }
+        }
+        if let Some(path) = &self.failed_file {
+            if self.failed > 0 {
+                out.push_str(&format!(
+                    "\n{} resources that were not stored are in {path}; fix them and load it again with --input {path}\n",
+                    self.failed
+                ));
+            }
+        }
+        if let Some(reason) = &self.fatal_error {
+            out.push_str(&format!("\nStopped early: {reason}\n"));
+        } else if self.interrupted {
+            out.push_str(
+                "\nInterrupted: re-run the same command to finish; nothing will be stored twice.\n",
+            );
+        }
+        eprint!("{out}");
+    }
+
+    pub fn print_json(&self) -> anyhow::Result<()> {
+        use std::io::Write;
+        let mut stdout = std::io::stdout().lock();
+        serde_json::to_writer(&mut stdout, self)?;
+        stdout.write_all(b"\n")?;
+        stdout.flush()?;
+        Ok(())
+    }
+}
+
+/// A progress bar on stderr when it is a terminal: resources stored of the total, rate, ETA.
+pub struct ProgressReporter {
+    bar: ProgressBar,
+    ticker: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl ProgressReporter {
+    pub fn start(total: Option<u64>, progress: Arc<Progress>, enabled: bool) -> Self {
+        let visible = enabled && std::io::stderr().is_terminal();
+        let bar = match total {
+            Some(total) => ProgressBar::new(total),
+            None => ProgressBar::no_length(),
+        };
+        if !visible {
+            bar.set_draw_target(ProgressDrawTarget::hidden());
+            return Self { bar, ticker: None };
+        }
+        bar.set_draw_target(ProgressDrawTarget::stderr_with_hz(10));
+        let template = if total.is_some() {
+            "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} stored {msg} ({per_sec}, ETA {eta})"
+        } else {
+            "{spinner} [{elapsed_precise}] {pos} stored {msg} ({per_sec})"
+        };
+        bar.set_style(
+            ProgressStyle::with_template(template)
+                .expect("static template is valid")
+                .progress_chars("=> "),
+        );
+        let ticking = bar.clone();
+        let ticker = tokio::spawn(async move {
+            loop {
+                ticking.set_position(progress.stored());
+                let failed = progress.failed();
+                if failed > 0 {
+                    ticking.set_message(format!("{failed} failed"));
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        });
+        Self {
+            bar,
+            ticker: Some(ticker),
+        }
+    }
+
+    /// Prints a line above the bar without tearing it.
+    pub fn println(&self, line: &str) {
+        if self.bar.is_hidden() {
+            eprintln!("{line}");
+        } else {
+            self.bar.println(line);
+        }
+    }
+
+    pub fn finish(self) {
+        if let Some(ticker) = self.ticker {
+            ticker.abort();
+        }
+        self.bar.finish_and_clear();
+    }
+}

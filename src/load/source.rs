@@ -1,0 +1,58 @@
+//! Where the records to load come from: the generator, or files given with `--input`.
+
+use crate::cli::LoadArgs;
+use crate::fhir::{Record, RecordKind};
+use crate::generate::{Generator, GeneratorConfig};
+
+/// One item of the stream the loader drains.
+pub enum SourceItem {
+    /// Resources to write, with the `path:line` of each when they came from a file.
+    Record {
+        record: Record,
+        sources: Option<Vec<String>>,
+    },
+    /// Input that is not a FHIR resource: reported, kept in `--failed`, and skipped.
+    Invalid {
+        source: String,
+        message: String,
+        content: serde_json::Value,
+    },
+}
+
+pub struct RecordSource {
+    /// Records that must be stored before anything else (shared resources another shard owns).
+    pub prerequisites: Vec<Record>,
+    pub items: Box<dyn Iterator<Item = SourceItem> + Send>,
+    /// The number of resources `items` will yield, when known in advance.
+    pub total: Option<u64>,
+    pub seed: Option<u64>,
+}
+
+pub fn open(args: &LoadArgs) -> anyhow::Result<RecordSource> {
+    if let Some(path) = &args.input {
+        return super::input::open(path);
+    }
+    let config = GeneratorConfig::from_args(&args.data)?;
+    let generator = Generator::new(config.clone());
+    let prerequisites = if config.shard.index == 0 {
+        Vec::new()
+    } else {
+        vec![generator.shared_record()]
+    };
+    let total = (config.shard.count == 1).then_some(config.count);
+    Ok(RecordSource {
+        prerequisites,
+        items: Box::new(generator.map(|record| SourceItem::Record {
+            record,
+            sources: None,
+        })),
+        total,
+        seed: Some(config.seed),
+    })
+}
+
+impl SourceItem {
+    pub fn is_shared(&self) -> bool {
+        matches!(self, Self::Record { record, .. } if record.kind == RecordKind::Shared)
+    }
+}

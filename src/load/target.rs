@@ -1,0 +1,126 @@
+//! Which store to load into, with which credential; checked before any data moves.
+
+use reqwest::Url;
+
+use super::auth::Credentials;
+use crate::cli::LoadArgs;
+use crate::emulator::{Emulator, EmulatorOptions};
+use crate::exit::usage;
+
+pub struct Target {
+    pub fhir_base: String,
+    /// For the summary: the store or URL, never a credential.
+    pub description: String,
+    pub credentials: Credentials,
+    /// The in-process store, kept alive for the run with `--emulator`.
+    pub emulator: Option<Emulator>,
+}
+
+pub async fn resolve(args: &LoadArgs) -> anyhow::Result<Target> {
+    let target = &args.target;
+    if target.emulator {
+        let emulator = Emulator::start(
+            EmulatorOptions::default(),
+            "127.0.0.1:0".parse().expect("static address"),
+        )
+        .await?;
+        let fhir_base = emulator.fhir_base_url();
+        return Ok(Target {
+            description: format!("built-in emulator at {fhir_base}"),
+            fhir_base,
+            credentials: Credentials::None,
+            emulator: Some(emulator),
+        });
+    }
+    let (fhir_base, description, wants_google_auth) = if let Some(store) = &target.store {
+        check_store_name(store)?;
+        let endpoint = args.endpoint.trim_end_matches('/');
+        (
+            format!("{endpoint}/{}/fhir", store.trim_matches('/')),
+            store.clone(),
+            true,
+        )
+    } else if let Some(url) = &target.fhir_url {
+        let url = url.trim_end_matches('/').to_owned();
+        (url.clone(), url, false)
+    } else {
+        return Err(usage("no target: give --store, --fhir-url or --emulator"));
+    };
+    let url = Url::parse(&fhir_base)
+        .map_err(|e| usage(format!("`{fhir_base}` is not a usable URL: {e}")))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(usage(format!(
+            "`{fhir_base}` must start with http:// or https://"
+        )));
+    }
+    let sends_token = args.access_token.is_some() || wants_google_auth;
+    if sends_token && url.scheme() == "http" && !is_loopback(&url) {
+        return Err(usage(format!(
+            "refusing to send a bearer token over plain http to {}: use https, or a loopback address for local testing",
+            url.host_str().unwrap_or("?")
+        )));
+    }
+    let credentials = match &args.access_token {
+        Some(token) => Credentials::from_token(token)?,
+        None if wants_google_auth => Credentials::application_default().await?,
+        None => Credentials::None,
+    };
+    Ok(Target {
+        fhir_base,
+        description,
+        credentials,
+        emulator: None,
+    })
+}
+
+fn check_store_name(store: &str) -> anyhow::Result<()> {
+    let parts: Vec<&str> = store.trim_matches('/').split('/').collect();
+    let shape = ["projects", "locations", "datasets", "fhirStores"];
+    let ok = parts.len() == 8
+        && parts
+            .chunks(2)
+            .zip(shape)
+            .all(|(pair, name)| pair[0] == name && !pair[1].is_empty());
+    if ok {
+        Ok(())
+    } else {
+        Err(usage(format!(
+            "`{store}` is not a FHIR store name: expected projects/PROJECT/locations/LOCATION/datasets/DATASET/fhirStores/STORE"
+        )))
+    }
+}
+
+fn is_loopback(url: &Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(domain)) => domain == "localhost",
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn store_names() {
+        assert!(check_store_name("projects/p/locations/us/datasets/d/fhirStores/s").is_ok());
+        assert!(check_store_name("projects/p/datasets/d/fhirStores/s").is_err());
+        assert!(check_store_name("projects//locations/us/datasets/d/fhirStores/s").is_err());
+    }
+
+    #[test]
+    fn loopback_hosts() {
+        for url in [
+            "http://127.0.0.1:8080/fhir",
+            "http://localhost/fhir",
+            "http://[::1]:1/fhir",
+        ] {
+            assert!(is_loopback(&Url::parse(url).unwrap()), "{url}");
+        }
+        assert!(!is_loopback(
+            &Url::parse("http://example.com/fhir").unwrap()
+        ));
+    }
+}

@@ -1,0 +1,155 @@
+//! Shared by the integration tests: an emulator on 127.0.0.1, the binary with a clean
+//! environment, and readers of what the store holds.
+#![allow(dead_code)]
+
+use std::collections::{BTreeMap, HashSet};
+use std::process::Output;
+
+use fhirgen::emulator::{Emulator, EmulatorOptions};
+use serde_json::Value;
+
+pub async fn start_emulator(options: EmulatorOptions) -> Emulator {
+    Emulator::start(options, "127.0.0.1:0".parse().unwrap())
+        .await
+        .expect("emulator starts")
+}
+
+/// The binary, with none of the user's fhirgen or Google settings leaking in.
+pub fn fhirgen() -> std::process::Command {
+    let mut command = std::process::Command::new(assert_cmd::cargo::cargo_bin!("fhirgen"));
+    for (key, _) in std::env::vars() {
+        if key.starts_with("FHIRGEN_")
+            || key.starts_with("GOOGLE_")
+            || key.starts_with("CLOUDSDK_")
+            || key.ends_with("_TASK_INDEX")
+            || key.ends_with("_TASK_COUNT")
+            || key == "JOB_COMPLETION_INDEX"
+        {
+            command.env_remove(key);
+        }
+    }
+    command.env("HOME", std::env::temp_dir().join("fhirgen-test-home"));
+    command
+}
+
+/// Runs the command off the async runtime (the emulator lives on it).
+pub async fn run(mut command: std::process::Command) -> Output {
+    tokio::task::spawn_blocking(move || command.output().expect("fhirgen runs"))
+        .await
+        .unwrap()
+}
+
+pub fn summary(output: &Output) -> Value {
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    serde_json::from_str(stdout.trim()).unwrap_or_else(|e| {
+        panic!(
+            "stdout is not one JSON summary ({e}):\n{stdout}\nstderr:\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        )
+    })
+}
+
+pub fn assert_exit(output: &Output, code: i32) {
+    assert_eq!(
+        output.status.code(),
+        Some(code),
+        "stdout:\n{}\nstderr:\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+pub async fn stats(emulator: &Emulator) -> Value {
+    reqwest::get(format!("http://{}/_emulator/stats", emulator.addr()))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+/// Number of resources of each type the store holds.
+pub async fn resource_counts(emulator: &Emulator) -> BTreeMap<String, u64> {
+    let stats = stats(emulator).await;
+    stats["resources"]
+        .as_object()
+        .map(|m| {
+            m.iter()
+                .filter(|(_, n)| n.as_u64() != Some(0))
+                .map(|(k, v)| (k.clone(), v.as_u64().unwrap()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+pub async fn total_resources(emulator: &Emulator) -> u64 {
+    resource_counts(emulator).await.values().sum()
+}
+
+/// Every resource of `resource_type` in the store, following search paging.
+pub async fn all_of_type(base: &str, resource_type: &str) -> Vec<Value> {
+    let client = reqwest::Client::new();
+    let mut url = format!("{base}/{resource_type}?_count=1000");
+    let mut found = Vec::new();
+    loop {
+        let page: Value = client.get(&url).send().await.unwrap().json().await.unwrap();
+        for entry in page["entry"].as_array().into_iter().flatten() {
+            found.push(entry["resource"].clone());
+        }
+        let next = page["link"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|l| l["relation"] == "next")
+            .and_then(|l| l["url"].as_str());
+        match next {
+            Some(next) => url = next.to_owned(),
+            None => return found,
+        }
+    }
+}
+
+/// Reads the whole store and checks that every relative reference points at a stored
+/// resource and that no identifier is held twice (no duplicates).
+pub async fn assert_store_consistent(emulator: &Emulator) {
+    let base = emulator.fhir_base_url();
+    let mut resources = Vec::new();
+    for resource_type in resource_counts(emulator).await.keys() {
+        resources.extend(all_of_type(&base, resource_type).await);
+    }
+    let keys: HashSet<String> = resources
+        .iter()
+        .map(|r| {
+            format!(
+                "{}/{}",
+                r["resourceType"].as_str().unwrap(),
+                r["id"].as_str().unwrap()
+            )
+        })
+        .collect();
+    let mut identifiers = HashSet::new();
+    for resource in &resources {
+        for reference in fhirgen::fhir::references(resource) {
+            if reference.starts_with('#') || reference.contains("://") {
+                continue;
+            }
+            assert!(
+                keys.contains(&reference),
+                "dangling reference {reference} in {resource}"
+            );
+        }
+        for identifier in resource["identifier"].as_array().into_iter().flatten() {
+            if identifier["system"].as_str() == Some("http://hl7.org/fhir/sid/us-npi") {
+                continue;
+            }
+            let id = format!(
+                "{}|{}|{}",
+                resource["resourceType"], identifier["system"], identifier["value"]
+            );
+            assert!(
+                identifiers.insert(id.clone()),
+                "identifier stored twice: {id}"
+            );
+        }
+    }
+}

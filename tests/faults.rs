@@ -1,0 +1,214 @@
+//! A store that misbehaves: transient faults before and after the write, throttling with
+//! Retry-After, expiring tokens, Ctrl-C. Nothing may be lost or stored twice.
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::post;
+use common::*;
+use fhirgen::emulator::EmulatorOptions;
+
+async fn faulty_store_keeps_everything_exactly_once(mode: &str) {
+    let emulator = start_emulator(EmulatorOptions {
+        fault_rate: 0.15,
+        fault_after_write_rate: 0.05,
+        fault_seed: 7,
+        ..EmulatorOptions::default()
+    })
+    .await;
+    let base = emulator.fhir_base_url();
+    let args = [
+        "load",
+        "--fhir-url",
+        &base,
+        "--count",
+        "2000",
+        "--workers",
+        "16",
+        "--mode",
+        mode,
+        "--json",
+        "--quiet",
+    ];
+    let mut command = fhirgen();
+    command.args(args);
+    let output = run(command).await;
+    assert_exit(&output, 0);
+    let summary = summary(&output);
+    assert_eq!(summary["stored"], 2000, "{summary}");
+    assert!(
+        summary["retries"].as_u64().unwrap() > 0,
+        "faults were retried: {summary}"
+    );
+    let injected = stats(&emulator).await["faults_injected"].as_u64().unwrap();
+    assert!(injected > 0);
+    assert_eq!(total_resources(&emulator).await, 2000);
+    assert_store_consistent(&emulator).await;
+
+    // Running the same command again leaves the store as after one run.
+    let mut command = fhirgen();
+    command.args(args);
+    assert_exit(&run(command).await, 0);
+    assert_eq!(total_resources(&emulator).await, 2000);
+    assert_store_consistent(&emulator).await;
+    emulator.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn faults_in_transaction_mode() {
+    faulty_store_keeps_everything_exactly_once("transaction").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn faults_in_create_mode() {
+    faulty_store_keeps_everything_exactly_once("create").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn faults_in_update_mode() {
+    faulty_store_keeps_everything_exactly_once("update").await;
+}
+
+/// A minimal create-only store that throttles its first request with `Retry-After: 1` and
+/// notes when each request arrived.
+#[derive(Clone, Default)]
+struct ThrottlingStore {
+    arrivals: Arc<Mutex<Vec<(Instant, u16)>>>,
+}
+
+async fn throttled_create(
+    State(store): State<ThrottlingStore>,
+    Path(resource_type): Path<String>,
+) -> impl IntoResponse {
+    let mut arrivals = store.arrivals.lock().unwrap();
+    let n = arrivals.len();
+    let status = if n == 0 { 429 } else { 201 };
+    arrivals.push((Instant::now(), status));
+    drop(arrivals);
+    let mut headers = HeaderMap::new();
+    if status == 429 {
+        headers.insert("retry-after", "1".parse().unwrap());
+        let body = r#"{"error":{"code":429,"message":"Quota exceeded for quota metric 'Number of FHIR operations'","status":"RESOURCE_EXHAUSTED"}}"#;
+        return (StatusCode::TOO_MANY_REQUESTS, headers, body.to_owned());
+    }
+    headers.insert(
+        "location",
+        format!("{resource_type}/{n}/_history/1").parse().unwrap(),
+    );
+    (StatusCode::CREATED, headers, "{}".to_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_after_pauses_every_worker() {
+    let store = ThrottlingStore::default();
+    let app = Router::new()
+        .route("/fhir/{resource_type}", post(throttled_create))
+        .with_state(store.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}/fhir", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    let mut command = fhirgen();
+    command.args([
+        "load",
+        "--fhir-url",
+        &base,
+        "--count",
+        "200",
+        "--workers",
+        "8",
+        "--mode",
+        "create",
+        "--json",
+        "--quiet",
+    ]);
+    let output = run(command).await;
+    assert_exit(&output, 0);
+    let summary = summary(&output);
+    assert_eq!(summary["stored"], 200);
+    assert_eq!(summary["retries"], 1);
+    assert_eq!(summary["status_counts"]["429"], 1);
+
+    let arrivals = store.arrivals.lock().unwrap().clone();
+    let throttled_at = arrivals[0].0;
+    // Requests already on the wire when the 429 was sent may land just after it; after that,
+    // nobody sends anything until Retry-After has passed.
+    let early: Vec<Duration> = arrivals[1..]
+        .iter()
+        .map(|(at, _)| at.duration_since(throttled_at))
+        .filter(|since| *since > Duration::from_millis(150) && *since < Duration::from_millis(950))
+        .collect();
+    assert!(early.is_empty(), "requests during the pause: {early:?}");
+    let resumed = arrivals[1..]
+        .iter()
+        .map(|(at, _)| at.duration_since(throttled_at))
+        .filter(|since| *since >= Duration::from_millis(150))
+        .min()
+        .expect("the load went on after the pause");
+    assert!(
+        resumed >= Duration::from_millis(950),
+        "resumed after {resumed:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_c_finishes_in_flight_work_and_a_rerun_completes() {
+    let emulator = start_emulator(EmulatorOptions {
+        latency: Duration::from_millis(20),
+        ..EmulatorOptions::default()
+    })
+    .await;
+    let base = emulator.fhir_base_url();
+    let args = [
+        "load",
+        "--fhir-url",
+        &base,
+        "--count",
+        "3000",
+        "--workers",
+        "4",
+        "--mode",
+        "create",
+        "--json",
+    ];
+    let mut command = fhirgen();
+    command
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let child = command.spawn().unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let status = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let output = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    assert_exit(&output, 130);
+    let summary = summary(&output);
+    assert_eq!(summary["interrupted"], true);
+    let stored = summary["stored"].as_u64().unwrap();
+    assert!(stored > 0 && stored < 3000, "{summary}");
+    assert_eq!(
+        stored + summary["not_sent"].as_u64().unwrap(),
+        3000,
+        "{summary}"
+    );
+    assert!(String::from_utf8_lossy(&output.stderr).contains("Interrupted"));
+
+    let mut command = fhirgen();
+    command.args(args);
+    let rerun = run(command).await;
+    assert_exit(&rerun, 0);
+    assert_eq!(total_resources(&emulator).await, 3000);
+    assert_store_consistent(&emulator).await;
+    emulator.shutdown().await;
+}
