@@ -1,10 +1,284 @@
-//! The built-in Healthcare-API-shaped FHIR store. (Being written.)
+//! The built-in Healthcare-API-shaped FHIR store, in memory (`fhirgen serve`, `load --emulator`).
+//!
+//! It serves the Cloud Healthcare API FHIR REST surface at
+//! `/v1/projects/{p}/locations/{l}/datasets/{d}/fhirStores/{s}/fhir/...` (each store path is its
+//! own store, created on first use) and at `/fhir/...` (the store named [`STORE_NAME`]):
+//! create (with `If-None-Exist`), update, read, vread, search (`_id`, `identifier`, `_count`,
+//! `_offset`, `_summary=count`), executeBundle (atomic transactions with `urn:uuid` rewriting
+//! and `ifNoneExist`; batches), conditional references, referential integrity, and structural
+//! validation. For tests it can add latency, require a bearer token, enforce a per-minute quota
+//! and inject transient faults from a seed.
+//!
+//! Outside the FHIR paths, `GET /_emulator/stats` returns [`EmulatorStats`] as JSON and
+//! `POST /_emulator/reset` empties every store and zeroes the counters. Both are exempt from
+//! latency, auth, quota and faults, and are not counted. Counters and resource counts are
+//! aggregated over all stores.
 
+mod faults;
+mod query;
+mod routes;
+mod store;
+mod validate;
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::serve::ListenerExt;
+use serde::{Deserialize, Serialize};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
 
 use crate::cli::ServeArgs;
+use crate::secret::SecretString;
+use faults::{Faults, Metrics};
+use store::{StoreOptions, Stores};
 
+/// The store `/fhir` addresses, and the one [`Emulator::fhir_base_url`] points at.
+pub const STORE_NAME: &str = "projects/fhirgen/locations/local/datasets/dev/fhirStores/emulator";
+
+#[derive(Debug, Clone)]
+pub struct EmulatorOptions {
+    /// Added before answering every FHIR request.
+    pub latency: Duration,
+    /// Fraction of writes answered 429 or 503 without writing.
+    pub fault_rate: f64,
+    /// Fraction of writes that are written but answered 503, as if the reply were lost.
+    pub fault_after_write_rate: f64,
+    /// FHIR requests per minute before answering 429 with `Retry-After` (0 = unlimited).
+    pub quota_rpm: u32,
+    /// When set, every FHIR request needs `Authorization: Bearer <token>`.
+    pub require_token: Option<SecretString>,
+    pub referential_integrity: bool,
+    /// PUT creates missing resources (`enableUpdateCreate`).
+    pub update_create: bool,
+    /// Seed of the fault decisions: the same seed gives the same sequence of faults.
+    pub fault_seed: u64,
+}
+
+impl Default for EmulatorOptions {
+    fn default() -> Self {
+        Self {
+            latency: Duration::ZERO,
+            fault_rate: 0.0,
+            fault_after_write_rate: 0.0,
+            quota_rpm: 0,
+            require_token: None,
+            referential_integrity: true,
+            update_create: true,
+            fault_seed: 0,
+        }
+    }
+}
+
+impl From<&ServeArgs> for EmulatorOptions {
+    fn from(args: &ServeArgs) -> Self {
+        Self {
+            latency: Duration::from_millis(args.latency_ms),
+            fault_rate: args.fault_rate,
+            fault_after_write_rate: args.fault_after_write_rate,
+            quota_rpm: args.quota_rpm,
+            require_token: args.require_token.clone(),
+            referential_integrity: !args.disable_referential_integrity,
+            update_create: !args.disable_update_create,
+            fault_seed: args.fault_seed,
+        }
+    }
+}
+
+impl EmulatorOptions {
+    fn check(&self) -> anyhow::Result<()> {
+        for (flag, rate) in [
+            ("--fault-rate", self.fault_rate),
+            ("--fault-after-write-rate", self.fault_after_write_rate),
+        ] {
+            if !(0.0..=1.0).contains(&rate) {
+                return Err(crate::exit::usage(format!(
+                    "{flag} must be between 0 and 1, got {rate}"
+                )));
+            }
+        }
+        if self.fault_rate + self.fault_after_write_rate > 1.0 {
+            return Err(crate::exit::usage(
+                "--fault-rate and --fault-after-write-rate together must not exceed 1",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// What the emulator has seen since it started (or since the last reset), over all stores.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EmulatorStats {
+    /// FHIR requests received.
+    pub requests: u64,
+    /// FHIR requests with method POST or PUT (creates, updates, executeBundle).
+    pub writes: u64,
+    /// FHIR requests being handled right now.
+    pub in_flight: u64,
+    /// The most FHIR requests ever handled at the same moment, latency included.
+    pub max_in_flight: u64,
+    /// Writes answered with an injected 429/503 (before or after writing).
+    pub faults_injected: u64,
+    /// Requests refused with 429 because the per-minute quota was used up.
+    pub quota_exceeded: u64,
+    /// Requests refused with 401.
+    pub auth_failures: u64,
+    /// Responses by HTTP status ("201": n).
+    pub status_counts: BTreeMap<String, u64>,
+    /// Resources stored, by type, summed over all stores.
+    pub resources: BTreeMap<String, u64>,
+}
+
+/// What every request handler shares.
+struct AppState {
+    addr: SocketAddr,
+    options: EmulatorOptions,
+    stores: Stores,
+    metrics: Metrics,
+    faults: Faults,
+}
+
+impl AppState {
+    fn stats(&self) -> EmulatorStats {
+        let m = &self.metrics;
+        let load = |counter: &std::sync::atomic::AtomicU64| counter.load(Ordering::SeqCst);
+        EmulatorStats {
+            requests: load(&m.requests),
+            writes: load(&m.writes),
+            in_flight: load(&m.in_flight),
+            max_in_flight: load(&m.max_in_flight),
+            faults_injected: load(&m.faults_injected),
+            quota_exceeded: load(&m.quota_exceeded),
+            auth_failures: load(&m.auth_failures),
+            status_counts: m.status_counts(),
+            resources: self
+                .stores
+                .counts()
+                .into_iter()
+                .map(|(t, n)| (t, n as u64))
+                .collect(),
+        }
+    }
+
+    fn reset(&self) {
+        self.stores.clear();
+        self.metrics.reset();
+        self.faults.reset();
+    }
+}
+
+/// A running emulator. Dropping it stops the server too; [`Emulator::shutdown`] also waits.
+pub struct Emulator {
+    addr: SocketAddr,
+    state: Arc<AppState>,
+    stop: oneshot::Sender<()>,
+    server: JoinHandle<()>,
+}
+
+impl Emulator {
+    /// Binds `addr` (port 0 picks a free port) and serves in a background task.
+    pub async fn start(options: EmulatorOptions, addr: SocketAddr) -> anyhow::Result<Emulator> {
+        options.check()?;
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr}"))?;
+        let addr = listener.local_addr()?;
+        let state = Arc::new(AppState {
+            addr,
+            stores: Stores::new(StoreOptions {
+                referential_integrity: options.referential_integrity,
+                update_create: options.update_create,
+            }),
+            metrics: Metrics::default(),
+            faults: Faults::new(options.fault_seed),
+            options,
+        });
+        let app = routes::router(state.clone());
+        let (stop, stopped) = oneshot::channel::<()>();
+        // Small answers must not wait for Nagle's algorithm.
+        let listener = listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
+        let server = tokio::spawn(async move {
+            let shutdown = async {
+                let _ = stopped.await;
+            };
+            if let Err(e) = axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown)
+                .await
+            {
+                eprintln!("emulator: server error: {e}");
+            }
+        });
+        Ok(Emulator {
+            addr,
+            state,
+            stop,
+            server,
+        })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The FHIR base URL of [`STORE_NAME`], on a loopback address when bound to all interfaces.
+    pub fn fhir_base_url(&self) -> String {
+        let ip = match self.addr.ip() {
+            IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+            IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+            ip => ip,
+        };
+        format!(
+            "http://{}/v1/{STORE_NAME}/fhir",
+            SocketAddr::new(ip, self.addr.port())
+        )
+    }
+
+    pub fn store_name(&self) -> &'static str {
+        STORE_NAME
+    }
+
+    pub fn stats(&self) -> EmulatorStats {
+        self.state.stats()
+    }
+
+    /// Stops accepting connections and waits (briefly) for requests in flight to finish.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(());
+        let mut server = self.server;
+        if tokio::time::timeout(Duration::from_secs(5), &mut server)
+            .await
+            .is_err()
+        {
+            server.abort();
+        }
+    }
+}
+
+/// `fhirgen serve`: run the emulator until Ctrl-C.
 pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
-    let _ = args;
-    todo!()
+    let options = EmulatorOptions::from(&args);
+    let emulator = Emulator::start(options, SocketAddr::new(args.host, args.port)).await?;
+    // One line on stdout, flushed, so a parent process can read the port chosen for --port 0.
+    let mut stdout = std::io::stdout().lock();
+    writeln!(stdout, "listening on http://{}", emulator.addr())?;
+    stdout.flush()?;
+    drop(stdout);
+    eprintln!("FHIR base URL: {}", emulator.fhir_base_url());
+    eprintln!(
+        "load into it with: fhirgen load --fhir-url {}",
+        emulator.fhir_base_url()
+    );
+    tokio::signal::ctrl_c()
+        .await
+        .context("cannot listen for Ctrl-C")?;
+    emulator.shutdown().await;
+    Ok(ExitCode::SUCCESS)
 }
