@@ -173,12 +173,27 @@ pub fn for_each_reference_mut(value: &mut Value, f: &mut impl FnMut(&mut String)
     }
 }
 
+/// Whether `found` holds for some `reference` string inside `value`; stops at the first.
+/// Runs on every resource the loader dispatches, so it walks without copying.
+pub fn any_reference(value: &Value, found: &mut impl FnMut(&str) -> bool) -> bool {
+    match value {
+        Value::Object(map) => map.iter().any(|(key, child)| match child {
+            Value::String(s) if key == "reference" => found(s),
+            _ => any_reference(child, found),
+        }),
+        Value::Array(items) => items.iter().any(|item| any_reference(item, found)),
+        _ => false,
+    }
+}
+
 /// Every `reference` string inside `value`.
 pub fn references(value: &Value) -> Vec<String> {
-    let mut found = Vec::new();
-    let mut copy = value.clone();
-    for_each_reference_mut(&mut copy, &mut |r| found.push(std::mem::take(r)));
-    found
+    let mut all = Vec::new();
+    any_reference(value, &mut |r| {
+        all.push(r.to_owned());
+        false
+    });
+    all
 }
 
 #[cfg(test)]

@@ -189,13 +189,11 @@ impl StoreClient {
                             message,
                         });
                     }
-                    let hinted = retry_after(&headers);
-                    if code == 429 {
-                        // The quota is the project's, not this worker's: everyone waits.
-                        self.pacer
-                            .pause_all(hinted.unwrap_or(self.retry.min_delay * 2));
-                    }
-                    (format!("HTTP {code}: {message}"), hinted)
+                    (
+                        format!("HTTP {code}: {message}"),
+                        retry_after(&headers),
+                        code == 429,
+                    )
                 }
                 Err(AttemptError::Auth(message)) => {
                     return Err(
@@ -211,14 +209,18 @@ impl StoreClient {
                         "connection error"
                     };
                     stats.record_error(kind);
-                    (format!("{kind}: {}", error_chain(&error)), None)
+                    (format!("{kind}: {}", error_chain(&error)), None, false)
                 }
             };
-            let (last, hinted) = transient;
+            let (last, hinted, throttled) = transient;
             let Some(backoff) = delays.next() else {
                 return Err(SendError::GaveUp { attempts, last });
             };
             let wait = hinted.map_or(backoff, |h| h.max(backoff));
+            if throttled {
+                // The quota is the project's, not this worker's: everyone holds off.
+                self.pacer.pause_all(wait);
+            }
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
                 _ = self.stop.cancelled() => return Err(SendError::Cancelled),
@@ -235,6 +237,8 @@ impl StoreClient {
             .http
             .request(request.method.clone(), url)
             .header(CONTENT_TYPE, HeaderValue::from_static(FHIR_JSON))
+            // Only the Location is needed back; echoing every resource costs both sides.
+            .header("Prefer", HeaderValue::from_static("return=minimal"))
             .body(request.body.clone());
         if let Some(query) = &request.if_none_exist {
             builder = builder.header("If-None-Exist", query);

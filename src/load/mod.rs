@@ -270,27 +270,54 @@ impl Pipeline {
                 }
             }
         }
+        let mut pack = Pack::default();
         loop {
-            let item = tokio::select! {
-                item = items.recv() => item,
-                _ = self.stop.cancelled() => None,
+            // Take what is ready; before waiting for more, send what has been packed so far
+            // so that a slow source never leaves a bundle sitting half full.
+            let item = match items.try_recv() {
+                Ok(item) => Some(item),
+                Err(mpsc::error::TryRecvError::Disconnected) => None,
+                Err(mpsc::error::TryRecvError::Empty) => {
+                    if let Some(job) = pack.take(self.publish_all) {
+                        if !self.send_in_order(jobs, job, &mut in_flight).await {
+                            return Ok(());
+                        }
+                    }
+                    tokio::select! {
+                        item = items.recv() => item,
+                        _ = self.stop.cancelled() => None,
+                    }
+                }
             };
             let Some(item) = item else { break };
-            match item {
+            if self.stop.is_cancelled() {
+                break;
+            }
+            let ready: Vec<Job> = match item {
+                SourceItem::Record { record, sources } if record.kind == RecordKind::Shared => {
+                    let mut ready: Vec<Job> = pack.take(self.publish_all).into_iter().collect();
+                    ready.extend(self.split_shared(record.resources, sources));
+                    ready
+                }
                 SourceItem::Record { record, sources } => {
-                    let jobs_of_record = if record.kind == RecordKind::Shared {
-                        self.split_shared(record.resources, sources)
-                    } else {
+                    if self.writer.mode != LoadMode::Transaction {
                         vec![Job {
                             sources,
                             publish: self.publish_all,
                             ..Job::new(record.resources)
                         }]
-                    };
-                    for job in jobs_of_record {
-                        if !self.send_in_order(jobs, job, &mut in_flight).await {
-                            return Ok(());
+                    } else {
+                        // Small records share a bundle: a transaction costs one round trip
+                        // whether it holds 10 entries or 100.
+                        let mut ready = Vec::new();
+                        if pack.len() + record.resources.len() > self.writer.bundle_size {
+                            ready.extend(pack.take(self.publish_all));
                         }
+                        pack.add(record.resources, sources);
+                        if pack.len() >= self.writer.bundle_size {
+                            ready.extend(pack.take(self.publish_all));
+                        }
+                        ready
                     }
                 }
                 SourceItem::Invalid {
@@ -308,8 +335,17 @@ impl Pipeline {
                         };
                         sink.write(&content, &failure)?;
                     }
+                    Vec::new()
+                }
+            };
+            for job in ready {
+                if !self.send_in_order(jobs, job, &mut in_flight).await {
+                    return Ok(());
                 }
             }
+        }
+        if let Some(job) = pack.take(self.publish_all) {
+            self.send_in_order(jobs, job, &mut in_flight).await;
         }
         Ok(())
     }
@@ -392,6 +428,43 @@ fn add_outcome(total: &mut JobOutcome, more: JobOutcome) {
     total.not_sent += more.not_sent;
 }
 
+/// Whole records gathered into one job, so that one transaction carries several.
+#[derive(Default)]
+struct Pack {
+    resources: Vec<Resource>,
+    /// `path:line` per resource, while every record added had them.
+    sources: Option<Vec<String>>,
+}
+
+impl Pack {
+    fn len(&self) -> usize {
+        self.resources.len()
+    }
+
+    fn add(&mut self, resources: Vec<Resource>, sources: Option<Vec<String>>) {
+        self.sources = match (self.resources.is_empty(), self.sources.take(), sources) {
+            (true, _, sources) => sources,
+            (false, Some(mut all), Some(more)) => {
+                all.extend(more);
+                Some(all)
+            }
+            _ => None,
+        };
+        self.resources.extend(resources);
+    }
+
+    fn take(&mut self, publish: bool) -> Option<Job> {
+        if self.resources.is_empty() {
+            return None;
+        }
+        Some(Job {
+            sources: self.sources.take(),
+            publish,
+            ..Job::new(std::mem::take(&mut self.resources))
+        })
+    }
+}
+
 /// Jobs sent but not finished, by the keys of the resources they hold (and the
 /// conditional references that find them), so that what refers to them can wait.
 #[derive(Default)]
@@ -427,18 +500,17 @@ impl InFlight {
         let own: HashSet<&str> = job.resources.iter().map(|r| r.key.as_str()).collect();
         let mut waits: Vec<Arc<Completion>> = Vec::new();
         for resource in &job.resources {
-            for reference in crate::fhir::references(&resource.body) {
-                if own.contains(reference.as_str()) {
-                    continue;
-                }
-                if let Some(completion) = self.by_key.get(&reference) {
-                    if !completion.is_finished()
+            crate::fhir::any_reference(&resource.body, &mut |reference| {
+                if let Some(completion) = self.by_key.get(reference) {
+                    if !own.contains(reference)
+                        && !completion.is_finished()
                         && !waits.iter().any(|w| Arc::ptr_eq(w, completion))
                     {
                         waits.push(completion.clone());
                     }
                 }
-            }
+                false
+            });
         }
         waits
     }

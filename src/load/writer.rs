@@ -330,9 +330,15 @@ impl RecordWriter {
         if state.failed_keys.is_empty() {
             return None;
         }
-        crate::fhir::references(&resource.body)
-            .into_iter()
-            .find(|reference| state.failed_keys.contains(reference))
+        let mut missing = None;
+        crate::fhir::any_reference(&resource.body, &mut |reference| {
+            let failed = state.failed_keys.contains(reference);
+            if failed {
+                missing = Some(reference.to_owned());
+            }
+            failed
+        });
+        missing
     }
 
     fn fail(
