@@ -69,6 +69,17 @@ fn escape_search_value(raw: &str) -> String {
 }
 
 impl Resource {
+    /// The id this resource is PUT to: its own when it has a valid one, else one derived from
+    /// its key, so that every run picks the same.
+    pub fn stable_id(&self) -> String {
+        if let Some(id) = self.body["id"].as_str().filter(|id| is_fhir_id(id)) {
+            return id.to_owned();
+        }
+        full_url(&self.key)
+            .trim_start_matches("urn:uuid:")
+            .to_owned()
+    }
+
     /// A reference that finds this resource by identifier (`Type?identifier=system|value`):
     /// what patient bundles use for shared resources whose server ids they cannot know.
     pub fn conditional_reference(&self) -> Option<String> {
@@ -78,6 +89,14 @@ impl Resource {
             self.conditional_query()?
         ))
     }
+}
+
+/// FHIR's `id` datatype: 1 to 64 of `A-Z a-z 0-9 - .`.
+pub fn is_fhir_id(id: &str) -> bool {
+    (1..=64).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
 }
 
 /// The `urn:uuid:` fullUrl a resource has inside a transaction Bundle: its own key when that is
@@ -96,25 +115,33 @@ pub fn full_url(key: &str) -> String {
     }
 }
 
-/// A transaction Bundle that creates `resources` conditionally (`ifNoneExist` by identifier, so
-/// a retry or a re-run stores nothing twice). References between the resources become their
-/// `urn:uuid` fullUrls; any other reference is replaced by what `resolve` returns for it, if
-/// anything.
+/// A transaction Bundle that writes `resources` so that a retry or a re-run stores nothing
+/// twice: a conditional create (`ifNoneExist` by identifier) for each resource that has an
+/// identifier, a PUT to its stable id for each that has none. References between the
+/// resources become their `urn:uuid` fullUrls (or the PUT's `Type/id`); any other reference is
+/// replaced by what `resolve` returns for it, if anything.
 pub fn transaction_bundle(
     resources: &[Resource],
     resolve: &dyn Fn(&str) -> Option<String>,
 ) -> Value {
+    let conditions: Vec<Option<String>> =
+        resources.iter().map(Resource::conditional_query).collect();
     let local: std::collections::HashMap<&str, String> = resources
         .iter()
-        .map(|r| (r.key.as_str(), full_url(&r.key)))
+        .zip(&conditions)
+        .map(|(r, condition)| {
+            let target = match condition {
+                Some(_) => full_url(&r.key),
+                None => format!("{}/{}", r.resource_type(), r.stable_id()),
+            };
+            (r.key.as_str(), target)
+        })
         .collect();
     let entries: Vec<Value> = resources
         .iter()
-        .map(|resource| {
+        .zip(conditions)
+        .map(|(resource, condition)| {
             let mut body = resource.body.clone();
-            if let Some(map) = body.as_object_mut() {
-                map.remove("id");
-            }
             for_each_reference_mut(&mut body, &mut |reference| {
                 let replacement = match local.get(reference.as_str()) {
                     Some(url) => Some(url.clone()),
@@ -124,13 +151,21 @@ pub fn transaction_bundle(
                     *reference = replacement;
                 }
             });
-            let mut request =
-                serde_json::json!({"method": "POST", "url": resource.resource_type()});
-            if let Some(query) = resource.conditional_query() {
-                request["ifNoneExist"] = Value::String(query);
-            }
+            let request = match condition {
+                Some(query) => {
+                    if let Some(map) = body.as_object_mut() {
+                        map.remove("id");
+                    }
+                    serde_json::json!({"method": "POST", "url": resource.resource_type(), "ifNoneExist": query})
+                }
+                None => {
+                    let id = resource.stable_id();
+                    body["id"] = Value::String(id.clone());
+                    serde_json::json!({"method": "PUT", "url": format!("{}/{id}", resource.resource_type())})
+                }
+            };
             serde_json::json!({
-                "fullUrl": local[resource.key.as_str()],
+                "fullUrl": full_url(&resource.key),
                 "resource": body,
                 "request": request,
             })
@@ -238,7 +273,11 @@ mod tests {
             "resourceType": "Encounter", "id": "enc-1",
             "subject": {"reference": format!("Patient/{id}")}
         }));
-        let bundle = transaction_bundle(&[patient, encounter], &|r| {
+        let provenance = Resource::new(json!({
+            "resourceType": "Provenance", "id": "prov-1",
+            "target": [{"reference": "Encounter/enc-1"}]
+        }));
+        let bundle = transaction_bundle(&[patient, encounter, provenance], &|r| {
             (r == "Practitioner/shared-1").then(|| "Practitioner/42".to_owned())
         });
         let entries = bundle["entry"].as_array().unwrap();

@@ -74,62 +74,268 @@ fn missing_input_is_a_usage_error() {
     );
 }
 
-/// Synthea's output folder loads whole, with every reference resolved, and loading it again
-/// stores nothing twice: resources without an identifier get one from their place in the input.
-/// Provenance can carry no identifier in R4, so only it is stored again.
+fn load_input(base: &str, mode: &str, input: &std::path::Path) -> std::process::Command {
+    let mut command = fhirgen();
+    command.args([
+        "load",
+        "--fhir-url",
+        base,
+        "--mode",
+        mode,
+        "--json",
+        "--quiet",
+        "--input",
+    ]);
+    command.arg(input);
+    command
+}
+
+/// Synthea's output folder (shared hospital and practitioner batches, then patient bundles
+/// with conditional references) loads whole in every mode, with every reference resolved;
+/// loading it again stores nothing twice: resources without an identifier get one from their
+/// place in the input, and those that cannot carry one (Provenance) are PUT to a stable id.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn synthea_folder_loads_completely_and_once() {
+async fn synthea_folder_loads_completely_and_once_in_every_mode() {
     let Some(dir) = sample("synthea-bundles") else {
         return;
     };
-    let emulator = start_emulator(EmulatorOptions::default()).await;
-    let base = emulator.fhir_base_url();
-    let load = || {
-        let mut command = fhirgen();
-        command.args(["load", "--fhir-url", &base, "--json", "--quiet", "--input"]);
-        command.arg(&dir);
-        command
-    };
-    let first = run(load()).await;
-    assert_exit(&first, 0);
-    assert_eq!(summary(&first)["stored"], 68 + 68 + 269 + 253 + 379);
-    let counts = resource_counts(&emulator).await;
-    assert_eq!(counts.values().sum::<u64>(), 1037);
-    assert_eq!(counts["Patient"], 3);
-    assert_loaded_consistently(&emulator).await;
+    for mode in ["transaction", "create", "update"] {
+        let emulator = start_emulator(EmulatorOptions::default()).await;
+        let base = emulator.fhir_base_url();
+        let first = run(load_input(&base, mode, &dir)).await;
+        assert_exit(&first, 0);
+        assert_eq!(
+            summary(&first)["stored"],
+            68 + 68 + 269 + 253 + 379,
+            "{mode}"
+        );
+        let counts = resource_counts(&emulator).await;
+        assert_eq!(counts.values().sum::<u64>(), 1037, "{mode}: {counts:?}");
+        assert_eq!(counts["Patient"], 3);
+        assert_loaded_consistently(&emulator).await;
 
-    let second = run(load()).await;
-    assert_exit(&second, 0);
-    let mut again = resource_counts(&emulator).await;
-    assert_eq!(again.remove("Provenance"), Some(2 * counts["Provenance"]));
-    let mut before = counts.clone();
-    before.remove("Provenance");
-    assert_eq!(again, before);
-    emulator.shutdown().await;
+        let second = run(load_input(&base, mode, &dir)).await;
+        assert_exit(&second, 0);
+        assert_eq!(
+            resource_counts(&emulator).await,
+            counts,
+            "{mode}: second run"
+        );
+        emulator.shutdown().await;
+    }
 }
 
-/// Bulk per-type NDJSON with the batch bundles of the same run, in create mode: the folder order
-/// puts what is referred to first.
+/// Bulk per-type NDJSON with the batch bundles of the same run: the folder order puts what is
+/// referred to first, in every mode, and a second run adds nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bulk_export_folder_loads_in_dependency_order() {
+async fn bulk_export_folder_loads_in_dependency_order_in_every_mode() {
     let Some(dir) = sample("bulk-ndjson/ktmtwm-sytheadata") else {
         return;
     };
+    for mode in ["transaction", "create", "update"] {
+        let emulator = start_emulator(EmulatorOptions::default()).await;
+        let base = emulator.fhir_base_url();
+        let output = run(load_input(&base, mode, &dir)).await;
+        assert_exit(&output, 0);
+        let summary = summary(&output);
+        assert_eq!(summary["failed"], 0, "{mode}: {summary}");
+
+        assert_eq!(summary["stored"], 989 + 16, "{mode}: {summary}");
+        let counts = resource_counts(&emulator).await;
+        assert_eq!(counts.values().sum::<u64>(), 989 + 16, "{mode}");
+        assert_loaded_consistently(&emulator).await;
+
+        let again = run(load_input(&base, mode, &dir)).await;
+        assert_exit(&again, 0);
+        assert_eq!(
+            resource_counts(&emulator).await,
+            counts,
+            "{mode}: second run"
+        );
+        emulator.shutdown().await;
+    }
+}
+
+/// The SMART sample: Patients, then AllergyIntolerances and Devices that point at them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn smart_bulk_sample_loads() {
+    let Some(dir) = sample("bulk-ndjson/smart-10-patients") else {
+        return;
+    };
     let emulator = start_emulator(EmulatorOptions::default()).await;
-    let mut command = fhirgen();
-    command.args(["load", "--mode", "create", "--json", "--quiet", "--input"]);
-    command.arg(&dir);
-    command.args(["--fhir-url", &emulator.fhir_base_url()]);
-    let output = run(command).await;
+    let output = run(load_input(&emulator.fhir_base_url(), "create", &dir)).await;
     assert_exit(&output, 0);
-    let summary = summary(&output);
-    assert_eq!(summary["failed"], 0, "{summary}");
-    assert_eq!(
-        total_resources(&emulator).await,
-        summary["stored"].as_u64().unwrap()
-    );
+    assert_eq!(summary(&output)["stored"], 13 + 11 + 16);
     assert_loaded_consistently(&emulator).await;
     emulator.shutdown().await;
+}
+
+/// `fhirgen generate | fhirgen load --input -` stores exactly what was generated, as NDJSON
+/// of resources and as NDJSON of bundles, and gzip files and folders read the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn generated_data_round_trips_through_input() {
+    let dir = tempfile::tempdir().unwrap();
+    for (format, mode) in [
+        ("ndjson", "create"),
+        ("ndjson", "transaction"),
+        ("bundle", "transaction"),
+        ("bundle", "update"),
+    ] {
+        let generated = fhirgen()
+            .args([
+                "generate", "--count", "400", "--seed", "9", "--format", format,
+            ])
+            .output()
+            .unwrap();
+        assert_exit(&generated, 0);
+        let emulator = start_emulator(EmulatorOptions::default()).await;
+        let mut command = fhirgen();
+        command
+            .args([
+                "load",
+                "--input",
+                "-",
+                "--json",
+                "--quiet",
+                "--mode",
+                mode,
+                "--fhir-url",
+            ])
+            .arg(emulator.fhir_base_url())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let data = generated.stdout.clone();
+        let output = tokio::task::spawn_blocking(move || {
+            let mut child = command.spawn().unwrap();
+            child.stdin.take().unwrap().write_all(&data).unwrap();
+            child.wait_with_output().unwrap()
+        })
+        .await
+        .unwrap();
+        assert_exit(&output, 0);
+        assert_eq!(summary(&output)["stored"], 400, "{format} {mode}");
+        assert_eq!(total_resources(&emulator).await, 400, "{format} {mode}");
+        assert_loaded_consistently(&emulator).await;
+        emulator.shutdown().await;
+    }
+
+    // The same data gzipped, in a nested folder.
+    let generated = fhirgen()
+        .args(["generate", "--count", "300", "--seed", "4"])
+        .output()
+        .unwrap();
+    let nested = dir.path().join("a/b");
+    std::fs::create_dir_all(&nested).unwrap();
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(&generated.stdout).unwrap();
+    std::fs::write(nested.join("data.ndjson.gz"), gz.finish().unwrap()).unwrap();
+    let emulator = start_emulator(EmulatorOptions::default()).await;
+    let output = run(load_input(
+        &emulator.fhir_base_url(),
+        "transaction",
+        dir.path(),
+    ))
+    .await;
+    assert_exit(&output, 0);
+    assert_eq!(total_resources(&emulator).await, 300);
+    emulator.shutdown().await;
+}
+
+/// 100 good lines among 3 bad ones: the good ones load, the bad ones are named by line on
+/// stderr and kept in `--failed`, exit 1; fixing the file and feeding it back stores the
+/// fixable one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_lines_are_reported_kept_and_can_be_fed_back() {
+    let generated = fhirgen()
+        .args(["generate", "--count", "100", "--seed", "3"])
+        .output()
+        .unwrap();
+    let mut lines: Vec<String> = String::from_utf8(generated.stdout)
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    let patient_id = lines
+        .iter()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .find(|r| r["resourceType"] == "Patient")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // Line 11: not JSON. Line 31: no resourceType. Last line: an Observation the store
+    // rejects (no status), pointing at a generated patient.
+    lines.insert(10, "this is not json".to_owned());
+    lines.insert(30, r#"{"id": "x"}"#.to_owned());
+    let rejected = json!({
+        "resourceType": "Observation", "id": "obs-without-status",
+        "identifier": [{"system": "https://example.org/obs", "value": "no-status"}],
+        "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4"}]},
+        "subject": {"reference": format!("Patient/{patient_id}")}
+    });
+    lines.push(rejected.to_string());
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("input.ndjson");
+    std::fs::write(&input, lines.join("\n") + "\n").unwrap();
+    let failed = dir.path().join("failed.ndjson");
+
+    let emulator = start_emulator(EmulatorOptions::default()).await;
+    let base = emulator.fhir_base_url();
+    let mut command = load_input(&base, "create", &input);
+    command.arg("--failed").arg(&failed);
+    let output = run(command).await;
+    assert_exit(&output, 1);
+    let summary = summary(&output);
+    assert_eq!(
+        (summary["stored"].as_u64(), summary["failed"].as_u64()),
+        (Some(100), Some(3))
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let name = input.display().to_string();
+    assert!(stderr.contains(&format!("{name}:11")), "{stderr}");
+    assert!(stderr.contains(&format!("{name}:31")), "{stderr}");
+    assert_eq!(total_resources(&emulator).await, 100);
+
+    let kept: Vec<Value> = std::fs::read_to_string(&failed)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(kept.len(), 3);
+    let rejected_line = kept
+        .iter()
+        .find(|l| l["resource"]["id"] == "obs-without-status")
+        .expect("the rejected resource is kept");
+    assert_eq!(rejected_line["failure"]["status"], 400);
+    assert_eq!(rejected_line["failure"]["source"], format!("{name}:103"));
+
+    // Fix the rejected resource in the failed file and feed the whole file back.
+    let fixed: Vec<String> = kept
+        .iter()
+        .map(|line| {
+            let mut line = line.clone();
+            if line["resource"]["id"] == "obs-without-status" {
+                line["resource"]["status"] = json!("final");
+            }
+            line.to_string()
+        })
+        .collect();
+    std::fs::write(&failed, fixed.join("\n") + "\n").unwrap();
+    let output = run(load_input(&base, "create", &failed)).await;
+    assert_exit(&output, 1);
+    let summary = summary_of(&output);
+    assert_eq!(
+        (summary["stored"].as_u64(), summary["failed"].as_u64()),
+        (Some(1), Some(2))
+    );
+    assert_eq!(total_resources(&emulator).await, 101);
+    assert_loaded_consistently(&emulator).await;
+    emulator.shutdown().await;
+}
+
+fn summary_of(output: &std::process::Output) -> Value {
+    summary(output)
 }
 
 /// NDJSON on stdin with a bad line: the rest loads, the bad line goes to `--failed` with its

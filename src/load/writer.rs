@@ -155,7 +155,7 @@ impl RecordWriter {
         if self.mode == LoadMode::Update {
             // PUT ids are known up front, so references need no answer from the store.
             for resource in &job.resources {
-                let target = format!("{}/{}", resource.resource_type(), update_id(resource));
+                let target = format!("{}/{}", resource.resource_type(), resource.stable_id());
                 state.targets.insert(resource.key.clone(), target);
             }
         }
@@ -165,32 +165,37 @@ impl RecordWriter {
                 continue;
             }
             let mut body = self.resolved_body(resource, state);
-            let request = match self.mode {
-                LoadMode::Update => {
-                    let id = update_id(resource);
-                    body["id"] = Value::String(id.clone());
-                    StoreRequest {
-                        method: Method::PUT,
-                        path: format!("{}/{id}", resource.resource_type()),
-                        body: to_bytes(&body),
-                        if_none_exist: None,
-                    }
+            // Without an identifier a create cannot be made conditional: PUT to a stable id
+            // instead, so that a retry or a re-run does not store the resource twice.
+            let condition = resource.conditional_query();
+            let put = self.mode == LoadMode::Update || condition.is_none();
+            let request = if put {
+                let id = resource.stable_id();
+                body["id"] = Value::String(id.clone());
+                StoreRequest {
+                    method: Method::PUT,
+                    path: format!("{}/{id}", resource.resource_type()),
+                    body: to_bytes(&body),
+                    if_none_exist: None,
                 }
-                _ => {
-                    if let Some(map) = body.as_object_mut() {
-                        map.remove("id");
-                    }
-                    StoreRequest {
-                        method: Method::POST,
-                        path: resource.resource_type().to_owned(),
-                        body: to_bytes(&body),
-                        if_none_exist: resource.conditional_query(),
-                    }
+            } else {
+                if let Some(map) = body.as_object_mut() {
+                    map.remove("id");
+                }
+                StoreRequest {
+                    method: Method::POST,
+                    path: resource.resource_type().to_owned(),
+                    body: to_bytes(&body),
+                    if_none_exist: condition,
                 }
             };
             match self.client.send(&request, stats).await {
                 Ok(reply) => {
-                    if self.mode != LoadMode::Update {
+                    if put {
+                        let target =
+                            format!("{}/{}", resource.resource_type(), resource.stable_id());
+                        state.targets.insert(resource.key.clone(), target);
+                    } else {
                         let target = reply
                             .location
                             .as_deref()
@@ -384,23 +389,6 @@ fn to_bytes(value: &Value) -> Bytes {
     Bytes::from(serde_json::to_vec(value).expect("JSON values always serialize"))
 }
 
-/// The id a resource is PUT to: its own when it has one, else one derived from its key.
-pub fn update_id(resource: &Resource) -> String {
-    if let Some(id) = resource.body["id"].as_str().filter(|id| is_fhir_id(id)) {
-        return id.to_owned();
-    }
-    crate::fhir::full_url(&resource.key)
-        .trim_start_matches("urn:uuid:")
-        .to_owned()
-}
-
-fn is_fhir_id(id: &str) -> bool {
-    (1..=64).contains(&id.len())
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
-}
-
 /// `Type/id` from a Location such as `https://host/v1/.../fhir/Patient/123/_history/1`.
 pub fn target_from_location(location: &str) -> Option<String> {
     let path = location.split(['?', '#']).next()?;
@@ -501,16 +489,5 @@ mod tests {
         );
         assert!(transaction_targets(ok, 3).is_err());
         assert!(transaction_targets(b"{}", 1).is_err());
-    }
-
-    #[test]
-    fn update_ids() {
-        let with_id = Resource::new(serde_json::json!({"resourceType": "Patient", "id": "abc"}));
-        assert_eq!(update_id(&with_id), "abc");
-        let urn = Resource {
-            key: "urn:uuid:0b8d5d38-5c3e-4a4e-9d43-1c4cf0d6e0a1".into(),
-            body: serde_json::json!({"resourceType": "Patient"}),
-        };
-        assert_eq!(update_id(&urn), "0b8d5d38-5c3e-4a4e-9d43-1c4cf0d6e0a1");
     }
 }
