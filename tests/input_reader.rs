@@ -139,7 +139,7 @@ async fn bulk_export_folder_loads_in_dependency_order_in_every_mode() {
         assert_exit(&output, 0);
         let summary = summary(&output);
         assert_eq!(summary["failed"], 0, "{mode}: {summary}");
-
+        // 989 lines of NDJSON plus the 16 entries of the two batch bundles.
         assert_eq!(summary["stored"], 989 + 16, "{mode}: {summary}");
         let counts = resource_counts(&emulator).await;
         assert_eq!(counts.values().sum::<u64>(), 989 + 16, "{mode}");

@@ -1,18 +1,38 @@
-//! The synthetic data generator. (Being written.)
+//! The synthetic data generator: `--count` resources exactly, streamed record by record.
+//!
+//! The data set is a shared record (Organizations, Practitioners, PractitionerRoles) followed by
+//! patient records. Each patient is planned from its own random stream (so any shard can plan it
+//! without the others), counted, and rendered only by the shard that owns it; the last patient
+//! is cut at its tail so that the total is exact. Records are in dependency order, so the cut
+//! never leaves a dangling reference.
 
+mod codes;
+mod names;
+mod plan;
+mod random;
+mod render;
+mod shard;
+mod shared;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::HashMap;
+use std::io::{self, BufWriter, Write};
+use std::path::Path;
 use std::process::ExitCode;
 
-use chrono::NaiveDate;
+use anyhow::Context;
+use chrono::{Datelike, NaiveDate};
 
-use crate::cli::{DataArgs, GenerateArgs};
-use crate::fhir::Record;
+use crate::cli::{DataArgs, GenerateArgs, OutputFormat, SeedArg};
+use crate::exit;
+use crate::fhir::{Record, RecordKind, transaction_bundle};
 
-/// Part `index` of `count` (zero-based) of a data set.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Shard {
-    pub index: u32,
-    pub count: u32,
-}
+pub use shard::Shard;
+
+use plan::{PlanContext, plan_patient};
+use shared::{PoolShape, SharedPool};
 
 #[derive(Debug, Clone)]
 pub struct GeneratorConfig {
@@ -25,34 +45,176 @@ pub struct GeneratorConfig {
 impl GeneratorConfig {
     /// Validates the flags (shard syntax, scheduler environment) and picks a seed for `random`.
     pub fn from_args(data: &DataArgs) -> anyhow::Result<Self> {
-        let _ = data;
-        todo!()
+        Self::from_args_with_env(data, |name| std::env::var(name).ok())
+    }
+
+    /// [`GeneratorConfig::from_args`] with the environment read through `env`.
+    pub fn from_args_with_env(
+        data: &DataArgs,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> anyhow::Result<Self> {
+        let shard = match &data.shard {
+            Some(spec) => Shard::parse(spec, env)?,
+            None => Shard::WHOLE,
+        };
+        let as_of = data
+            .as_of
+            .unwrap_or_else(|| chrono::Utc::now().date_naive());
+        if !(1900..=9999).contains(&as_of.year()) {
+            return Err(exit::usage(format!(
+                "--as-of {as_of}: use a date between 1900-01-01 and 9999-12-31"
+            )));
+        }
+        let seed = match data.seed {
+            SeedArg::Fixed(seed) => seed,
+            SeedArg::Random => rand::random(),
+        };
+        Ok(Self {
+            seed,
+            as_of,
+            count: data.count,
+            shard,
+        })
     }
 }
 
-/// Yields the records of one shard in load order: the shared record first, then patients.
-pub struct Generator {}
+/// Yields the records of one shard in load order: the shared record first (shard 0 only), then
+/// the shard's patients.
+pub struct Generator {
+    config: GeneratorConfig,
+    pool: SharedPool,
+    context: PlanContext,
+    shared_pending: bool,
+    next_patient: u64,
+    /// Resources of the whole (unsharded) data set not yet given to a patient.
+    unallotted: u64,
+}
 
 impl Generator {
     pub fn new(config: GeneratorConfig) -> Self {
-        let _ = config;
-        todo!()
+        let shape = PoolShape::for_count(config.count);
+        let pool = SharedPool::new(config.seed, shape);
+        let context = PlanContext::new(config.seed, config.as_of, shape);
+        Self {
+            shared_pending: shape.total() > 0 && config.shard.index == 0,
+            unallotted: config.count - shape.total(),
+            next_patient: 0,
+            config,
+            pool,
+            context,
+        }
+    }
+
+    pub fn seed(&self) -> u64 {
+        self.config.seed
     }
 
     /// The shared resources every patient of every shard may refer to.
     pub fn shared_record(&self) -> Record {
-        todo!()
+        self.pool.record()
     }
 }
 
 impl Iterator for Generator {
     type Item = Record;
+
     fn next(&mut self) -> Option<Record> {
-        todo!()
+        if std::mem::take(&mut self.shared_pending) {
+            return Some(self.shared_record());
+        }
+        while self.unallotted > 0 {
+            let index = self.next_patient;
+            self.next_patient += 1;
+            let plan = plan_patient(&self.context, index);
+            let size = plan.resource_count().min(self.unallotted);
+            self.unallotted -= size;
+            if self.config.shard.owns(index) {
+                let mut resources = render::render_patient(self.seed(), index, &plan, &self.pool);
+                resources.truncate(size as usize);
+                return Some(Record {
+                    kind: RecordKind::Patient,
+                    resources,
+                });
+            }
+        }
+        None
     }
 }
 
+/// `fhirgen generate`: writes the shard's resources as NDJSON or transaction Bundles.
 pub async fn run(args: GenerateArgs) -> anyhow::Result<ExitCode> {
-    let _ = args;
-    todo!()
+    let config = GeneratorConfig::from_args(&args.data)?;
+    if args.data.seed == SeedArg::Random {
+        eprintln!("seed: {}", config.seed);
+    }
+    let GenerateArgs { format, output, .. } = args;
+    tokio::task::spawn_blocking(move || write_data_set(config, format, output.as_deref()))
+        .await
+        .context("the generator stopped unexpectedly")??;
+    Ok(exit::SUCCESS.into())
+}
+
+/// Buffer big enough that writes are few, small enough to stay out of the way.
+const OUTPUT_BUFFER: usize = 1 << 20;
+
+fn write_data_set(
+    config: GeneratorConfig,
+    format: OutputFormat,
+    output: Option<&Path>,
+) -> anyhow::Result<()> {
+    let generator = Generator::new(config);
+    match output {
+        Some(path) => {
+            let file = std::fs::File::create(path)
+                .with_context(|| format!("cannot create {}", path.display()))?;
+            write_records(
+                generator,
+                format,
+                BufWriter::with_capacity(OUTPUT_BUFFER, file),
+            )
+            .with_context(|| format!("cannot write {}", path.display()))
+        }
+        None => {
+            let stdout = io::stdout().lock();
+            write_records(
+                generator,
+                format,
+                BufWriter::with_capacity(OUTPUT_BUFFER, stdout),
+            )
+            .context("cannot write to stdout")
+        }
+    }
+}
+
+fn write_records(
+    generator: Generator,
+    format: OutputFormat,
+    mut out: impl Write,
+) -> io::Result<()> {
+    match format {
+        OutputFormat::Ndjson => {
+            for record in generator {
+                for resource in &record.resources {
+                    serde_json::to_writer(&mut out, &resource.body).map_err(io::Error::from)?;
+                    out.write_all(b"\n")?;
+                }
+            }
+        }
+        OutputFormat::Bundle => {
+            // Patient bundles find shared resources by identifier: their server ids are unknown.
+            let shared: HashMap<String, String> = generator
+                .shared_record()
+                .resources
+                .into_iter()
+                .filter_map(|r| Some((r.key.clone(), r.conditional_reference()?)))
+                .collect();
+            let resolve = |key: &str| shared.get(key).cloned();
+            for record in generator {
+                let bundle = transaction_bundle(&record.resources, &resolve);
+                serde_json::to_writer(&mut out, &bundle).map_err(io::Error::from)?;
+                out.write_all(b"\n")?;
+            }
+        }
+    }
+    out.flush()
 }
