@@ -1,0 +1,335 @@
+//! The shared record: Organizations, Practitioners and their PractitionerRoles, which every
+//! patient of every shard may refer to. Its size is a function of `--count` alone.
+
+use fake::Fake;
+use fake::faker::name::en::LastName;
+use rand::RngExt;
+use rand::rngs::ChaCha8Rng;
+use rand::seq::IndexedRandom;
+use serde_json::json;
+
+use super::codes::{self, Concept};
+use super::names;
+use super::random::{Purpose, stream, uuid};
+use super::render::{Body, address, codeable, coding, identifiers, phone, reference};
+use crate::fhir::{Record, RecordKind, Resource};
+
+/// How many shared resources of each kind a data set of `count` resources has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolShape {
+    pub organizations: u32,
+    pub practitioners: u32,
+    /// One PractitionerRole per practitioner, unless `count` is too small to hold them.
+    pub roles: u32,
+}
+
+/// Roughly one organization per this many resources.
+const RESOURCES_PER_ORGANIZATION: u64 = 2_000;
+/// Roughly one practitioner per this many resources (five per organization).
+const RESOURCES_PER_PRACTITIONER: u64 = 400;
+const MAX_ORGANIZATIONS: u64 = 1_000;
+const MAX_PRACTITIONERS: u64 = 5_000;
+
+const FAMILY_MEDICINE: u32 = 0;
+const INTERNAL_MEDICINE: u32 = 1;
+const PEDIATRICS: u32 = 2;
+const EMERGENCY_MEDICINE: u32 = 3;
+
+impl PoolShape {
+    pub fn for_count(count: u64) -> Self {
+        let organizations = (count / RESOURCES_PER_ORGANIZATION)
+            .clamp(1, MAX_ORGANIZATIONS)
+            .min(count);
+        let practitioners = (count / RESOURCES_PER_PRACTITIONER)
+            .clamp(1, MAX_PRACTITIONERS)
+            .min(count - organizations);
+        let roles = practitioners.min(count - organizations - practitioners);
+        // All three are at most MAX_PRACTITIONERS.
+        Self {
+            organizations: organizations as u32,
+            practitioners: practitioners as u32,
+            roles: roles as u32,
+        }
+    }
+
+    pub fn total(&self) -> u64 {
+        u64::from(self.organizations) + u64::from(self.practitioners) + u64::from(self.roles)
+    }
+
+    /// The organization a practitioner works for.
+    pub fn organization_of(&self, practitioner: u32) -> u32 {
+        practitioner % self.organizations.max(1)
+    }
+
+    /// Index into [`codes::SPECIALTIES`]: practitioners cycle through them.
+    pub fn specialty_of(practitioner: u32) -> u32 {
+        practitioner % codes::SPECIALTIES.len() as u32
+    }
+
+    /// A family physician or internist for an adult, a family physician or pediatrician for a
+    /// child.
+    pub fn primary_care(&self, rng: &mut ChaCha8Rng, child: bool) -> u32 {
+        let i = rng.random_range(0..self.practitioners.max(1));
+        match (Self::specialty_of(i), child) {
+            (FAMILY_MEDICINE, _) | (INTERNAL_MEDICINE, false) | (PEDIATRICS, true) => i,
+            (INTERNAL_MEDICINE, true) | (PEDIATRICS, false) => i - 1,
+            (EMERGENCY_MEDICINE, true) => i - 1,
+            _ => i - 2,
+        }
+    }
+
+    /// An emergency physician when the pool has one near the draw, else anyone.
+    pub fn emergency(&self, rng: &mut ChaCha8Rng) -> u32 {
+        let i = rng.random_range(0..self.practitioners.max(1));
+        let candidate = i - Self::specialty_of(i) + EMERGENCY_MEDICINE;
+        if candidate < self.practitioners {
+            candidate
+        } else {
+            i
+        }
+    }
+}
+
+/// The pool's references (`Type/id`), which patients need; the full resources are made again on
+/// demand from the same streams.
+#[derive(Debug, Clone)]
+pub struct SharedPool {
+    seed: u64,
+    shape: PoolShape,
+    organizations: Vec<String>,
+    practitioners: Vec<String>,
+}
+
+impl SharedPool {
+    pub fn new(seed: u64, shape: PoolShape) -> Self {
+        let organizations = (0..shape.organizations)
+            .map(|i| format!("Organization/{}", first_id(seed, Purpose::Organization, i)))
+            .collect();
+        let practitioners = (0..shape.practitioners)
+            .map(|i| format!("Practitioner/{}", first_id(seed, Purpose::Practitioner, i)))
+            .collect();
+        Self {
+            seed,
+            shape,
+            organizations,
+            practitioners,
+        }
+    }
+
+    pub fn shape(&self) -> &PoolShape {
+        &self.shape
+    }
+
+    pub fn organization(&self, index: u32) -> &str {
+        &self.organizations[index as usize]
+    }
+
+    pub fn practitioner(&self, index: u32) -> &str {
+        &self.practitioners[index as usize]
+    }
+
+    /// Every shared resource, in load order: organizations, practitioners, roles.
+    pub fn record(&self) -> Record {
+        let mut resources = Vec::with_capacity(self.shape.total() as usize);
+        for i in 0..self.shape.organizations {
+            resources.push(Resource::new(self.organization_body(i)));
+        }
+        for i in 0..self.shape.practitioners {
+            resources.push(Resource::new(self.practitioner_body(i)));
+        }
+        for i in 0..self.shape.roles {
+            resources.push(Resource::new(self.role_body(i)));
+        }
+        Record {
+            kind: RecordKind::Shared,
+            resources,
+        }
+    }
+
+    fn organization_body(&self, index: u32) -> serde_json::Value {
+        let mut rng = stream(self.seed, Purpose::Organization, u64::from(index));
+        let id = uuid(&mut rng);
+        let address = address(&mut rng);
+        let kind = codes::ORGANIZATION_KINDS
+            .choose(&mut rng)
+            .expect("organization kinds are not empty");
+        let name = format!(
+            "{} {kind}",
+            address["city"].as_str().unwrap_or("Springfield")
+        );
+        Body::new("Organization", &id)
+            .set("identifier", identifiers("organization", &id))
+            .set("active", true)
+            .set(
+                "type",
+                json!([{"coding": [coding(codes::ORGANIZATION_TYPE, PROVIDER)]}]),
+            )
+            .set("name", name)
+            .set(
+                "telecom",
+                json!([{"system": "phone", "value": phone(&mut rng), "use": "work"}]),
+            )
+            .set("address", json!([address]))
+            .build()
+    }
+
+    fn practitioner_body(&self, index: u32) -> serde_json::Value {
+        let mut rng = stream(self.seed, Purpose::Practitioner, u64::from(index));
+        let id = uuid(&mut rng);
+        let female = rng.random_bool(0.5);
+        let given = if female { names::FEMALE } else { names::MALE }
+            .choose(&mut rng)
+            .expect("names are not empty");
+        let family: &str = LastName().fake_with_rng(&mut rng);
+        let mut ids = identifiers("practitioner", &id);
+        ids.as_array_mut()
+            .expect("identifiers are an array")
+            .push(json!({"system": codes::NPI, "value": npi(self.seed, index)}));
+        Body::new("Practitioner", &id)
+            .set("identifier", ids)
+            .set("active", true)
+            .set(
+                "name",
+                json!([{"use": "official", "family": family, "given": [given], "prefix": ["Dr."]}]),
+            )
+            .set(
+                "telecom",
+                json!([{"system": "phone", "value": phone(&mut rng), "use": "work"}]),
+            )
+            .set("gender", if female { "female" } else { "male" })
+            .build()
+    }
+
+    fn role_body(&self, index: u32) -> serde_json::Value {
+        let mut rng = stream(self.seed, Purpose::PractitionerRole, u64::from(index));
+        let id = uuid(&mut rng);
+        let specialty = codes::SPECIALTIES[PoolShape::specialty_of(index) as usize];
+        Body::new("PractitionerRole", &id)
+            .set("identifier", identifiers("practitionerrole", &id))
+            .set("active", true)
+            .set("practitioner", reference(self.practitioner(index)))
+            .set(
+                "organization",
+                reference(self.organization(self.shape.organization_of(index))),
+            )
+            .set(
+                "code",
+                json!([{"coding": [coding(codes::PRACTITIONER_ROLE, DOCTOR)]}]),
+            )
+            .set("specialty", json!([codeable(codes::NUCC, specialty)]))
+            .build()
+    }
+}
+
+const PROVIDER: Concept = Concept {
+    code: "prov",
+    display: "Healthcare Provider",
+};
+const DOCTOR: Concept = Concept {
+    code: "doctor",
+    display: "Doctor",
+};
+
+/// The id a pool member's stream draws first.
+fn first_id(seed: u64, purpose: Purpose, index: u32) -> String {
+    uuid(&mut stream(seed, purpose, u64::from(index)))
+}
+
+/// A well-formed NPI (10 digits, starting 1 or 2, Luhn check digit over the 80840 prefix),
+/// distinct for every practitioner of a pool: 7919 is prime to 2e8, so the map is one-to-one.
+fn npi(seed: u64, index: u32) -> String {
+    let base = 100_000_000 + (u64::from(index) * 7_919 + seed % 200_000_000) % 200_000_000;
+    npi_with_check_digit(base)
+}
+
+fn npi_with_check_digit(base: u64) -> String {
+    let payload = format!("80840{base:09}");
+    let sum: u32 = payload
+        .bytes()
+        .rev()
+        .enumerate()
+        .map(|(i, b)| {
+            let digit = u32::from(b - b'0');
+            if i % 2 == 0 {
+                let doubled = digit * 2;
+                if doubled > 9 { doubled - 9 } else { doubled }
+            } else {
+                digit
+            }
+        })
+        .sum();
+    format!("{base:09}{}", (10 - sum % 10) % 10)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shape_grows_with_count_and_fits_tiny_counts() {
+        let shape = |count| PoolShape::for_count(count);
+        assert_eq!(shape(0).total(), 0);
+        assert_eq!(
+            shape(1),
+            PoolShape {
+                organizations: 1,
+                practitioners: 0,
+                roles: 0
+            }
+        );
+        assert_eq!(shape(2).total(), 2);
+        assert_eq!(shape(3).total(), 3);
+        assert_eq!(shape(5).total(), 3);
+        assert_eq!(shape(1000).total(), 5);
+        let big = shape(1_000_000);
+        assert_eq!((big.organizations, big.practitioners), (500, 2500));
+        assert_eq!(shape(u64::MAX).total(), 11_000);
+        for count in 0..5000 {
+            assert!(shape(count).total() <= count);
+        }
+    }
+
+    #[test]
+    fn primary_care_and_emergency_pick_the_right_specialties() {
+        let shape = PoolShape::for_count(100_000);
+        let mut rng = stream(1, Purpose::Plan, 0);
+        for _ in 0..1000 {
+            let adult = PoolShape::specialty_of(shape.primary_care(&mut rng, false));
+            assert!([FAMILY_MEDICINE, INTERNAL_MEDICINE].contains(&adult));
+            let child = PoolShape::specialty_of(shape.primary_care(&mut rng, true));
+            assert!([FAMILY_MEDICINE, PEDIATRICS].contains(&child));
+            let er = shape.emergency(&mut rng);
+            assert!(er < shape.practitioners);
+        }
+        let tiny = PoolShape::for_count(10);
+        assert_eq!(tiny.primary_care(&mut rng, true), 0);
+        assert_eq!(tiny.emergency(&mut rng), 0);
+    }
+
+    #[test]
+    fn npis_are_valid_and_distinct() {
+        assert_eq!(npi_with_check_digit(123_456_789), "1234567893");
+        let all: std::collections::BTreeSet<String> = (0..5000).map(|i| npi(42, i)).collect();
+        assert_eq!(all.len(), 5000);
+        assert!(
+            all.iter()
+                .all(|n| n.len() == 10 && n.starts_with(['1', '2']))
+        );
+    }
+
+    #[test]
+    fn record_matches_the_references() {
+        let pool = SharedPool::new(9, PoolShape::for_count(20_000));
+        let record = pool.record();
+        assert_eq!(record.kind, RecordKind::Shared);
+        assert_eq!(record.resources.len() as u64, pool.shape().total());
+        assert_eq!(record.resources[0].key, pool.organization(0));
+        let first_practitioner = pool.shape().organizations as usize;
+        assert_eq!(
+            record.resources[first_practitioner].key,
+            pool.practitioner(0)
+        );
+        let ids = &record.resources[first_practitioner].body["identifier"];
+        assert_eq!(ids[1]["system"], codes::NPI);
+    }
+}

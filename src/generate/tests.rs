@@ -1,0 +1,626 @@
+//! Properties of whole generated data sets: exact counts, determinism, sharding, referential
+//! integrity, dates, units, identifiers and FHIR shape.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use chrono::NaiveDate;
+use serde_json::Value;
+
+use super::codes::{self, Measure};
+use super::names;
+use super::*;
+use crate::fhir::{IDENTIFIER_SYSTEM_BASE, Resource, references};
+
+fn as_of() -> NaiveDate {
+    NaiveDate::from_ymd_opt(2025, 6, 30).unwrap()
+}
+
+fn config(count: u64, seed: u64, shard: Shard) -> GeneratorConfig {
+    GeneratorConfig {
+        seed,
+        as_of: as_of(),
+        count,
+        shard,
+    }
+}
+
+fn records(count: u64, seed: u64, shard: Shard) -> Vec<Record> {
+    Generator::new(config(count, seed, shard)).collect()
+}
+
+fn resources(count: u64, seed: u64) -> Vec<Resource> {
+    records(count, seed, Shard::WHOLE)
+        .into_iter()
+        .flat_map(|r| r.resources)
+        .collect()
+}
+
+fn lines(count: u64, seed: u64, shard: Shard) -> Vec<String> {
+    records(count, seed, shard)
+        .iter()
+        .flat_map(|r| &r.resources)
+        .map(|r| serde_json::to_string(&r.body).unwrap())
+        .collect()
+}
+
+#[test]
+fn count_is_exact() {
+    let counts = (0..=300).chain([999, 1000, 4321, 10_000, 54_321]);
+    for count in counts {
+        assert_eq!(resources(count, 1).len() as u64, count, "count {count}");
+    }
+}
+
+#[test]
+fn tiny_counts_still_make_sense() {
+    let types = |count| -> Vec<String> {
+        resources(count, 3)
+            .iter()
+            .map(|r| r.resource_type().to_owned())
+            .collect()
+    };
+    assert_eq!(types(1), ["Organization"]);
+    assert_eq!(types(2), ["Organization", "Practitioner"]);
+    assert_eq!(
+        types(3),
+        ["Organization", "Practitioner", "PractitionerRole"]
+    );
+    let five = types(5);
+    assert_eq!(five[3], "Patient");
+    assert_eq!(five.len(), 5);
+}
+
+#[test]
+fn same_seed_same_bytes_other_seed_other_bytes() {
+    assert_eq!(lines(3000, 11, Shard::WHOLE), lines(3000, 11, Shard::WHOLE));
+    assert_ne!(lines(3000, 11, Shard::WHOLE), lines(3000, 12, Shard::WHOLE));
+    let later = Generator::new(GeneratorConfig {
+        as_of: NaiveDate::from_ymd_opt(2026, 1, 1).unwrap(),
+        ..config(3000, 11, Shard::WHOLE)
+    });
+    let later: Vec<String> = later
+        .flat_map(|r| r.resources)
+        .map(|r| serde_json::to_string(&r.body).unwrap())
+        .collect();
+    assert_ne!(later, lines(3000, 11, Shard::WHOLE));
+}
+
+#[test]
+fn shards_are_disjoint_and_make_up_the_whole() {
+    for count in [7, 250, 5000] {
+        let whole = lines(count, 5, Shard::WHOLE);
+        let mut union = Vec::new();
+        for index in 0..3 {
+            let shard = Shard { index, count: 3 };
+            let records = records(count, 5, shard);
+            let has_shared = records.iter().any(|r| r.kind == RecordKind::Shared);
+            assert_eq!(has_shared, index == 0, "count {count} shard {shard}");
+            union.extend(lines(count, 5, shard));
+        }
+        assert_eq!(union.len(), whole.len(), "count {count}");
+        let union: BTreeSet<String> = union.into_iter().collect();
+        let whole: BTreeSet<String> = whole.into_iter().collect();
+        assert_eq!(
+            union.len() as u64,
+            count,
+            "shards overlap for count {count}"
+        );
+        assert_eq!(union, whole, "count {count}");
+    }
+}
+
+#[test]
+fn every_shard_knows_the_shared_record() {
+    let first = records(20_000, 2, Shard::WHOLE).remove(0);
+    assert_eq!(first.kind, RecordKind::Shared);
+    let other = Generator::new(config(20_000, 2, Shard { index: 2, count: 4 }));
+    assert_eq!(other.shared_record(), first);
+    assert_eq!(other.seed(), 2);
+}
+
+#[test]
+fn references_resolve_to_earlier_resources() {
+    let records = records(20_000, 8, Shard::WHOLE);
+    let shared: BTreeSet<&str> = records[0]
+        .resources
+        .iter()
+        .map(|r| r.key.as_str())
+        .collect();
+    for record in &records {
+        let mut seen: BTreeSet<&str> = BTreeSet::new();
+        for resource in &record.resources {
+            for reference in references(&resource.body) {
+                assert!(
+                    seen.contains(reference.as_str()) || shared.contains(reference.as_str()),
+                    "{} refers to {reference}, which is not before it",
+                    resource.key
+                );
+            }
+            seen.insert(&resource.key);
+        }
+        if record.kind == RecordKind::Patient {
+            assert_eq!(record.resources[0].resource_type(), "Patient");
+        }
+    }
+}
+
+#[test]
+fn identifiers_are_unique_and_fhirgen_first() {
+    let mut seen = BTreeSet::new();
+    let mut ids = BTreeSet::new();
+    for resource in resources(30_000, 4) {
+        let body = &resource.body;
+        let kind = resource.resource_type().to_ascii_lowercase();
+        let first = &body["identifier"][0];
+        assert_eq!(first["system"], format!("{IDENTIFIER_SYSTEM_BASE}/{kind}"));
+        assert!(seen.insert(resource.conditional_query().unwrap()));
+        let id = body["id"].as_str().unwrap();
+        assert_eq!(uuid::Uuid::parse_str(id).unwrap().to_string(), id);
+        assert!(ids.insert(id.to_owned()));
+        if kind == "practitioner" {
+            let npi = &body["identifier"][1];
+            assert_eq!(npi["system"], codes::NPI);
+            assert_eq!(npi["value"].as_str().unwrap().len(), 10);
+        }
+    }
+}
+
+/// Calls `f` with every (key, value) pair at any depth.
+fn walk<'a>(value: &'a Value, f: &mut impl FnMut(&'a str, &'a Value)) {
+    match value {
+        Value::Object(map) => {
+            for (key, child) in map {
+                f(key, child);
+                walk(child, f);
+            }
+        }
+        Value::Array(items) => items.iter().for_each(|item| walk(item, f)),
+        _ => {}
+    }
+}
+
+fn is_date_time(s: &str) -> bool {
+    let b = s.as_bytes();
+    b.len() == 25
+        && s.ends_with("+00:00")
+        && b[4] == b'-'
+        && b[7] == b'-'
+        && b[10] == b'T'
+        && b[13] == b':'
+        && b[16] == b':'
+        && NaiveDate::parse_from_str(&s[..10], "%Y-%m-%d").is_ok()
+}
+
+#[test]
+fn no_empty_values_and_well_formed_dates() {
+    for resource in resources(20_000, 6) {
+        assert_eq!(
+            resource.body.as_object().unwrap().keys().next().unwrap(),
+            "resourceType"
+        );
+        walk(&resource.body, &mut |key, value| {
+            match value {
+                Value::String(s) => assert!(!s.is_empty(), "{} {key}", resource.key),
+                Value::Array(a) => assert!(!a.is_empty(), "{} {key}", resource.key),
+                Value::Object(o) => assert!(!o.is_empty(), "{} {key}", resource.key),
+                Value::Null => panic!("{} {key} is null", resource.key),
+                _ => {}
+            }
+            let date_time_key = key.ends_with("DateTime")
+                || matches!(
+                    key,
+                    "start" | "end" | "issued" | "authoredOn" | "recordedDate"
+                );
+            if date_time_key {
+                let s = value.as_str().unwrap();
+                assert!(is_date_time(s), "{} {key} {s}", resource.key);
+            }
+            if key == "birthDate" {
+                let s = value.as_str().unwrap();
+                assert!(NaiveDate::parse_from_str(s, "%Y-%m-%d").is_ok() && s.len() == 10);
+            }
+        });
+    }
+}
+
+#[test]
+fn nothing_before_birth_or_after_death_or_as_of() {
+    let as_of_end = format!("{}T23:59:59+00:00", as_of());
+    for record in records(30_000, 9, Shard::WHOLE) {
+        if record.kind == RecordKind::Shared {
+            continue;
+        }
+        let patient = &record.resources[0].body;
+        let birth = format!("{}T00:00:00+00:00", patient["birthDate"].as_str().unwrap());
+        let end = patient["deceasedDateTime"]
+            .as_str()
+            .map_or(as_of_end.clone(), str::to_owned);
+        let mut periods: HashMap<&str, (&str, &str)> = HashMap::new();
+        for resource in &record.resources {
+            let body = &resource.body;
+            walk(body, &mut |key, value| {
+                if let Some(s) = value.as_str().filter(|s| is_date_time(s)) {
+                    assert!(
+                        s >= birth.as_str(),
+                        "{} {key} {s} before {birth}",
+                        resource.key
+                    );
+                    assert!(s <= end.as_str(), "{} {key} {s} after {end}", resource.key);
+                }
+            });
+            if resource.resource_type() == "Encounter" {
+                let period = &body["period"];
+                periods.insert(
+                    &resource.key,
+                    (
+                        period["start"].as_str().unwrap(),
+                        period["end"].as_str().unwrap(),
+                    ),
+                );
+            }
+            if let Some(encounter) = body["encounter"]["reference"].as_str() {
+                let (start, end) = periods[encounter];
+                for key in ["effectiveDateTime", "occurrenceDateTime", "authoredOn"] {
+                    if let Some(at) = body[key].as_str() {
+                        assert!(
+                            start <= at && at <= end,
+                            "{} {key} outside its encounter",
+                            resource.key
+                        );
+                    }
+                }
+                if let Some(onset) = body["onsetDateTime"].as_str() {
+                    assert!(onset <= body["recordedDate"].as_str().unwrap());
+                }
+            }
+        }
+    }
+}
+
+fn measures() -> BTreeMap<&'static str, &'static Measure> {
+    let vitals: [&'static Measure; 9] = [
+        &codes::SYSTOLIC,
+        &codes::DIASTOLIC,
+        &codes::HEART_RATE,
+        &codes::RESPIRATORY_RATE,
+        &codes::BODY_TEMPERATURE,
+        &codes::OXYGEN_SATURATION,
+        &codes::BODY_HEIGHT,
+        &codes::BODY_WEIGHT,
+        &codes::BMI,
+    ];
+    vitals
+        .into_iter()
+        .chain(codes::LABS)
+        .map(|m| (m.loinc.code, m))
+        .collect()
+}
+
+fn check_quantity(code: &Value, quantity: &Value, measures: &BTreeMap<&str, &Measure>) {
+    let loinc = code["coding"][0]["code"].as_str().unwrap();
+    let measure = measures[loinc];
+    assert_eq!(code["coding"][0]["system"], codes::LOINC);
+    assert_eq!(code["coding"][0]["display"], measure.loinc.display);
+    assert_eq!(quantity["system"], codes::UCUM);
+    assert_eq!(quantity["code"], measure.unit, "{loinc}");
+    let value = quantity["value"].as_f64().unwrap();
+    assert!(
+        measure.low <= value && value <= measure.high,
+        "{loinc} {value}"
+    );
+}
+
+#[test]
+fn observations_have_ucum_units_and_plausible_values() {
+    let measures = measures();
+    let mut seen = BTreeSet::new();
+    for resource in resources(30_000, 10) {
+        let body = &resource.body;
+        match resource.resource_type() {
+            "Observation" => {
+                let code = &body["code"];
+                let loinc = code["coding"][0]["code"].as_str().unwrap();
+                seen.insert(loinc.to_owned());
+                let category = body["category"][0]["coding"][0]["code"].as_str().unwrap();
+                let lab = codes::LABS.iter().any(|m| m.loinc.code == loinc);
+                assert_eq!(category, if lab { "laboratory" } else { "vital-signs" });
+                if loinc == codes::BLOOD_PRESSURE.code {
+                    let components = body["component"].as_array().unwrap();
+                    assert_eq!(components.len(), 2);
+                    for component in components {
+                        check_quantity(&component["code"], &component["valueQuantity"], &measures);
+                    }
+                    assert_eq!(components[0]["code"]["coding"][0]["code"], "8480-6");
+                    assert_eq!(components[1]["code"]["coding"][0]["code"], "8462-4");
+                } else {
+                    check_quantity(code, &body["valueQuantity"], &measures);
+                }
+                if loinc == "59408-5" {
+                    assert_eq!(code["coding"][1]["code"], "2708-6");
+                }
+            }
+            "DiagnosticReport" => assert!(!body["result"].as_array().unwrap().is_empty()),
+            _ => {}
+        }
+    }
+    // Every vital sign and lab shows up in a data set this size.
+    assert_eq!(seen.len(), measures.len() - 2 + 1, "{seen:?}");
+}
+
+#[test]
+fn bmi_agrees_with_height_and_weight() {
+    for record in records(20_000, 12, Shard::WHOLE) {
+        let mut by_encounter: BTreeMap<String, BTreeMap<String, f64>> = BTreeMap::new();
+        for resource in &record.resources {
+            let body = &resource.body;
+            if resource.resource_type() != "Observation" {
+                continue;
+            }
+            if let (Some(encounter), Some(value)) = (
+                body["encounter"]["reference"].as_str(),
+                body["valueQuantity"]["value"].as_f64(),
+            ) {
+                let code = body["code"]["coding"][0]["code"].as_str().unwrap();
+                by_encounter
+                    .entry(encounter.to_owned())
+                    .or_default()
+                    .insert(code.to_owned(), value);
+            }
+        }
+        for values in by_encounter.values() {
+            if let (Some(h), Some(w), Some(bmi)) = (
+                values.get("8302-2"),
+                values.get("29463-7"),
+                values.get("39156-5"),
+            ) {
+                let expected = w / (h / 100.0) / (h / 100.0);
+                assert!((bmi - expected).abs() < 0.051, "{bmi} vs {expected}");
+            }
+        }
+    }
+}
+
+#[test]
+fn required_fields_are_present() {
+    let required: &[(&str, &[&str])] = &[
+        ("Patient", &["identifier", "name", "gender", "birthDate"]),
+        (
+            "Encounter",
+            &["status", "class", "type", "subject", "period"],
+        ),
+        (
+            "Observation",
+            &["status", "category", "code", "subject", "effectiveDateTime"],
+        ),
+        (
+            "Condition",
+            &[
+                "clinicalStatus",
+                "verificationStatus",
+                "category",
+                "code",
+                "subject",
+                "onsetDateTime",
+            ],
+        ),
+        (
+            "MedicationRequest",
+            &[
+                "status",
+                "intent",
+                "medicationCodeableConcept",
+                "subject",
+                "authoredOn",
+                "requester",
+                "reasonReference",
+            ],
+        ),
+        (
+            "Immunization",
+            &[
+                "status",
+                "vaccineCode",
+                "patient",
+                "occurrenceDateTime",
+                "primarySource",
+            ],
+        ),
+        (
+            "AllergyIntolerance",
+            &["clinicalStatus", "verificationStatus", "code", "patient"],
+        ),
+        (
+            "Procedure",
+            &["status", "code", "subject", "performedPeriod"],
+        ),
+        (
+            "DiagnosticReport",
+            &[
+                "status",
+                "category",
+                "code",
+                "subject",
+                "effectiveDateTime",
+                "issued",
+                "result",
+            ],
+        ),
+        ("Organization", &["identifier", "active", "name"]),
+        ("Practitioner", &["identifier", "name"]),
+        (
+            "PractitionerRole",
+            &["practitioner", "organization", "specialty"],
+        ),
+    ];
+    let mut types = BTreeSet::new();
+    for resource in resources(30_000, 13) {
+        let kind = resource.resource_type().to_owned();
+        let (_, fields) = required
+            .iter()
+            .find(|(t, _)| *t == kind)
+            .unwrap_or_else(|| panic!("unexpected {kind}"));
+        for field in *fields {
+            assert!(resource.body.get(*field).is_some(), "{kind} lacks {field}");
+        }
+        types.insert(kind);
+    }
+    assert_eq!(types.len(), required.len(), "{types:?}");
+}
+
+#[test]
+fn value_set_bindings_use_valid_codes() {
+    for resource in resources(20_000, 14) {
+        let body = &resource.body;
+        let code_of = |path: &str| body[path]["coding"][0]["code"].as_str().unwrap_or("");
+        match resource.resource_type() {
+            "Encounter" => {
+                assert!(["AMB", "EMER", "IMP"].contains(&body["class"]["code"].as_str().unwrap()));
+                assert_eq!(body["status"], "finished");
+            }
+            "Condition" => {
+                assert!(["active", "resolved"].contains(&code_of("clinicalStatus")));
+                assert_eq!(code_of("verificationStatus"), "confirmed");
+                assert_eq!(
+                    body["abatementDateTime"].is_string(),
+                    code_of("clinicalStatus") == "resolved"
+                );
+            }
+            "MedicationRequest" => {
+                assert!(
+                    ["active", "completed", "stopped"].contains(&body["status"].as_str().unwrap())
+                );
+            }
+            "AllergyIntolerance" => {
+                let category = body["category"][0].as_str().unwrap();
+                assert!(["food", "medication", "environment", "biologic"].contains(&category));
+                assert!(["low", "high"].contains(&body["criticality"].as_str().unwrap()));
+            }
+            "Patient" => {
+                let gender = body["gender"].as_str().unwrap();
+                let given = body["name"][0]["given"][0].as_str().unwrap();
+                let list = if gender == "female" {
+                    names::FEMALE
+                } else {
+                    names::MALE
+                };
+                assert!(list.contains(&given), "{given} is not a {gender} name");
+                let birth_sex = body["extension"][2]["valueCode"].as_str().unwrap();
+                assert_eq!(birth_sex, if gender == "female" { "F" } else { "M" });
+            }
+            _ => {}
+        }
+    }
+}
+
+#[test]
+fn mix_is_mostly_observations_and_records_are_patient_sized() {
+    let records = records(100_000, 15, Shard::WHOLE);
+    let total: usize = records.iter().map(|r| r.resources.len()).sum();
+    let observations = records
+        .iter()
+        .flat_map(|r| &r.resources)
+        .filter(|r| r.resource_type() == "Observation")
+        .count();
+    let share = observations as f64 / total as f64;
+    assert!(
+        (0.45..0.62).contains(&share),
+        "observations are {share:.2} of the data"
+    );
+    let mut sizes: Vec<usize> = records
+        .iter()
+        .filter(|r| r.kind == RecordKind::Patient)
+        .map(|r| r.resources.len())
+        .collect();
+    sizes.sort_unstable();
+    let median = sizes[sizes.len() / 2];
+    assert!(
+        (30..=150).contains(&median),
+        "median record has {median} resources"
+    );
+}
+
+#[test]
+fn bundles_are_transactions_referring_to_shared_resources_by_identifier() {
+    let mut out = Vec::new();
+    let generator = Generator::new(config(3000, 16, Shard::WHOLE));
+    write_records(generator, OutputFormat::Bundle, &mut out).unwrap();
+    let text = String::from_utf8(out).unwrap();
+    let bundles: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(bundles.len() > 2);
+    let entries: usize = bundles
+        .iter()
+        .map(|b| b["entry"].as_array().unwrap().len())
+        .sum();
+    assert_eq!(entries, 3000);
+    for bundle in &bundles {
+        assert_eq!(bundle["resourceType"], "Bundle");
+        assert_eq!(bundle["type"], "transaction");
+    }
+    let patient = &bundles[1]["entry"][0]["resource"];
+    assert_eq!(patient["resourceType"], "Patient");
+    let gp = patient["generalPractitioner"][0]["reference"]
+        .as_str()
+        .unwrap();
+    assert!(gp.starts_with("Practitioner?identifier="), "{gp}");
+    let encounter = &bundles[1]["entry"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["resource"]["resourceType"] == "Encounter")
+        .unwrap()["resource"];
+    assert!(
+        encounter["subject"]["reference"]
+            .as_str()
+            .unwrap()
+            .starts_with("urn:uuid:")
+    );
+}
+
+#[test]
+fn ndjson_is_one_compact_resource_per_line() {
+    let mut out = Vec::new();
+    write_records(
+        Generator::new(config(500, 17, Shard::WHOLE)),
+        OutputFormat::Ndjson,
+        &mut out,
+    )
+    .unwrap();
+    let text = String::from_utf8(out).unwrap();
+    assert_eq!(text.lines().count(), 500);
+    for line in text.lines() {
+        assert!(line.starts_with("{\"resourceType\":"), "{line}");
+    }
+}
+
+#[test]
+fn config_from_args() {
+    let args = DataArgs {
+        count: 10,
+        seed: SeedArg::Fixed(5),
+        as_of: None,
+        shard: Some("auto/4".to_owned()),
+    };
+    let config = GeneratorConfig::from_args_with_env(&args, |name| {
+        (name == "BATCH_TASK_INDEX").then(|| "3".to_owned())
+    })
+    .unwrap();
+    assert_eq!(config.shard, Shard { index: 3, count: 4 });
+    assert_eq!(config.seed, 5);
+    assert_eq!(config.as_of, chrono::Utc::now().date_naive());
+    let random = DataArgs {
+        seed: SeedArg::Random,
+        shard: None,
+        ..args.clone()
+    };
+    let a = GeneratorConfig::from_args_with_env(&random, |_| None).unwrap();
+    let b = GeneratorConfig::from_args_with_env(&random, |_| None).unwrap();
+    assert_ne!(a.seed, b.seed);
+    let old = DataArgs {
+        as_of: NaiveDate::from_ymd_opt(1850, 1, 1),
+        ..random
+    };
+    assert!(GeneratorConfig::from_args_with_env(&old, |_| None).is_err());
+}
