@@ -1,6 +1,11 @@
 //! The unit the generator, the input reader and the loader share: a `Record` of resources that
 //! refer to each other, in dependency order (nothing refers to a resource after it).
 
+use std::borrow::Borrow;
+use std::collections::HashMap;
+
+use serde::Serialize;
+use serde::ser::{SerializeMap, SerializeSeq, Serializer};
 use serde_json::Value;
 
 /// Base of the `identifier.system` of every generated resource.
@@ -115,63 +120,206 @@ pub fn full_url(key: &str) -> String {
     }
 }
 
-/// A transaction Bundle that writes `resources` so that a retry or a re-run stores nothing
-/// twice: a conditional create (`ifNoneExist` by identifier) for each resource that has an
-/// identifier, a PUT to its stable id for each that has none. References between the
+/// Looks up what a reference should become; `None` leaves it as it is.
+pub type Resolve<'a> = &'a dyn Fn(&str) -> Option<String>;
+
+/// What to do with a resource's `id` when it is sent.
+#[derive(Debug, Clone, Copy)]
+pub enum IdField<'a> {
+    Keep,
+    /// A create: the store assigns the id.
+    Remove,
+    /// A PUT: the id in the body must be the one in the URL.
+    Set(&'a str),
+}
+
+/// Serializes a resource with its references rewritten on the way out, so that what is
+/// sent is never a modified copy of the resource: the loader's hot path.
+pub struct Rewritten<'a> {
+    pub body: &'a Value,
+    pub resolve: Resolve<'a>,
+    pub id: IdField<'a>,
+}
+
+impl Serialize for Rewritten<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let Value::Object(map) = self.body else {
+            return self.body.serialize(serializer);
+        };
+        let mut out = serializer.serialize_map(None)?;
+        let mut id_written = false;
+        for (key, value) in map {
+            match (key.as_str(), self.id) {
+                ("id", IdField::Remove) => continue,
+                ("id", IdField::Set(id)) => {
+                    out.serialize_entry("id", id)?;
+                    id_written = true;
+                    continue;
+                }
+                _ => {}
+            }
+            out.serialize_entry(key, &Node(value, self.resolve))?;
+            // FHIR puts the id right after resourceType; keep it there when it is added.
+            if key == "resourceType" && !map.contains_key("id") {
+                if let IdField::Set(id) = self.id {
+                    out.serialize_entry("id", id)?;
+                    id_written = true;
+                }
+            }
+        }
+        if let (IdField::Set(id), false) = (self.id, id_written) {
+            out.serialize_entry("id", id)?;
+        }
+        out.end()
+    }
+}
+
+struct Node<'a>(&'a Value, Resolve<'a>);
+
+impl Serialize for Node<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self.0 {
+            Value::Object(map) => {
+                let mut out = serializer.serialize_map(Some(map.len()))?;
+                for (key, value) in map {
+                    match value {
+                        Value::String(reference) if key == "reference" => {
+                            match (self.1)(reference) {
+                                Some(resolved) => out.serialize_entry(key, &resolved)?,
+                                None => out.serialize_entry(key, reference)?,
+                            }
+                        }
+                        _ => out.serialize_entry(key, &Node(value, self.1))?,
+                    }
+                }
+                out.end()
+            }
+            Value::Array(items) => {
+                let mut out = serializer.serialize_seq(Some(items.len()))?;
+                for item in items {
+                    out.serialize_element(&Node(item, self.1))?;
+                }
+                out.end()
+            }
+            other => other.serialize(serializer),
+        }
+    }
+}
+
+/// Writes a transaction Bundle that stores `resources` so that a retry or a re-run stores
+/// nothing twice: a conditional create (`ifNoneExist` by identifier) for each resource that
+/// has an identifier, a PUT to its stable id for each that has none. References between the
 /// resources become their `urn:uuid` fullUrls (or the PUT's `Type/id`); any other reference is
 /// replaced by what `resolve` returns for it, if anything.
-pub fn transaction_bundle(
-    resources: &[Resource],
-    resolve: &dyn Fn(&str) -> Option<String>,
-) -> Value {
-    let conditions: Vec<Option<String>> =
-        resources.iter().map(Resource::conditional_query).collect();
-    let local: std::collections::HashMap<&str, String> = resources
+pub fn write_transaction_bundle<R: std::borrow::Borrow<Resource>>(
+    out: &mut impl std::io::Write,
+    resources: &[R],
+    resolve: Resolve<'_>,
+) -> serde_json::Result<()> {
+    let resources: Vec<&Resource> = resources.iter().map(Borrow::borrow).collect();
+    let plans: Vec<EntryPlan> = resources.iter().map(|r| EntryPlan::new(r)).collect();
+    let local: HashMap<&str, &str> = resources
         .iter()
-        .zip(&conditions)
-        .map(|(r, condition)| {
-            let target = match condition {
-                Some(_) => full_url(&r.key),
-                None => format!("{}/{}", r.resource_type(), r.stable_id()),
-            };
-            (r.key.as_str(), target)
+        .zip(&plans)
+        .map(|(r, plan)| (r.key.as_str(), plan.target.as_str()))
+        .collect();
+    let resolve_all = |reference: &str| match local.get(reference) {
+        Some(target) => Some((*target).to_owned()),
+        None => resolve(reference),
+    };
+    let entries: Vec<BundleEntry> = resources
+        .iter()
+        .zip(&plans)
+        .map(|(resource, plan)| BundleEntry {
+            full_url: &plan.full_url,
+            resource: Rewritten {
+                body: &resource.body,
+                resolve: &resolve_all,
+                id: match &plan.put_id {
+                    Some(id) => IdField::Set(id),
+                    None => IdField::Remove,
+                },
+            },
+            request: match &plan.put_id {
+                Some(_) => BundleRequest {
+                    method: "PUT",
+                    url: &plan.target,
+                    if_none_exist: None,
+                },
+                None => BundleRequest {
+                    method: "POST",
+                    url: resource.resource_type(),
+                    if_none_exist: plan.condition.as_deref(),
+                },
+            },
         })
         .collect();
-    let entries: Vec<Value> = resources
-        .iter()
-        .zip(conditions)
-        .map(|(resource, condition)| {
-            let mut body = resource.body.clone();
-            for_each_reference_mut(&mut body, &mut |reference| {
-                let replacement = match local.get(reference.as_str()) {
-                    Some(url) => Some(url.clone()),
-                    None => resolve(reference),
-                };
-                if let Some(replacement) = replacement {
-                    *reference = replacement;
+    serde_json::to_writer(
+        out,
+        &TransactionBundle {
+            resource_type: "Bundle",
+            kind: "transaction",
+            entry: entries,
+        },
+    )
+}
+
+/// How one resource goes into a transaction.
+struct EntryPlan {
+    full_url: String,
+    condition: Option<String>,
+    /// Set when the resource has no identifier and is PUT to its stable id instead.
+    put_id: Option<String>,
+    /// What references to it become inside the bundle.
+    target: String,
+}
+
+impl EntryPlan {
+    fn new(resource: &Resource) -> Self {
+        let full_url = full_url(&resource.key);
+        match resource.conditional_query() {
+            Some(condition) => Self {
+                target: full_url.clone(),
+                full_url,
+                condition: Some(condition),
+                put_id: None,
+            },
+            None => {
+                let id = resource.stable_id();
+                Self {
+                    target: format!("{}/{id}", resource.resource_type()),
+                    full_url,
+                    condition: None,
+                    put_id: Some(id),
                 }
-            });
-            let request = match condition {
-                Some(query) => {
-                    if let Some(map) = body.as_object_mut() {
-                        map.remove("id");
-                    }
-                    serde_json::json!({"method": "POST", "url": resource.resource_type(), "ifNoneExist": query})
-                }
-                None => {
-                    let id = resource.stable_id();
-                    body["id"] = Value::String(id.clone());
-                    serde_json::json!({"method": "PUT", "url": format!("{}/{id}", resource.resource_type())})
-                }
-            };
-            serde_json::json!({
-                "fullUrl": full_url(&resource.key),
-                "resource": body,
-                "request": request,
-            })
-        })
-        .collect();
-    serde_json::json!({"resourceType": "Bundle", "type": "transaction", "entry": entries})
+            }
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct TransactionBundle<'a> {
+    #[serde(rename = "resourceType")]
+    resource_type: &'static str,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    entry: Vec<BundleEntry<'a>>,
+}
+
+#[derive(Serialize)]
+struct BundleEntry<'a> {
+    #[serde(rename = "fullUrl")]
+    full_url: &'a str,
+    resource: Rewritten<'a>,
+    request: BundleRequest<'a>,
+}
+
+#[derive(Serialize)]
+struct BundleRequest<'a> {
+    method: &'static str,
+    url: &'a str,
+    #[serde(rename = "ifNoneExist", skip_serializing_if = "Option::is_none")]
+    if_none_exist: Option<&'a str>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -262,6 +410,40 @@ mod tests {
     }
 
     #[test]
+    fn rewritten_serializes_like_an_edited_copy() {
+        let body = json!({"resourceType": "Encounter", "id": "e1", "status": "finished",
+            "subject": {"reference": "Patient/local", "display": "x"},
+            "participant": [{"individual": {"reference": "Practitioner/p"}}]});
+        let resolve = |r: &str| (r == "Patient/local").then(|| "Patient/123".to_owned());
+        let sent = |id| {
+            let rewritten = Rewritten {
+                body: &body,
+                resolve: &resolve,
+                id,
+            };
+            serde_json::to_string(&rewritten).unwrap()
+        };
+        let mut edited = body.clone();
+        edited["subject"]["reference"] = json!("Patient/123");
+        assert_eq!(sent(IdField::Keep), edited.to_string());
+        edited.as_object_mut().unwrap().shift_remove("id");
+        assert_eq!(sent(IdField::Remove), edited.to_string());
+        edited["id"] = json!("e2");
+        let with_new_id: Value = serde_json::from_str(&sent(IdField::Set("e2"))).unwrap();
+        assert_eq!(with_new_id, edited);
+        let without_id = json!({"resourceType": "Basic", "code": {}});
+        let rewritten = Rewritten {
+            body: &without_id,
+            resolve: &resolve,
+            id: IdField::Set("b"),
+        };
+        assert_eq!(
+            serde_json::to_string(&rewritten).unwrap(),
+            r#"{"resourceType":"Basic","id":"b","code":{}}"#
+        );
+    }
+
+    #[test]
     fn transaction_bundle_links_entries_by_urn_uuid() {
         let id = "0b8d5d38-5c3e-4a4e-9d43-1c4cf0d6e0a1";
         let patient = Resource::new(json!({
@@ -277,9 +459,14 @@ mod tests {
             "resourceType": "Provenance", "id": "prov-1",
             "target": [{"reference": "Encounter/enc-1"}]
         }));
-        let bundle = transaction_bundle(&[patient, encounter, provenance], &|r| {
+        let mut bytes = Vec::new();
+        write_transaction_bundle(&mut bytes, &[patient, encounter, provenance], &|r| {
             (r == "Practitioner/shared-1").then(|| "Practitioner/42".to_owned())
-        });
+        })
+        .unwrap();
+        let bundle: Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(bundle["resourceType"], "Bundle");
+        assert_eq!(bundle["type"], "transaction");
         let entries = bundle["entry"].as_array().unwrap();
         assert_eq!(entries[0]["fullUrl"], format!("urn:uuid:{id}"));
         assert!(entries[0]["resource"].get("id").is_none());

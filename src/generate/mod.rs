@@ -27,7 +27,7 @@ use chrono::{Datelike, NaiveDate};
 
 use crate::cli::{DataArgs, GenerateArgs, OutputFormat, SeedArg};
 use crate::exit;
-use crate::fhir::{Record, RecordKind, transaction_bundle};
+use crate::fhir::{Record, RecordKind, write_transaction_bundle};
 
 pub use shard::Shard;
 
@@ -210,8 +210,8 @@ fn write_records(
                 .collect();
             let resolve = |key: &str| shared.get(key).cloned();
             for record in generator {
-                let bundle = transaction_bundle(&record.resources, &resolve);
-                serde_json::to_writer(&mut out, &bundle).map_err(io::Error::from)?;
+                write_transaction_bundle(&mut out, &record.resources, &resolve)
+                    .map_err(io::Error::from)?;
                 out.write_all(b"\n")?;
             }
         }

@@ -32,7 +32,7 @@ use report::{Latency, ProgressReporter, Summary, round3};
 use retry::RetryPolicy;
 use source::{RecordSource, SourceItem};
 use stats::{Progress, RequestStats};
-use writer::{Completion, IdMap, Job, JobOutcome, RecordWriter};
+use writer::{Completion, IdMap, Job, JobOutcome, RecordDag, RecordWriter};
 
 pub async fn run(args: LoadArgs) -> anyhow::Result<ExitCode> {
     check_flags(&args)?;
@@ -83,6 +83,12 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<ExitCode> {
         stop: stop.clone(),
         reporter: reporter.clone(),
         publish_all: args.input.is_some(),
+        followups: Arc::default(),
+        // A record offers dozens of resources to write at once, so a quarter as many records
+        // as workers keeps every worker busy; more would only hold memory.
+        records_in_progress: Arc::new(tokio::sync::Semaphore::new(
+            (args.workers as usize / 4).max(4),
+        )),
     }
     .run(source)
     .await?;
@@ -192,7 +198,14 @@ struct Pipeline {
     /// Records read from files may refer to each other (bulk exports split by type), so
     /// their ids are kept for the run; generated patient records never do.
     publish_all: bool,
+    followups: Arc<FollowUps>,
+    /// Records being written resource by resource; a record holds a permit until its last
+    /// resource is written, so that memory does not grow with the count.
+    records_in_progress: Arc<tokio::sync::Semaphore>,
 }
+
+/// Records read or generated ahead of the dispatcher.
+const SOURCE_QUEUE: usize = 8;
 
 struct PipelineResult {
     outcome: JobOutcome,
@@ -201,20 +214,25 @@ struct PipelineResult {
 
 impl Pipeline {
     async fn run(self, source: RecordSource) -> anyhow::Result<PipelineResult> {
-        let capacity = self.workers as usize;
+        // Workers refill from here as they finish; a quarter of the pool queued keeps them
+        // fed (the dispatcher is far faster than a store) without holding every bundle twice.
+        let capacity = (self.workers as usize / 4).max(2);
         let (job_tx, job_rx) = mpsc::channel::<Job>(capacity);
         let job_rx = Arc::new(Mutex::new(job_rx));
         let mut pool = JoinSet::new();
         for _ in 0..self.workers {
             pool.spawn(worker(
                 job_rx.clone(),
+                self.followups.clone(),
                 self.writer.clone(),
                 self.stop.clone(),
             ));
         }
 
         // Generation and parsing are CPU work: a thread of their own, feeding a bounded channel.
-        let (item_tx, item_rx) = mpsc::channel::<SourceItem>(capacity);
+        // The producer only has to stay ahead of the dispatcher, which is faster than any
+        // store: a short queue is enough, and every record in it is memory.
+        let (item_tx, item_rx) = mpsc::channel::<SourceItem>(SOURCE_QUEUE);
         let RecordSource {
             prerequisites,
             items,
@@ -244,8 +262,9 @@ impl Pipeline {
         // Jobs still queued when the run stopped were never attempted.
         let mut rx = job_rx.lock().await;
         while let Ok(job) = rx.try_recv() {
-            outcome.not_sent += job.resources.len() as u64;
+            outcome.not_sent += job.resource_count() as u64;
         }
+        outcome.not_sent += self.followups.unsent();
         producer.abort();
         dispatched?;
         outcome.failed += invalid;
@@ -301,11 +320,24 @@ impl Pipeline {
                 }
                 SourceItem::Record { record, sources } => {
                     if self.writer.mode != LoadMode::Transaction {
-                        vec![Job {
-                            sources,
-                            publish: self.publish_all,
-                            ..Job::new(record.resources)
-                        }]
+                        if self.publish_all {
+                            // Others may refer to any of these: keep the record whole, so
+                            // that one completion covers all of its keys.
+                            vec![Job {
+                                sources,
+                                publish: true,
+                                ..Job::new(record.resources)
+                            }]
+                        } else {
+                            let permit = tokio::select! {
+                                permit = self.records_in_progress.clone().acquire_owned() => {
+                                    permit.expect("the semaphore is never closed")
+                                }
+                                _ = self.stop.cancelled() => break,
+                            };
+                            self.followups.expect(record.resources.len());
+                            RecordDag::start(record.resources, permit)
+                        }
                     } else {
                         // Small records share a bundle: a transaction costs one round trip
                         // whether it holds 10 entries or 100.
@@ -403,23 +435,94 @@ impl Pipeline {
 
 async fn worker(
     jobs: Arc<Mutex<mpsc::Receiver<Job>>>,
+    followups: Arc<FollowUps>,
     writer: Arc<RecordWriter>,
     stop: CancellationToken,
 ) -> (JobOutcome, RequestStats) {
     let mut outcome = JobOutcome::default();
     let mut stats = RequestStats::default();
-    loop {
-        let job = {
-            let mut jobs = jobs.lock().await;
-            tokio::select! {
-                job = jobs.recv() => job,
-                _ = stop.cancelled() => None,
-            }
-        };
-        let Some(job) = job else { break };
-        add_outcome(&mut outcome, writer.write(job, &mut stats).await);
+    while let Some(job) = next_job(&jobs, &followups, &stop).await {
+        let part_of_record = job.node.is_some();
+        let (written, ready) = writer.write(job, &mut stats).await;
+        add_outcome(&mut outcome, written);
+        if part_of_record {
+            followups.written(ready);
+        }
     }
     (outcome, stats)
+}
+
+/// Follow-ups first (they finish records already started), then new jobs; `None` once the
+/// run stops, or when no job is left and none can appear.
+async fn next_job(
+    jobs: &Mutex<mpsc::Receiver<Job>>,
+    followups: &FollowUps,
+    stop: &CancellationToken,
+) -> Option<Job> {
+    loop {
+        if stop.is_cancelled() {
+            return None;
+        }
+        let notified = followups.notify.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        if let Some(job) = followups.pop() {
+            return Some(job);
+        }
+        let received = tokio::select! {
+            _ = stop.cancelled() => return None,
+            _ = &mut notified => continue,
+            job = async { jobs.lock().await.recv().await } => job,
+        };
+        match received {
+            Some(job) => return Some(job),
+            None if followups.idle() => return None,
+            None => notified.await,
+        }
+    }
+}
+
+/// Resources of records in progress that became ready to write when what they refer to was
+/// stored; taken before new records, so that records in progress finish first and the end of
+/// a run keeps every worker busy.
+#[derive(Default)]
+struct FollowUps {
+    queue: std::sync::Mutex<std::collections::VecDeque<Job>>,
+    /// Resources of records in progress not yet written: while there are any, more work
+    /// may appear here even when no new record will.
+    unwritten: std::sync::atomic::AtomicUsize,
+    notify: tokio::sync::Notify,
+}
+
+impl FollowUps {
+    fn pop(&self) -> Option<Job> {
+        self.queue.lock().expect("follow-up lock").pop_front()
+    }
+
+    /// A record of `resources` starts being written resource by resource.
+    fn expect(&self, resources: usize) {
+        self.unwritten
+            .fetch_add(resources, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// One resource was written (or failed); `ready` are those that waited for it.
+    fn written(&self, ready: Vec<Job>) {
+        if !ready.is_empty() {
+            self.queue.lock().expect("follow-up lock").extend(ready);
+        }
+        self.unwritten
+            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+        self.notify.notify_waiters();
+    }
+
+    fn idle(&self) -> bool {
+        self.unwritten.load(std::sync::atomic::Ordering::SeqCst) == 0
+    }
+
+    /// Resources still queued: never attempted.
+    fn unsent(&self) -> u64 {
+        self.queue.lock().expect("follow-up lock").len() as u64
+    }
 }
 
 fn add_outcome(total: &mut JobOutcome, more: JobOutcome) {

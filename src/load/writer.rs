@@ -2,18 +2,19 @@
 //! keeping every reference pointing at something that already exists in the store.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, RwLock};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 
 use bytes::Bytes;
 use reqwest::Method;
 use serde_json::Value;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, OwnedSemaphorePermit};
 
-use super::client::{SendError, StoreClient, StoreRequest};
+use super::client::{Reply, SendError, StoreClient, StoreRequest};
 use super::failed::{FailedSink, Failure};
 use super::stats::{Progress, RequestStats};
 use crate::cli::LoadMode;
-use crate::fhir::{Resource, for_each_reference_mut, transaction_bundle};
+use crate::fhir::{IdField, Resource, Rewritten, for_each_reference_mut, write_transaction_bundle};
 
 /// executeBundle requests are capped at 50 MB; stay clear of it.
 const MAX_BUNDLE_BYTES: usize = 45 * 1024 * 1024;
@@ -28,6 +29,80 @@ pub struct Job {
     pub publish: bool,
     /// Marked when the job is finished and its ids are published, for jobs that refer to it.
     pub done: Option<Arc<Completion>>,
+    /// Set when the job is one resource of a record written resource by resource.
+    pub node: Option<Node>,
+}
+
+/// One resource of a [`RecordDag`].
+pub struct Node {
+    dag: Arc<RecordDag>,
+    index: usize,
+}
+
+/// A record written one request per resource, each resource as soon as the resources of the
+/// record it refers to are stored: a patient's observations go out on all free workers at
+/// once instead of one after another, so a run does not end with one busy worker per record.
+pub struct RecordDag {
+    resources: Vec<Resource>,
+    /// How many of the record's resources each resource still waits for.
+    waiting: Vec<AtomicUsize>,
+    /// The resources that refer to each resource.
+    dependents: Vec<Vec<usize>>,
+    state: Mutex<JobState>,
+    /// Held while any resource of the record is unwritten: bounds the records in progress,
+    /// and with them memory.
+    _in_progress: OwnedSemaphorePermit,
+}
+
+impl RecordDag {
+    /// The jobs to start with: the resources that refer to nothing else in the record.
+    pub fn start(resources: Vec<Resource>, in_progress: OwnedSemaphorePermit) -> Vec<Job> {
+        let index_of: HashMap<&str, usize> = resources
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (r.key.as_str(), i))
+            .collect();
+        let mut dependents = vec![Vec::new(); resources.len()];
+        let mut waiting = Vec::with_capacity(resources.len());
+        for (i, resource) in resources.iter().enumerate() {
+            let mut depends_on: Vec<usize> = Vec::new();
+            crate::fhir::any_reference(&resource.body, &mut |reference| {
+                if let Some(&j) = index_of.get(reference) {
+                    if j != i && !depends_on.contains(&j) {
+                        depends_on.push(j);
+                    }
+                }
+                false
+            });
+            for &j in &depends_on {
+                dependents[j].push(i);
+            }
+            waiting.push(AtomicUsize::new(depends_on.len()));
+        }
+        let ready: Vec<usize> = (0..resources.len())
+            .filter(|&i| waiting[i].load(Ordering::Relaxed) == 0)
+            .collect();
+        let dag = Arc::new(RecordDag {
+            resources,
+            waiting,
+            dependents,
+            state: Mutex::default(),
+            _in_progress: in_progress,
+        });
+        ready
+            .into_iter()
+            .map(|index| Job::node(&dag, index))
+            .collect()
+    }
+
+    /// The dependents of `index` that it was the last to wait for.
+    fn release(self: &Arc<Self>, index: usize) -> Vec<Job> {
+        self.dependents[index]
+            .iter()
+            .filter(|&&d| self.waiting[d].fetch_sub(1, Ordering::AcqRel) == 1)
+            .map(|&d| Job::node(self, d))
+            .collect()
+    }
 }
 
 /// A job's finish line, for the dispatcher to wait on before sending what refers to the job.
@@ -66,7 +141,23 @@ impl Job {
             sources: None,
             publish: false,
             done: None,
+            node: None,
         }
+    }
+
+    fn node(dag: &Arc<RecordDag>, index: usize) -> Self {
+        Self {
+            node: Some(Node {
+                dag: dag.clone(),
+                index,
+            }),
+            ..Self::new(Vec::new())
+        }
+    }
+
+    /// Resources this job would write.
+    pub fn resource_count(&self) -> usize {
+        self.resources.len() + usize::from(self.node.is_some())
     }
 }
 
@@ -117,20 +208,30 @@ pub struct RecordWriter {
 }
 
 /// What one job has learnt so far: where its resources went, and which did not make it.
-#[derive(Default)]
+#[derive(Debug, Default)]
 struct JobState {
     targets: HashMap<String, String>,
     failed_keys: HashSet<String>,
-    outcome: JobOutcome,
 }
 
 impl RecordWriter {
-    pub async fn write(&self, job: Job, stats: &mut RequestStats) -> JobOutcome {
+    /// Writes `job`; hands back the jobs that it made ready (resources of the same record
+    /// that were waiting for it).
+    pub async fn write(&self, job: Job, stats: &mut RequestStats) -> (JobOutcome, Vec<Job>) {
+        let mut outcome = JobOutcome::default();
+        if let Some(node) = &job.node {
+            let ready = self.write_node(node, &mut outcome, stats).await;
+            return (outcome, ready);
+        }
         let mut state = JobState::default();
         match self.mode {
-            LoadMode::Transaction => self.write_bundles(&job, &mut state, stats).await,
+            LoadMode::Transaction => {
+                self.write_bundles(&job, &mut state, &mut outcome, stats)
+                    .await
+            }
             LoadMode::Create | LoadMode::Update => {
-                self.write_one_by_one(&job, &mut state, stats).await
+                self.write_one_by_one(&job, &mut state, &mut outcome, stats)
+                    .await
             }
         }
         if job.publish {
@@ -148,89 +249,144 @@ impl RecordWriter {
         if let Some(done) = &job.done {
             done.finish();
         }
-        state.outcome
+        (outcome, Vec::new())
     }
 
-    async fn write_one_by_one(&self, job: &Job, state: &mut JobState, stats: &mut RequestStats) {
-        if self.mode == LoadMode::Update {
-            // PUT ids are known up front, so references need no answer from the store.
-            for resource in &job.resources {
-                let target = format!("{}/{}", resource.resource_type(), resource.stable_id());
-                state.targets.insert(resource.key.clone(), target);
-            }
-        }
+    async fn write_one_by_one(
+        &self,
+        job: &Job,
+        state: &mut JobState,
+        outcome: &mut JobOutcome,
+        stats: &mut RequestStats,
+    ) {
         for (index, resource) in job.resources.iter().enumerate() {
-            if let Some(missing) = self.missing_dependency(resource, state) {
-                self.fail(job, index, resource, state, dependency_failure(&missing));
-                continue;
-            }
-            let mut body = self.resolved_body(resource, state);
-            // Without an identifier a create cannot be made conditional: PUT to a stable id
-            // instead, so that a retry or a re-run does not store the resource twice.
-            let condition = resource.conditional_query();
-            let put = self.mode == LoadMode::Update || condition.is_none();
-            let request = if put {
-                let id = resource.stable_id();
-                body["id"] = Value::String(id.clone());
-                StoreRequest {
-                    method: Method::PUT,
-                    path: format!("{}/{id}", resource.resource_type()),
-                    body: to_bytes(&body),
-                    if_none_exist: None,
-                }
-            } else {
-                if let Some(map) = body.as_object_mut() {
-                    map.remove("id");
-                }
-                StoreRequest {
-                    method: Method::POST,
-                    path: resource.resource_type().to_owned(),
-                    body: to_bytes(&body),
-                    if_none_exist: condition,
+            let source = job.sources.as_ref().map(|s| s[index].as_str());
+            let request = match self.prepare(resource, state) {
+                Ok(request) => request,
+                Err(failure) => {
+                    self.fail(resource, source, state, outcome, failure);
+                    continue;
                 }
             };
-            match self.client.send(&request, stats).await {
-                Ok(reply) => {
-                    if put {
-                        let target =
-                            format!("{}/{}", resource.resource_type(), resource.stable_id());
-                        state.targets.insert(resource.key.clone(), target);
-                    } else {
-                        let target = reply
-                            .location
-                            .as_deref()
-                            .and_then(target_from_location)
-                            .or_else(|| target_from_body(&reply.body));
-                        match target {
-                            Some(target) => {
-                                state.targets.insert(resource.key.clone(), target);
-                            }
-                            None => {
-                                let failure = Failure {
-                                    status: Some(reply.status),
-                                    message: "the store stored the resource but did not say \
-                                              where (no Location, no id in the body)"
-                                        .to_owned(),
-                                    source: None,
-                                };
-                                self.fail(job, index, resource, state, failure);
-                                continue;
-                            }
-                        }
-                    }
-                    state.outcome.stored += 1;
-                    self.progress.add_stored(1);
-                }
-                Err(SendError::Cancelled) => {
-                    state.outcome.not_sent += (job.resources.len() - index) as u64;
-                    return;
-                }
-                Err(error) => self.fail(job, index, resource, state, failure_of(&error)),
+            let sent = self.client.send(&request, stats).await;
+            if matches!(sent, Err(SendError::Cancelled)) {
+                outcome.not_sent += (job.resources.len() - index) as u64;
+                return;
             }
+            self.settle(resource, source, sent, state, outcome);
         }
     }
 
-    async fn write_bundles(&self, job: &Job, state: &mut JobState, stats: &mut RequestStats) {
+    async fn write_node(
+        &self,
+        node: &Node,
+        outcome: &mut JobOutcome,
+        stats: &mut RequestStats,
+    ) -> Vec<Job> {
+        let resource = &node.dag.resources[node.index];
+        let prepared = self.prepare(resource, &node.dag.state.lock().expect("record lock"));
+        match prepared {
+            Ok(request) => {
+                let sent = self.client.send(&request, stats).await;
+                if matches!(sent, Err(SendError::Cancelled)) {
+                    outcome.not_sent += 1;
+                    return Vec::new();
+                }
+                let mut state = node.dag.state.lock().expect("record lock");
+                self.settle(resource, None, sent, &mut state, outcome);
+            }
+            Err(failure) => {
+                let mut state = node.dag.state.lock().expect("record lock");
+                self.fail(resource, None, &mut state, outcome, failure);
+            }
+        }
+        node.dag.release(node.index)
+    }
+
+    /// The request that writes `resource`, with its references pointing at what is stored;
+    /// a failure when something it refers to was not stored.
+    fn prepare(&self, resource: &Resource, state: &JobState) -> Result<StoreRequest, Failure> {
+        if let Some(missing) = self.missing_dependency(resource, state) {
+            return Err(dependency_failure(&missing));
+        }
+        let resolve = |reference: &str| self.resolve(reference, state);
+        let request = match self.put_id(resource) {
+            Some(id) => StoreRequest {
+                method: Method::PUT,
+                path: format!("{}/{id}", resource.resource_type()),
+                body: to_bytes(&Rewritten {
+                    body: &resource.body,
+                    resolve: &resolve,
+                    id: IdField::Set(&id),
+                }),
+                if_none_exist: None,
+            },
+            None => StoreRequest {
+                method: Method::POST,
+                path: resource.resource_type().to_owned(),
+                body: to_bytes(&Rewritten {
+                    body: &resource.body,
+                    resolve: &resolve,
+                    id: IdField::Remove,
+                }),
+                if_none_exist: resource.conditional_query(),
+            },
+        };
+        Ok(request)
+    }
+
+    /// The id to PUT `resource` to, or `None` for a conditional create. Without an identifier
+    /// a create cannot be made conditional, so such resources are PUT to a stable id in every
+    /// mode: a retry or a re-run must not store them twice.
+    fn put_id(&self, resource: &Resource) -> Option<String> {
+        (self.mode == LoadMode::Update || resource.conditional_query().is_none())
+            .then(|| resource.stable_id())
+    }
+
+    /// Books the answer to one resource's request.
+    fn settle(
+        &self,
+        resource: &Resource,
+        source: Option<&str>,
+        sent: Result<Reply, SendError>,
+        state: &mut JobState,
+        outcome: &mut JobOutcome,
+    ) {
+        let reply = match sent {
+            Ok(reply) => reply,
+            Err(error) => return self.fail(resource, source, state, outcome, failure_of(&error)),
+        };
+        let target = match self.put_id(resource) {
+            Some(id) => Some(format!("{}/{id}", resource.resource_type())),
+            None => reply
+                .location
+                .as_deref()
+                .and_then(target_from_location)
+                .or_else(|| target_from_body(&reply.body)),
+        };
+        let Some(target) = target else {
+            let failure = Failure {
+                status: Some(reply.status),
+                message: "the store stored the resource but did not say where \
+                          (no Location, no id in the body)"
+                    .to_owned(),
+                source: None,
+            };
+            return self.fail(resource, source, state, outcome, failure);
+        };
+        state.targets.insert(resource.key.clone(), target);
+        outcome.stored += 1;
+        self.progress.add_stored(1);
+    }
+
+    async fn write_bundles(
+        &self,
+        job: &Job,
+        state: &mut JobState,
+        outcome: &mut JobOutcome,
+        stats: &mut RequestStats,
+    ) {
+        let source = |index: usize| job.sources.as_ref().map(|s| s[index].as_str());
         let mut next = 0;
         while next < job.resources.len() {
             // Resources whose dependencies failed are reported, not sent.
@@ -238,9 +394,13 @@ impl RecordWriter {
             while next < job.resources.len() && chunk.len() < self.bundle_size {
                 let resource = &job.resources[next];
                 match self.missing_dependency(resource, state) {
-                    Some(missing) => {
-                        self.fail(job, next, resource, state, dependency_failure(&missing))
-                    }
+                    Some(missing) => self.fail(
+                        resource,
+                        source(next),
+                        state,
+                        outcome,
+                        dependency_failure(&missing),
+                    ),
                     None => chunk.push(next),
                 }
                 next += 1;
@@ -266,7 +426,7 @@ impl RecordWriter {
                                 .targets
                                 .insert(job.resources[index].key.clone(), target);
                         }
-                        state.outcome.stored += chunk.len() as u64;
+                        outcome.stored += chunk.len() as u64;
                         self.progress.add_stored(chunk.len() as u64);
                     }
                     Err(message) => {
@@ -276,18 +436,20 @@ impl RecordWriter {
                             source: None,
                         };
                         for &index in chunk {
-                            self.fail(job, index, &job.resources[index], state, failure.clone());
+                            let resource = &job.resources[index];
+                            self.fail(resource, source(index), state, outcome, failure.clone());
                         }
                     }
                 },
                 Err(SendError::Cancelled) => {
-                    state.outcome.not_sent += (job.resources.len() - chunk[0]) as u64;
+                    outcome.not_sent += (job.resources.len() - chunk[0]) as u64;
                     return;
                 }
                 Err(error) => {
                     let failure = failure_of(&error);
                     for &index in chunk {
-                        self.fail(job, index, &job.resources[index], state, failure.clone());
+                        let resource = &job.resources[index];
+                        self.fail(resource, source(index), state, outcome, failure.clone());
                     }
                 }
             }
@@ -298,15 +460,15 @@ impl RecordWriter {
     fn bundle_within_limit(&self, job: &Job, chunk: &[usize], state: &JobState) -> (usize, Bytes) {
         let mut take = chunk.len();
         loop {
-            let resources: Vec<Resource> = chunk[..take]
-                .iter()
-                .map(|&i| job.resources[i].clone())
-                .collect();
-            let bundle =
-                transaction_bundle(&resources, &|reference| self.resolve(reference, state));
-            let body = to_bytes(&bundle);
+            let resources: Vec<&Resource> =
+                chunk[..take].iter().map(|&i| &job.resources[i]).collect();
+            let mut body = Vec::with_capacity(take * 1024);
+            write_transaction_bundle(&mut body, &resources, &|reference| {
+                self.resolve(reference, state)
+            })
+            .expect("JSON values always serialize");
             if body.len() <= MAX_BUNDLE_BYTES || take == 1 {
-                return (take, body);
+                return (take, Bytes::from(body));
             }
             take /= 2;
         }
@@ -348,17 +510,17 @@ impl RecordWriter {
 
     fn fail(
         &self,
-        job: &Job,
-        index: usize,
         resource: &Resource,
+        source: Option<&str>,
         state: &mut JobState,
+        outcome: &mut JobOutcome,
         mut failure: Failure,
     ) {
         state.failed_keys.insert(resource.key.clone());
-        state.outcome.failed += 1;
+        outcome.failed += 1;
         self.progress.add_failed(1);
         if let Some(sink) = &self.failed {
-            failure.source = job.sources.as_ref().map(|s| s[index].clone());
+            failure.source = source.map(str::to_owned);
             // Keep the original id so that re-fed dependents still find this resource, and
             // point references at what is already stored so that they resolve on re-feed.
             let body = self.resolved_body(resource, state);
@@ -385,7 +547,7 @@ fn failure_of(error: &SendError) -> Failure {
     }
 }
 
-fn to_bytes(value: &Value) -> Bytes {
+fn to_bytes(value: &impl serde::Serialize) -> Bytes {
     Bytes::from(serde_json::to_vec(value).expect("JSON values always serialize"))
 }
 
@@ -457,6 +619,33 @@ fn transaction_targets(body: &[u8], expected: usize) -> Result<Vec<String>, Stri
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_record_dag_releases_resources_once_all_they_refer_to_is_written() {
+        let r = |body: serde_json::Value| Resource::new(body);
+        let permit = Arc::new(tokio::sync::Semaphore::new(1))
+            .try_acquire_owned()
+            .unwrap();
+        let jobs = RecordDag::start(
+            vec![
+                r(serde_json::json!({"resourceType": "Patient", "id": "p"})),
+                r(serde_json::json!({"resourceType": "Encounter", "id": "e",
+                "subject": {"reference": "Patient/p"}})),
+                r(serde_json::json!({"resourceType": "Condition", "id": "c",
+                "subject": {"reference": "Patient/p"}, "encounter": {"reference": "Encounter/e"}})),
+                r(serde_json::json!({"resourceType": "Organization", "id": "o"})),
+            ],
+            permit,
+        );
+        let index = |job: &Job| job.node.as_ref().unwrap().index;
+        let started: Vec<usize> = jobs.iter().map(index).collect();
+        assert_eq!(started, [0, 3]);
+        let dag = jobs[0].node.as_ref().unwrap().dag.clone();
+        assert_eq!(dag.release(0).iter().map(index).collect::<Vec<_>>(), [1]);
+        // The condition waits for both the patient and the encounter.
+        assert_eq!(dag.release(1).iter().map(index).collect::<Vec<_>>(), [2]);
+        assert!(dag.release(3).is_empty());
+    }
 
     #[test]
     fn locations() {
