@@ -1,0 +1,3 @@
+module fhirgen.dev/bench/go-baseline
+
+go 1.19

@@ -1,0 +1,116 @@
+#!/usr/bin/env bash
+# Whole-run benchmarks, measured side by side in one go, printed as the README's table.
+#
+#   bench/run.sh            # release build, then every measurement (~3 minutes on 2 cores)
+#
+# The sink is `fhirgen serve --latency-ms 20` in its own process, so that the client is
+# measured, not the store. CPU time and peak RSS come from /usr/bin/time for the client
+# process alone. The Go baseline (bench/go-baseline) is the worker-pool loader fhirgen
+# started from; it is built and measured when `go` is installed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+cargo build --release --locked --quiet
+BIN=target/release/fhirgen
+WORK=$(mktemp -d)
+SINKS=()
+cleanup() {
+    for pid in "${SINKS[@]}"; do kill "$pid" 2>/dev/null || true; done
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+# Starts `fhirgen serve` with the given flags on a free port; prints its FHIR base.
+start_sink() {
+    local out="$WORK/sink.$RANDOM"
+    "$BIN" serve --port 0 "$@" >"$out" 2>/dev/null &
+    SINKS+=("$!")
+    for _ in $(seq 100); do
+        if grep -q listening "$out"; then
+            echo "$(grep -o 'http://[0-9.:]*' "$out" | head -1)"
+            return
+        fi
+        sleep 0.05
+    done
+    echo "the sink did not start" >&2
+    exit 1
+}
+
+reset() { curl -s -X POST "$1/_emulator/reset" >/dev/null; }
+max_in_flight() { curl -s "$1/_emulator/stats" | python3 -c 'import json,sys; print(json.load(sys.stdin)["max_in_flight"])'; }
+
+# Runs a command under /usr/bin/time; leaves its stdout in $WORK/out and "cpu_seconds rss_kib"
+# in $WORK/time.
+timed() {
+    /usr/bin/time -f '%U %S %M' -o "$WORK/time.raw" "$@" >"$WORK/out"
+    read -r user sys rss <"$WORK/time.raw"
+    echo "$(python3 -c "print($user + $sys)") $rss" >"$WORK/time"
+}
+field() { python3 -c "import json,sys; print(json.load(open('$WORK/out'))['$1'])"; }
+cpu() { cut -d' ' -f1 "$WORK/time"; }
+rss_mib() { python3 -c "print(round($(cut -d' ' -f2 "$WORK/time") / 1024, 1))"; }
+calc() { python3 -c "print($1)"; }
+
+SLOW=$(start_sink --latency-ms 20)
+FAST=$(start_sink)
+
+echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(rustc --version)" >&2
+
+# 1. Latency-bound create mode: 64 workers, 20 ms store latency, ceiling 3200 requests/s.
+reset "$SLOW"
+timed "$BIN" load --fhir-url "$SLOW/fhir" --mode create --workers 64 --count 40000 --json --quiet
+create64_rps=$(field requests_per_second)
+create64_requests=$(field requests)
+create64_cpu_us=$(calc "round($(cpu) / $create64_requests * 1e6, 1)")
+create64_inflight=$(max_in_flight "$SLOW")
+
+# 2. The Go worker-pool baseline on the same sink, same workers, smaller resources.
+go_rps="n/a"; go_cpu_us="n/a"
+if command -v go >/dev/null; then
+    (cd bench/go-baseline && go build -o "$WORK/go-baseline" .)
+    reset "$SLOW"
+    timed "$WORK/go-baseline" -url "$SLOW/fhir" -count 40000 -workers 64
+    go_rps=$(field requests_per_second)
+    go_cpu_us=$(calc "round($(cpu) / 40000 * 1e6, 1)")
+fi
+
+# 3. Transaction mode against create mode, 32 workers, 20 ms latency.
+reset "$SLOW"
+timed "$BIN" load --fhir-url "$SLOW/fhir" --mode create --workers 32 --count 20000 --json --quiet
+create32_res=$(field resources_per_second)
+reset "$SLOW"
+timed "$BIN" load --fhir-url "$SLOW/fhir" --mode transaction --workers 32 --count 200000 --json --quiet
+tx32_res=$(field resources_per_second)
+
+# 4. Generation to NDJSON: resources per CPU-second, and peak memory for a million.
+timed "$BIN" generate --count 1000000 --output /dev/null
+gen_per_cpu_s=$(calc "round(1000000 / $(cpu))")
+gen_rss=$(rss_mib)
+
+# 5. Peak memory loading 200k resources (default 32 workers, and 64 in update mode).
+reset "$FAST"
+timed "$BIN" load --fhir-url "$FAST/fhir" --count 200000 --json --quiet
+load_tx_rss=$(rss_mib)
+reset "$FAST"
+timed "$BIN" load --fhir-url "$FAST/fhir" --mode update --workers 64 --count 200000 --json --quiet
+load_update_rss=$(rss_mib)
+
+# 6. The emulator: the README's main job, and its request rate one resource per request.
+timed "$BIN" load --emulator --count 100000 --workers 64 --json --quiet
+emu_main_s=$(field elapsed_seconds)
+emu_main_res=$(field resources_per_second)
+timed "$BIN" load --emulator --mode create --count 50000 --workers 64 --json --quiet
+emu_create_rps=$(field requests_per_second)
+
+cat <<TABLE
+| measurement | result | target |
+|---|---|---|
+| create mode, 64 workers, 20 ms latency | $create64_rps requests/s = $(calc "round($create64_rps / 3200 * 100, 1)")% of the 3200/s ceiling; max in flight $create64_inflight | >= 95%, never > 64 |
+| Go worker-pool baseline, same sink | $go_rps requests/s | |
+| client CPU per POST (generation included) | fhirgen $create64_cpu_us µs, Go baseline $go_cpu_us µs | fhirgen <= Go |
+| transaction vs create, 32 workers, 20 ms | $tx32_res vs $create32_res resources/s = $(calc "round($tx32_res / $create32_res, 1)")x | >= 10x |
+| generate 1M resources to NDJSON | $gen_per_cpu_s resources per CPU-second, peak RSS $gen_rss MiB | >= 100k/CPU-s, < 48 MiB |
+| load 200k resources, peak RSS | transaction, 32 workers: $load_tx_rss MiB; update, 64 workers: $load_update_rss MiB | < 48 MiB |
+| \`load --emulator --count 100000 --workers 64\` | $emu_main_s s, $emu_main_res resources/s | seconds |
+| emulator, create mode, 64 workers | $emu_create_rps requests/s (client and store on the same 2 cores) | not the bottleneck |
+TABLE
