@@ -32,7 +32,7 @@ use report::{Latency, ProgressReporter, Summary, round3};
 use retry::RetryPolicy;
 use source::{RecordSource, SourceItem};
 use stats::{Progress, RequestStats};
-use writer::{Completion, IdMap, Job, JobOutcome, RecordDag, RecordWriter};
+use writer::{Completion, IdMap, Job, JobOutcome, Publish, RecordDag, RecordWriter};
 
 pub async fn run(args: LoadArgs) -> anyhow::Result<ExitCode> {
     check_flags(&args)?;
@@ -82,7 +82,11 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<ExitCode> {
         workers: args.workers,
         stop: stop.clone(),
         reporter: reporter.clone(),
-        publish_all: args.input.is_some(),
+        publish_records: if args.input.is_some() {
+            Publish::Keys
+        } else {
+            Publish::Nothing
+        },
         followups: Arc::default(),
         // A record offers dozens of resources to write at once, so a quarter as many records
         // as workers keeps every worker busy; more would only hold memory.
@@ -197,7 +201,7 @@ struct Pipeline {
     reporter: Arc<ProgressReporter>,
     /// Records read from files may refer to each other (bulk exports split by type), so
     /// their ids are kept for the run; generated patient records never do.
-    publish_all: bool,
+    publish_records: Publish,
     followups: Arc<FollowUps>,
     /// Records being written resource by resource; a record holds a permit until its last
     /// resource is written, so that memory does not grow with the count.
@@ -297,7 +301,7 @@ impl Pipeline {
                 Ok(item) => Some(item),
                 Err(mpsc::error::TryRecvError::Disconnected) => None,
                 Err(mpsc::error::TryRecvError::Empty) => {
-                    if let Some(job) = pack.take(self.publish_all) {
+                    if let Some(job) = pack.take(self.publish_records) {
                         if !self.send_in_order(jobs, job, &mut in_flight).await {
                             return Ok(());
                         }
@@ -314,18 +318,18 @@ impl Pipeline {
             }
             let ready: Vec<Job> = match item {
                 SourceItem::Record { record, sources } if record.kind == RecordKind::Shared => {
-                    let mut ready: Vec<Job> = pack.take(self.publish_all).into_iter().collect();
+                    let mut ready: Vec<Job> = pack.take(self.publish_records).into_iter().collect();
                     ready.extend(self.split_shared(record.resources, sources));
                     ready
                 }
                 SourceItem::Record { record, sources } => {
                     if self.writer.mode != LoadMode::Transaction {
-                        if self.publish_all {
+                        if self.publish_records != Publish::Nothing {
                             // Others may refer to any of these: keep the record whole, so
                             // that one completion covers all of its keys.
                             vec![Job {
                                 sources,
-                                publish: true,
+                                publish: Publish::Keys,
                                 ..Job::new(record.resources)
                             }]
                         } else {
@@ -343,11 +347,11 @@ impl Pipeline {
                         // whether it holds 10 entries or 100.
                         let mut ready = Vec::new();
                         if pack.len() + record.resources.len() > self.writer.bundle_size {
-                            ready.extend(pack.take(self.publish_all));
+                            ready.extend(pack.take(self.publish_records));
                         }
                         pack.add(record.resources, sources);
                         if pack.len() >= self.writer.bundle_size {
-                            ready.extend(pack.take(self.publish_all));
+                            ready.extend(pack.take(self.publish_records));
                         }
                         ready
                     }
@@ -376,7 +380,7 @@ impl Pipeline {
                 }
             }
         }
-        if let Some(job) = pack.take(self.publish_all) {
+        if let Some(job) = pack.take(self.publish_records) {
             self.send_in_order(jobs, job, &mut in_flight).await;
         }
         Ok(())
@@ -399,7 +403,7 @@ impl Pipeline {
                 .map(|s| s.by_ref().take(chunk.len()).collect());
             split.push(Job {
                 sources: chunk_sources,
-                publish: true,
+                publish: Publish::KeysAndIdentifiers,
                 ..Job::new(chunk)
             });
         }
@@ -419,7 +423,7 @@ impl Pipeline {
                 _ = self.stop.cancelled() => return false,
             }
         }
-        if job.publish {
+        if job.publish != Publish::Nothing {
             job.done = Some(in_flight.track(&job));
         }
         self.send_job(jobs, job).await
@@ -556,7 +560,7 @@ impl Pack {
         self.resources.extend(resources);
     }
 
-    fn take(&mut self, publish: bool) -> Option<Job> {
+    fn take(&mut self, publish: Publish) -> Option<Job> {
         if self.resources.is_empty() {
             return None;
         }

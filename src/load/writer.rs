@@ -24,9 +24,8 @@ pub struct Job {
     pub resources: Vec<Resource>,
     /// `path:line` each resource came from, when it came from a file.
     pub sources: Option<Vec<String>>,
-    /// Publish the ids this job gets to the whole run (shared resources that later jobs
-    /// refer to); patient records keep theirs to themselves so memory stays flat.
-    pub publish: bool,
+    /// What of the ids this job gets the rest of the run may need.
+    pub publish: Publish,
     /// Marked when the job is finished and its ids are published, for jobs that refer to it.
     pub done: Option<Arc<Completion>>,
     /// Set when the job is one resource of a record written resource by resource.
@@ -105,6 +104,18 @@ impl RecordDag {
     }
 }
 
+/// Which store ids a job makes known to the whole run. Patient records keep theirs to
+/// themselves, so that memory stays flat.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Publish {
+    Nothing,
+    /// Records read from files, which other records may refer to by key.
+    Keys,
+    /// Shared resources, which patient records may also find by identifier
+    /// (`Practitioner?identifier=...`).
+    KeysAndIdentifiers,
+}
+
 /// A job's finish line, for the dispatcher to wait on before sending what refers to the job.
 #[derive(Debug, Default)]
 pub struct Completion {
@@ -139,7 +150,7 @@ impl Job {
         Self {
             resources,
             sources: None,
-            publish: false,
+            publish: Publish::Nothing,
             done: None,
             node: None,
         }
@@ -234,13 +245,19 @@ impl RecordWriter {
                     .await
             }
         }
-        if job.publish {
-            let mut published = Vec::with_capacity(state.targets.len() * 2);
+        if job.publish != Publish::Nothing {
+            let mut published = Vec::new();
             for resource in &job.resources {
-                if let Some(target) = state.targets.get(&resource.key) {
+                let Some(target) = state.targets.get(&resource.key) else {
+                    continue;
+                };
+                if job.publish == Publish::KeysAndIdentifiers {
                     if let Some(conditional) = resource.conditional_reference() {
                         published.push((conditional, target.clone()));
                     }
+                }
+                // A resource PUT to its own `Type/id` needs no entry: the key is the target.
+                if *target != resource.key {
                     published.push((resource.key.clone(), target.clone()));
                 }
             }
