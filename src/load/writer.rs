@@ -228,7 +228,7 @@ struct JobState {
 impl RecordWriter {
     /// Writes `job`; hands back the jobs that it made ready (resources of the same record
     /// that were waiting for it).
-    pub async fn write(&self, job: Job, stats: &mut RequestStats) -> (JobOutcome, Vec<Job>) {
+    pub async fn write(&self, mut job: Job, stats: &mut RequestStats) -> (JobOutcome, Vec<Job>) {
         let mut outcome = JobOutcome::default();
         if let Some(node) = &job.node {
             let ready = self.write_node(node, &mut outcome, stats).await;
@@ -237,7 +237,7 @@ impl RecordWriter {
         let mut state = JobState::default();
         match self.mode {
             LoadMode::Transaction => {
-                self.write_bundles(&job, &mut state, &mut outcome, stats)
+                self.write_bundles(&mut job, &mut state, &mut outcome, stats)
                     .await
             }
             LoadMode::Create | LoadMode::Update => {
@@ -398,18 +398,24 @@ impl RecordWriter {
 
     async fn write_bundles(
         &self,
-        job: &Job,
+        job: &mut Job,
         state: &mut JobState,
         outcome: &mut JobOutcome,
         stats: &mut RequestStats,
     ) {
-        let source = |index: usize| job.sources.as_ref().map(|s| s[index].as_str());
+        // Once in a bundle, a body is needed again only for --failed or to publish its
+        // identifier; otherwise it is dropped, not held (~8 KiB each) while the store answers.
+        let keep_bodies = self.failed.is_some() || job.publish != Publish::Nothing;
+        let Job {
+            resources, sources, ..
+        } = job;
+        let source = |index: usize| sources.as_ref().map(|s| s[index].as_str());
         let mut next = 0;
-        while next < job.resources.len() {
+        while next < resources.len() {
             // Resources whose dependencies failed are reported, not sent.
             let mut chunk: Vec<usize> = Vec::new();
-            while next < job.resources.len() && chunk.len() < self.bundle_size {
-                let resource = &job.resources[next];
+            while next < resources.len() && chunk.len() < self.bundle_size {
+                let resource = &resources[next];
                 match self.missing_dependency(resource, state) {
                     Some(missing) => self.fail(
                         resource,
@@ -425,10 +431,15 @@ impl RecordWriter {
             if chunk.is_empty() {
                 continue;
             }
-            let (sent, body) = self.bundle_within_limit(job, &chunk, state);
+            let (sent, body) = self.bundle_within_limit(resources, &chunk, state);
             // Whatever did not fit goes into the next bundle.
             next = chunk.get(sent).copied().unwrap_or(next);
             let chunk = &chunk[..sent];
+            if !keep_bodies {
+                for &index in chunk {
+                    resources[index].body = Value::Null;
+                }
+            }
             let request = StoreRequest {
                 method: Method::POST,
                 path: String::new(),
@@ -439,9 +450,7 @@ impl RecordWriter {
                 Ok(reply) => match transaction_targets(&reply.body, chunk.len()) {
                     Ok(targets) => {
                         for (&index, target) in chunk.iter().zip(targets) {
-                            state
-                                .targets
-                                .insert(job.resources[index].key.clone(), target);
+                            state.targets.insert(resources[index].key.clone(), target);
                         }
                         outcome.stored += chunk.len() as u64;
                         self.progress.add_stored(chunk.len() as u64);
@@ -453,19 +462,19 @@ impl RecordWriter {
                             source: None,
                         };
                         for &index in chunk {
-                            let resource = &job.resources[index];
+                            let resource = &resources[index];
                             self.fail(resource, source(index), state, outcome, failure.clone());
                         }
                     }
                 },
                 Err(SendError::Cancelled) => {
-                    outcome.not_sent += (job.resources.len() - chunk[0]) as u64;
+                    outcome.not_sent += (resources.len() - chunk[0]) as u64;
                     return;
                 }
                 Err(error) => {
                     let failure = failure_of(&error);
                     for &index in chunk {
-                        let resource = &job.resources[index];
+                        let resource = &resources[index];
                         self.fail(resource, source(index), state, outcome, failure.clone());
                     }
                 }
@@ -474,11 +483,15 @@ impl RecordWriter {
     }
 
     /// The bundle for the longest prefix of `chunk` that stays under the request size cap.
-    fn bundle_within_limit(&self, job: &Job, chunk: &[usize], state: &JobState) -> (usize, Bytes) {
+    fn bundle_within_limit(
+        &self,
+        resources: &[Resource],
+        chunk: &[usize],
+        state: &JobState,
+    ) -> (usize, Bytes) {
         let mut take = chunk.len();
         loop {
-            let resources: Vec<&Resource> =
-                chunk[..take].iter().map(|&i| &job.resources[i]).collect();
+            let resources: Vec<&Resource> = chunk[..take].iter().map(|&i| &resources[i]).collect();
             let mut body = Vec::with_capacity(take * 1024);
             write_transaction_bundle(&mut body, &resources, &|reference| {
                 self.resolve(reference, state)
