@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Whole-run benchmarks, measured side by side in one go, printed as the README's table.
 #
-#   bench/run.sh            # release build, then every measurement (~3 minutes on 2 cores)
+#   bench/run.sh            # release build, then every measurement (~4 minutes on 2 cores)
 #
 # The sink is `fhirgen serve --latency-ms 20` in its own process, so that the client is
 # measured, not the store. CPU time and peak RSS come from /usr/bin/time for the client
@@ -95,7 +95,16 @@ reset "$FAST"
 timed "$BIN" load --fhir-url "$FAST/fhir" --mode update --workers 64 --count 200000 --json --quiet
 load_update_rss=$(rss_mib)
 
-# 6. The emulator: the README's main job, and its request rate one resource per request.
+# 6. A 1 GB-class input streamed through --input - (update mode keeps no id map).
+"$BIN" generate --count 1000000 --seed 5 >"$WORK/big.ndjson"
+big_mib=$(( $(stat -c %s "$WORK/big.ndjson") / 1048576 ))
+reset "$FAST"
+timed "$BIN" load --fhir-url "$FAST/fhir" --mode update --workers 64 --input - --json --quiet <"$WORK/big.ndjson"
+stream_rss=$(rss_mib)
+stream_res=$(field resources_per_second)
+rm "$WORK/big.ndjson"
+
+# 7. The emulator: the README's main job, and its request rate one resource per request.
 timed "$BIN" load --emulator --count 100000 --workers 64 --json --quiet
 emu_main_s=$(field elapsed_seconds)
 emu_main_res=$(field resources_per_second)
@@ -111,6 +120,7 @@ cat <<TABLE
 | transaction vs create, 32 workers, 20 ms | $tx32_res vs $create32_res resources/s = $(calc "round($tx32_res / $create32_res, 1)")x | >= 10x |
 | generate 1M resources to NDJSON | $gen_per_cpu_s resources per CPU-second, peak RSS $gen_rss MiB | >= 100k/CPU-s, < 48 MiB |
 | load 200k resources, peak RSS | transaction, 32 workers: $load_tx_rss MiB; update, 64 workers: $load_update_rss MiB | < 48 MiB |
+| \`load --input -\`, $big_mib MiB of NDJSON (1M resources), update mode | peak RSS $stream_rss MiB, $stream_res resources/s | flat |
 | \`load --emulator --count 100000 --workers 64\` | $emu_main_s s, $emu_main_res resources/s | seconds |
 | emulator, create mode, 64 workers | $emu_create_rps requests/s (client and store on the same 2 cores) | not the bottleneck |
 TABLE

@@ -290,7 +290,7 @@ impl RecordWriter {
                 outcome.not_sent += (job.resources.len() - index) as u64;
                 return;
             }
-            self.settle(resource, source, sent, state, outcome);
+            self.settle(resource, &request, source, sent, state, outcome);
         }
     }
 
@@ -310,7 +310,7 @@ impl RecordWriter {
                     return Vec::new();
                 }
                 let mut state = node.dag.state.lock().expect("record lock");
-                self.settle(resource, None, sent, &mut state, outcome);
+                self.settle(resource, &request, None, sent, &mut state, outcome);
             }
             Err(failure) => {
                 let mut state = node.dag.state.lock().expect("record lock");
@@ -327,18 +327,14 @@ impl RecordWriter {
             return Err(dependency_failure(&missing));
         }
         let resolve = |reference: &str| self.resolve(reference, state);
-        let request = match self.put_id(resource) {
-            Some(id) => StoreRequest {
-                method: Method::PUT,
-                path: format!("{}/{id}", resource.resource_type()),
-                body: to_bytes(&Rewritten {
-                    body: &resource.body,
-                    resolve: &resolve,
-                    id: IdField::Set(&id),
-                }),
-                if_none_exist: None,
-            },
-            None => StoreRequest {
+        // Without an identifier a create cannot be made conditional, so such resources are
+        // PUT to a stable id in every mode: a retry or a re-run must not store them twice.
+        let condition = match self.mode {
+            LoadMode::Update => None,
+            _ => resource.conditional_query(),
+        };
+        let request = match condition {
+            Some(condition) => StoreRequest {
                 method: Method::POST,
                 path: resource.resource_type().to_owned(),
                 body: to_bytes(&Rewritten {
@@ -346,24 +342,30 @@ impl RecordWriter {
                     resolve: &resolve,
                     id: IdField::Remove,
                 }),
-                if_none_exist: resource.conditional_query(),
+                if_none_exist: Some(condition),
             },
+            None => {
+                let id = resource.stable_id();
+                StoreRequest {
+                    method: Method::PUT,
+                    path: format!("{}/{id}", resource.resource_type()),
+                    body: to_bytes(&Rewritten {
+                        body: &resource.body,
+                        resolve: &resolve,
+                        id: IdField::Set(&id),
+                    }),
+                    if_none_exist: None,
+                }
+            }
         };
         Ok(request)
-    }
-
-    /// The id to PUT `resource` to, or `None` for a conditional create. Without an identifier
-    /// a create cannot be made conditional, so such resources are PUT to a stable id in every
-    /// mode: a retry or a re-run must not store them twice.
-    fn put_id(&self, resource: &Resource) -> Option<String> {
-        (self.mode == LoadMode::Update || resource.conditional_query().is_none())
-            .then(|| resource.stable_id())
     }
 
     /// Books the answer to one resource's request.
     fn settle(
         &self,
         resource: &Resource,
+        request: &StoreRequest,
         source: Option<&str>,
         sent: Result<Reply, SendError>,
         state: &mut JobState,
@@ -373,9 +375,10 @@ impl RecordWriter {
             Ok(reply) => reply,
             Err(error) => return self.fail(resource, source, state, outcome, failure_of(&error)),
         };
-        let target = match self.put_id(resource) {
-            Some(id) => Some(format!("{}/{id}", resource.resource_type())),
-            None => reply
+        // A PUT's path is where the resource now is; a create's answer says where it went.
+        let target = match request.method {
+            Method::PUT => Some(request.path.clone()),
+            _ => reply
                 .location
                 .as_deref()
                 .and_then(target_from_location)
