@@ -14,8 +14,11 @@ fn main() -> ExitCode {
             return fhirgen::exit::FAILURE.into();
         }
     };
-    match runtime.block_on(fhirgen::run(cli)) {
+    let code = match runtime.block_on(fhirgen::run(cli)) {
         Ok(code) => code,
         Err(error) => fhirgen::exit::report_error(&error),
-    }
+    };
+    // A reader blocked on a stdin nobody closes must not keep a finished run alive.
+    runtime.shutdown_background();
+    code
 }

@@ -257,6 +257,13 @@ async fn bad_lines_are_reported_kept_and_can_be_fed_back() {
     let name = input.display().to_string();
     assert!(stderr.contains(&format!("{name}:11")), "{stderr}");
     assert!(stderr.contains(&format!("{name}:31")), "{stderr}");
+    // The store's refusal is shown with the resource and where it came from.
+    assert!(
+        stderr.contains(&format!(
+            "not stored: Observation/obs-without-status ({name}:103): HTTP 400"
+        )),
+        "{stderr}"
+    );
     assert_eq!(total_resources(&emulator).await, 100);
 
     let kept: Vec<Value> = std::fs::read_to_string(&failed)
@@ -271,6 +278,14 @@ async fn bad_lines_are_reported_kept_and_can_be_fed_back() {
         .expect("the rejected resource is kept");
     assert_eq!(rejected_line["failure"]["status"], 400);
     assert_eq!(rejected_line["failure"]["source"], format!("{name}:103"));
+
+    // Writing failures over the file being read is refused before anything is touched.
+    let mut command = load_input(&base, "create", &failed);
+    command.arg("--failed").arg(&failed);
+    let refused = run(command).await;
+    assert_exit(&refused, 2);
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("would overwrite the --input"));
+    assert_eq!(std::fs::read_to_string(&failed).unwrap().lines().count(), 3);
 
     // Fix the rejected resource in the failed file and feed the whole file back.
     let fixed: Vec<String> = kept

@@ -154,3 +154,20 @@ async fn bad_store_name_is_a_usage_error() {
     assert_exit(&output, 2);
     assert!(String::from_utf8_lossy(&output.stderr).contains("projects/PROJECT/locations"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn out_of_range_numbers_are_usage_errors() {
+    for flags in [
+        ["--timeout", "1e20"],
+        ["--rate", "1e-300"],
+        ["--timeout", "0"],
+    ] {
+        let mut command = fhirgen();
+        command
+            .args(["load", "--emulator", "--count", "5"])
+            .args(flags);
+        let output = run(command).await;
+        assert_exit(&output, 2);
+        assert!(String::from_utf8_lossy(&output.stderr).contains(flags[0]));
+    }
+}

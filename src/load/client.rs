@@ -147,10 +147,14 @@ impl StoreClient {
         let mut attempts = 0u32;
         let mut renewed_token = false;
         loop {
+            // The run may stop while this worker waits for its turn: then it sends nothing.
+            tokio::select! {
+                _ = self.pacer.wait_turn() => {}
+                _ = self.stop.cancelled() => return Err(SendError::Cancelled),
+            }
             if self.stop.is_cancelled() {
                 return Err(SendError::Cancelled);
             }
-            self.pacer.wait_turn().await;
             attempts += 1;
             if attempts > 1 {
                 stats.retries += 1;

@@ -28,8 +28,12 @@ pub struct Failure {
 
 impl FailedSink {
     pub fn create(path: &Path) -> anyhow::Result<Self> {
-        let file = File::create(path)
-            .with_context(|| format!("cannot create the --failed file {}", path.display()))?;
+        let file = File::create(path).map_err(|e| {
+            crate::exit::usage(format!(
+                "cannot create the --failed file {}: {e}; check the folder exists and is writable",
+                path.display()
+            ))
+        })?;
         Ok(Self {
             path: path.to_owned(),
             out: Mutex::new(BufWriter::new(file)),

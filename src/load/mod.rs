@@ -28,7 +28,7 @@ use crate::exit;
 use crate::fhir::{Record, RecordKind, Resource};
 use client::{ClientOptions, StoreClient};
 use failed::{FailedSink, Failure};
-use report::{Latency, ProgressReporter, Summary, round3};
+use report::{FailureLog, Latency, ProgressReporter, Summary, round3};
 use retry::RetryPolicy;
 use source::{RecordSource, SourceItem};
 use stats::{Progress, RequestStats};
@@ -37,13 +37,14 @@ use writer::{Completion, IdMap, Job, JobOutcome, Publish, RecordDag, RecordWrite
 pub async fn run(args: LoadArgs) -> anyhow::Result<ExitCode> {
     check_flags(&args)?;
     let source = source::open(&args)?;
+    let target = target::resolve(&args).await?;
+    // Created only once everything else checked out, so a mistake never wipes an old file.
     let failed_sink = args
         .failed
         .as_deref()
         .map(FailedSink::create)
         .transpose()?
         .map(Arc::new);
-    let target = target::resolve(&args).await?;
     let stop = CancellationToken::new();
     let client = Arc::new(StoreClient::new(
         &target.fhir_base,
@@ -57,19 +58,23 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<ExitCode> {
         stop.clone(),
     )?);
     let progress = Arc::new(Progress::default());
+    let reporter = Arc::new(ProgressReporter::start(
+        source.total,
+        progress.clone(),
+        !args.quiet,
+    ));
     let writer = Arc::new(RecordWriter {
         client: client.clone(),
         mode: args.mode,
         bundle_size: args.bundle_size as usize,
         ids: Arc::new(IdMap::default()),
         failed: failed_sink.clone(),
+        failures: Arc::new(FailureLog::new(
+            reporter.clone(),
+            args.failed.as_ref().map(|p| p.display().to_string()),
+        )),
         progress: progress.clone(),
     });
-    let reporter = Arc::new(ProgressReporter::start(
-        source.total,
-        progress.clone(),
-        !args.quiet,
-    ));
 
     let interrupted = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let ctrl_c = tokio::spawn(watch_ctrl_c(stop.clone(), interrupted.clone()));
@@ -152,7 +157,12 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<ExitCode> {
         eprintln!("error: {reason}");
     }
     if args.json {
-        summary.print_json()?;
+        // A reader that went away (`| head -c0`) changes nothing about how the load went.
+        if let Err(error) = summary.print_json() {
+            if !exit::is_broken_pipe(&error) {
+                return Err(error);
+            }
+        }
     }
     let code = if interrupted {
         exit::INTERRUPTED
@@ -165,19 +175,59 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn check_flags(args: &LoadArgs) -> anyhow::Result<()> {
-    if !(args.timeout > 0.0 && args.timeout.is_finite()) {
+    if !(args.timeout > 0.0 && Duration::try_from_secs_f64(args.timeout).is_ok()) {
         return Err(exit::usage(format!(
             "--timeout {} must be a positive number of seconds",
             args.timeout
         )));
     }
-    if !(args.rate >= 0.0 && args.rate.is_finite()) {
+    let rate_ok = args.rate == 0.0
+        || (args.rate > 0.0 && Duration::try_from_secs_f64(1.0 / args.rate).is_ok());
+    if !rate_ok {
         return Err(exit::usage(format!(
             "--rate {} must be a number of requests per second (0 for no cap)",
             args.rate
         )));
     }
+    if let (Some(input), Some(failed)) = (&args.input, &args.failed) {
+        if failed_would_clobber_input(input, failed) {
+            return Err(exit::usage(format!(
+                "--failed {} would overwrite the --input being read; write failures to another file \
+                 (e.g. --failed failed-again.ndjson)",
+                failed.display()
+            )));
+        }
+    }
     Ok(())
+}
+
+/// Whether writing `failed` would truncate `input` or a file inside it.
+fn failed_would_clobber_input(input: &std::path::Path, failed: &std::path::Path) -> bool {
+    if input == std::path::Path::new("-") {
+        return false;
+    }
+    let Ok(input) = input.canonicalize() else {
+        return false;
+    };
+    let failed = match failed.canonicalize() {
+        Ok(existing) => existing,
+        // Not there yet: where it would be created.
+        Err(_) => match (failed.parent(), failed.file_name()) {
+            (Some(parent), Some(name)) => {
+                let parent = if parent.as_os_str().is_empty() {
+                    std::path::Path::new(".")
+                } else {
+                    parent
+                };
+                match parent.canonicalize() {
+                    Ok(parent) => parent.join(name),
+                    Err(_) => return false,
+                }
+            }
+            _ => return false,
+        },
+    };
+    failed == input || failed.starts_with(&input)
 }
 
 /// First Ctrl-C: stop taking work and let in-flight requests finish. Second: leave now.
@@ -242,7 +292,9 @@ impl Pipeline {
             items,
             ..
         } = source;
-        let producer = tokio::task::spawn_blocking(move || {
+        // It ends with the source, or at its next send once the dispatcher has gone; one
+        // blocked on a stdin nobody closes is left behind when the runtime shuts down.
+        tokio::task::spawn_blocking(move || {
             for item in items {
                 if item_tx.blocking_send(item).is_err() {
                     break;
@@ -263,14 +315,13 @@ impl Pipeline {
             add_outcome(&mut outcome, worker_outcome);
             stats += &worker_stats;
         }
-        // Jobs still queued when the run stopped were never attempted.
+        // Jobs still queued when the run stopped were never attempted; resources of records
+        // written one by one are counted, queued or not, by what the follow-ups left unwritten.
         let mut rx = job_rx.lock().await;
         while let Ok(job) = rx.try_recv() {
-            outcome.not_sent += job.resource_count() as u64;
+            outcome.not_sent += job.resources.len() as u64;
         }
-        outcome.not_sent += self.followups.unsent();
-        producer.abort();
-        dispatched?;
+        outcome.not_sent += self.followups.unwritten() + dispatched?;
         outcome.failed += invalid;
         Ok(PipelineResult { outcome, stats })
     }
@@ -284,17 +335,22 @@ impl Pipeline {
         mut items: mpsc::Receiver<SourceItem>,
         jobs: &mpsc::Sender<Job>,
         invalid: &mut u64,
-    ) -> anyhow::Result<()> {
+    ) -> anyhow::Result<u64> {
         let mut in_flight = InFlight::default();
-        for record in prerequisites {
-            for job in self.split_shared(record.resources, None) {
+        let mut pack = Pack::default();
+        let mut ready: std::collections::VecDeque<Job> = prerequisites
+            .into_iter()
+            .flat_map(|record| self.split_shared(record.resources, None))
+            .collect();
+        let mut unsent = 0;
+        'feed: loop {
+            while let Some(job) = ready.pop_front() {
+                let resources = job.resources.len() as u64;
                 if !self.send_in_order(jobs, job, &mut in_flight).await {
-                    return Ok(());
+                    unsent += resources;
+                    break 'feed;
                 }
             }
-        }
-        let mut pack = Pack::default();
-        loop {
             // Take what is ready; before waiting for more, send what has been packed so far
             // so that a slow source never leaves a bundle sitting half full.
             let item = match items.try_recv() {
@@ -302,9 +358,8 @@ impl Pipeline {
                 Err(mpsc::error::TryRecvError::Disconnected) => None,
                 Err(mpsc::error::TryRecvError::Empty) => {
                     if let Some(job) = pack.take(self.publish_records) {
-                        if !self.send_in_order(jobs, job, &mut in_flight).await {
-                            return Ok(());
-                        }
+                        ready.push_back(job);
+                        continue;
                     }
                     tokio::select! {
                         item = items.recv() => item,
@@ -312,40 +367,60 @@ impl Pipeline {
                     }
                 }
             };
-            let Some(item) = item else { break };
+            let Some(item) = item else {
+                // The source is done (or the run stopped): send what is packed, then finish.
+                match pack.take(self.publish_records) {
+                    Some(job) if !self.stop.is_cancelled() => {
+                        ready.push_back(job);
+                        continue;
+                    }
+                    Some(job) => unsent += job.resources.len() as u64,
+                    None => {}
+                }
+                break;
+            };
             if self.stop.is_cancelled() {
+                unsent += item.resource_count();
                 break;
             }
-            let ready: Vec<Job> = match item {
+            match item {
                 SourceItem::Record { record, sources } if record.kind == RecordKind::Shared => {
-                    let mut ready: Vec<Job> = pack.take(self.publish_records).into_iter().collect();
+                    ready.extend(pack.take(self.publish_records));
                     ready.extend(self.split_shared(record.resources, sources));
-                    ready
                 }
-                SourceItem::Record { record, sources } => {
-                    if self.writer.mode != LoadMode::Transaction {
-                        if self.publish_records != Publish::Nothing {
-                            // Others may refer to any of these: keep the record whole, so
-                            // that one completion covers all of its keys.
-                            vec![Job {
-                                sources,
-                                publish: Publish::Keys,
-                                ..Job::new(record.resources)
-                            }]
-                        } else {
-                            let permit = tokio::select! {
-                                permit = self.records_in_progress.clone().acquire_owned() => {
-                                    permit.expect("the semaphore is never closed")
-                                }
-                                _ = self.stop.cancelled() => break,
-                            };
-                            self.followups.expect(record.resources.len());
-                            RecordDag::start(record.resources, permit)
-                        }
-                    } else {
+                SourceItem::Record { record, sources } => match self.writer.mode {
+                    LoadMode::Create | LoadMode::Update
+                        if self.publish_records == Publish::Nothing =>
+                    {
+                        // Nothing outside the record refers into it: its resources can go
+                        // out one by one on any worker, once what it refers to is stored.
+                        let resources = record.resources.len() as u64;
+                        let waited = self.wait_for_dependencies(&record.resources, &in_flight);
+                        let permit = tokio::select! {
+                            permit = async {
+                                waited.await;
+                                self.records_in_progress.clone().acquire_owned().await
+                            } => permit.expect("the semaphore is never closed"),
+                            _ = self.stop.cancelled() => {
+                                unsent += resources;
+                                break;
+                            }
+                        };
+                        self.followups.expect(record.resources.len());
+                        ready.extend(RecordDag::start(record.resources, permit));
+                    }
+                    LoadMode::Create | LoadMode::Update => {
+                        // Others may refer to any of these: keep the record whole, so that
+                        // one completion covers all of its keys.
+                        ready.push_back(Job {
+                            sources,
+                            publish: self.publish_records,
+                            ..Job::new(record.resources)
+                        });
+                    }
+                    LoadMode::Transaction => {
                         // Small records share a bundle: a transaction costs one round trip
                         // whether it holds 10 entries or 100.
-                        let mut ready = Vec::new();
                         if pack.len() + record.resources.len() > self.writer.bundle_size {
                             ready.extend(pack.take(self.publish_records));
                         }
@@ -353,9 +428,8 @@ impl Pipeline {
                         if pack.len() >= self.writer.bundle_size {
                             ready.extend(pack.take(self.publish_records));
                         }
-                        ready
                     }
-                }
+                },
                 SourceItem::Invalid {
                     source,
                     message,
@@ -371,19 +445,27 @@ impl Pipeline {
                         };
                         sink.write(&content, &failure)?;
                     }
-                    Vec::new()
-                }
-            };
-            for job in ready {
-                if !self.send_in_order(jobs, job, &mut in_flight).await {
-                    return Ok(());
                 }
             }
         }
-        if let Some(job) = pack.take(self.publish_records) {
-            self.send_in_order(jobs, job, &mut in_flight).await;
+        // What the run stopped before sending: jobs made but not sent (a record written
+        // resource by resource is counted by the follow-ups), packed records, queued input.
+        unsent += ready
+            .iter()
+            .map(|job| job.resources.len() as u64)
+            .sum::<u64>();
+        unsent += pack.len() as u64;
+        while let Ok(item) = items.try_recv() {
+            unsent += item.resource_count();
         }
-        Ok(())
+        Ok(unsent)
+    }
+
+    /// Waits until the jobs in flight that hold something `resources` refer to have finished.
+    async fn wait_for_dependencies(&self, resources: &[Resource], in_flight: &InFlight) {
+        for completion in in_flight.dependencies_of(resources) {
+            completion.wait().await;
+        }
     }
 
     /// Shared resources in jobs small enough to spread over all workers: one resource each,
@@ -417,11 +499,9 @@ impl Pipeline {
         mut job: Job,
         in_flight: &mut InFlight,
     ) -> bool {
-        for completion in in_flight.dependencies_of(&job) {
-            tokio::select! {
-                _ = completion.wait() => {}
-                _ = self.stop.cancelled() => return false,
-            }
+        tokio::select! {
+            _ = self.wait_for_dependencies(&job.resources, in_flight) => {}
+            _ = self.stop.cancelled() => return false,
         }
         if job.publish != Publish::Nothing {
             job.done = Some(in_flight.track(&job));
@@ -520,12 +600,12 @@ impl FollowUps {
     }
 
     fn idle(&self) -> bool {
-        self.unwritten.load(std::sync::atomic::Ordering::SeqCst) == 0
+        self.unwritten() == 0
     }
 
-    /// Resources still queued: never attempted.
-    fn unsent(&self) -> u64 {
-        self.queue.lock().expect("follow-up lock").len() as u64
+    /// Resources of records in progress never written (the run stopped).
+    fn unwritten(&self) -> u64 {
+        self.unwritten.load(std::sync::atomic::Ordering::SeqCst) as u64
     }
 }
 
@@ -599,14 +679,14 @@ impl InFlight {
         completion
     }
 
-    /// Unfinished jobs holding something `job` refers to (other than itself).
-    fn dependencies_of(&self, job: &Job) -> Vec<Arc<Completion>> {
+    /// Unfinished jobs holding something `resources` refer to (other than themselves).
+    fn dependencies_of(&self, resources: &[Resource]) -> Vec<Arc<Completion>> {
         if self.by_key.is_empty() {
             return Vec::new();
         }
-        let own: HashSet<&str> = job.resources.iter().map(|r| r.key.as_str()).collect();
+        let own: HashSet<&str> = resources.iter().map(|r| r.key.as_str()).collect();
         let mut waits: Vec<Arc<Completion>> = Vec::new();
-        for resource in &job.resources {
+        for resource in resources {
             crate::fhir::any_reference(&resource.body, &mut |reference| {
                 if let Some(completion) = self.by_key.get(reference) {
                     if !own.contains(reference)
@@ -640,21 +720,12 @@ mod tests {
         let org_done = in_flight.track(&Job::new(vec![org]));
         assert_eq!(
             in_flight
-                .dependencies_of(&Job::new(vec![patient.clone()]))
+                .dependencies_of(std::slice::from_ref(&patient))
                 .len(),
             1
         );
-        assert_eq!(
-            in_flight
-                .dependencies_of(&Job::new(vec![by_identifier]))
-                .len(),
-            1
-        );
+        assert_eq!(in_flight.dependencies_of(&[by_identifier]).len(), 1);
         org_done.finish();
-        assert!(
-            in_flight
-                .dependencies_of(&Job::new(vec![patient]))
-                .is_empty()
-        );
+        assert!(in_flight.dependencies_of(&[patient]).is_empty());
     }
 }

@@ -149,6 +149,43 @@ impl Summary {
     }
 }
 
+/// Says on stderr why resources were not stored, with the store's own words: the first few
+/// in full, then only how to see the rest, so that a run of failures cannot flood a terminal.
+pub struct FailureLog {
+    reporter: Arc<ProgressReporter>,
+    shown: std::sync::atomic::AtomicUsize,
+    failed_file: Option<String>,
+}
+
+impl FailureLog {
+    const SHOWN: usize = 10;
+
+    pub fn new(reporter: Arc<ProgressReporter>, failed_file: Option<String>) -> Self {
+        Self {
+            reporter,
+            shown: Default::default(),
+            failed_file,
+        }
+    }
+
+    /// `what` names the resource (its key, and where it was read from).
+    pub fn note(&self, what: &str, reason: &str) {
+        let n = self
+            .shown
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if n < Self::SHOWN {
+            self.reporter
+                .println(&format!("not stored: {what}: {reason}"));
+        } else if n == Self::SHOWN {
+            let rest = match &self.failed_file {
+                Some(path) => format!("further failures are in {path}"),
+                None => "further failures are only counted; add --failed PATH to keep them".into(),
+            };
+            self.reporter.println(&format!("not stored: ...; {rest}"));
+        }
+    }
+}
+
 /// A progress bar on stderr when it is a terminal: resources stored of the total, rate, ETA.
 pub struct ProgressReporter {
     bar: ProgressBar,

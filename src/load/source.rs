@@ -1,7 +1,7 @@
 //! Where the records to load come from: the generator, or files given with `--input`.
 
 use crate::cli::LoadArgs;
-use crate::fhir::{Record, RecordKind};
+use crate::fhir::Record;
 use crate::generate::{Generator, GeneratorConfig};
 
 /// One item of the stream the loader drains.
@@ -52,7 +52,11 @@ pub fn open(args: &LoadArgs) -> anyhow::Result<RecordSource> {
 }
 
 impl SourceItem {
-    pub fn is_shared(&self) -> bool {
-        matches!(self, Self::Record { record, .. } if record.kind == RecordKind::Shared)
+    /// Resources this item would have stored.
+    pub fn resource_count(&self) -> u64 {
+        match self {
+            Self::Record { record, .. } => record.resources.len() as u64,
+            Self::Invalid { .. } => 0,
+        }
     }
 }

@@ -12,6 +12,7 @@ use tokio::sync::{Notify, OwnedSemaphorePermit};
 
 use super::client::{Reply, SendError, StoreClient, StoreRequest};
 use super::failed::{FailedSink, Failure};
+use super::report::FailureLog;
 use super::stats::{Progress, RequestStats};
 use crate::cli::LoadMode;
 use crate::fhir::{IdField, Resource, Rewritten, for_each_reference_mut, write_transaction_bundle};
@@ -165,11 +166,6 @@ impl Job {
             ..Self::new(Vec::new())
         }
     }
-
-    /// Resources this job would write.
-    pub fn resource_count(&self) -> usize {
-        self.resources.len() + usize::from(self.node.is_some())
-    }
 }
 
 /// Data-set references (`Organization/<local id>`, `urn:uuid:...`, `Practitioner?identifier=...`)
@@ -215,6 +211,7 @@ pub struct RecordWriter {
     pub bundle_size: usize,
     pub ids: Arc<IdMap>,
     pub failed: Option<Arc<FailedSink>>,
+    pub failures: Arc<FailureLog>,
     pub progress: Arc<Progress>,
 }
 
@@ -414,9 +411,11 @@ impl RecordWriter {
         } = job;
         let source = |index: usize| sources.as_ref().map(|s| s[index].as_str());
         let mut next = 0;
-        while next < resources.len() {
+        // Resources checked for a bundle that did not fit in it: first in the next one.
+        let mut carried: Vec<usize> = Vec::new();
+        while next < resources.len() || !carried.is_empty() {
             // Resources whose dependencies failed are reported, not sent.
-            let mut chunk: Vec<usize> = Vec::new();
+            let mut chunk: Vec<usize> = std::mem::take(&mut carried);
             while next < resources.len() && chunk.len() < self.bundle_size {
                 let resource = &resources[next];
                 match self.missing_dependency(resource, state) {
@@ -435,9 +434,8 @@ impl RecordWriter {
                 continue;
             }
             let (sent, body) = self.bundle_within_limit(resources, &chunk, state);
-            // Whatever did not fit goes into the next bundle.
-            next = chunk.get(sent).copied().unwrap_or(next);
-            let chunk = &chunk[..sent];
+            carried = chunk.split_off(sent);
+            let chunk = &chunk[..];
             if !keep_bodies {
                 for &index in chunk {
                     resources[index].body = Value::Null;
@@ -471,7 +469,8 @@ impl RecordWriter {
                     }
                 },
                 Err(SendError::Cancelled) => {
-                    outcome.not_sent += (resources.len() - chunk[0]) as u64;
+                    outcome.not_sent +=
+                        (chunk.len() + carried.len() + resources.len() - next) as u64;
                     return;
                 }
                 Err(error) => {
@@ -552,6 +551,11 @@ impl RecordWriter {
         state.failed_keys.insert(resource.key.clone());
         outcome.failed += 1;
         self.progress.add_failed(1);
+        let what = match source {
+            Some(source) => format!("{} ({source})", resource.key),
+            None => resource.key.clone(),
+        };
+        self.failures.note(&what, &failure.message);
         if let Some(sink) = &self.failed {
             failure.source = source.map(str::to_owned);
             // Keep the original id so that re-fed dependents still find this resource, and
