@@ -60,10 +60,6 @@ impl Credentials {
         })
     }
 
-    pub fn is_some(&self) -> bool {
-        !matches!(self, Self::None)
-    }
-
     /// The Authorization header to send now; a look-up in memory unless the token has expired.
     pub async fn header(&self) -> anyhow::Result<Option<HeaderValue>> {
         match self {

@@ -1,7 +1,6 @@
 //! One HTTP client for the whole run: sends a request to the store, retrying what is worth
 //! retrying, and turns every other answer into an error a person can act on.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -113,14 +112,6 @@ impl StoreClient {
             stop,
             fatal: std::sync::Mutex::new(None),
         })
-    }
-
-    pub fn base(&self) -> &str {
-        &self.base
-    }
-
-    pub fn stop_token(&self) -> &CancellationToken {
-        &self.stop
     }
 
     /// The reason the run stopped early, if it was not Ctrl-C.
@@ -333,9 +324,6 @@ pub fn store_message(body: &[u8]) -> String {
     }
     text[..end].to_owned()
 }
-
-/// Shared by all workers.
-pub type SharedClient = Arc<StoreClient>;
 
 #[cfg(test)]
 mod tests {

@@ -312,7 +312,7 @@ impl Pipeline {
         let mut stats = RequestStats::default();
         while let Some(joined) = pool.join_next().await {
             let (worker_outcome, worker_stats) = joined.context("a load worker crashed")?;
-            add_outcome(&mut outcome, worker_outcome);
+            outcome += worker_outcome;
             stats += &worker_stats;
         }
         // Jobs still queued when the run stopped were never attempted; resources of records
@@ -528,7 +528,7 @@ async fn worker(
     while let Some(job) = next_job(&jobs, &followups, &stop).await {
         let part_of_record = job.node.is_some();
         let (written, ready) = writer.write(job, &mut stats).await;
-        add_outcome(&mut outcome, written);
+        outcome += written;
         if part_of_record {
             followups.written(ready);
         }
@@ -607,12 +607,6 @@ impl FollowUps {
     fn unwritten(&self) -> u64 {
         self.unwritten.load(std::sync::atomic::Ordering::SeqCst) as u64
     }
-}
-
-fn add_outcome(total: &mut JobOutcome, more: JobOutcome) {
-    total.stored += more.stored;
-    total.failed += more.failed;
-    total.not_sent += more.not_sent;
 }
 
 /// Whole records gathered into one job, so that one transaction carries several.

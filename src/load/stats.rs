@@ -41,7 +41,8 @@ pub struct RequestStats {
     /// Latency of every attempt that got an answer, in microseconds.
     pub latency_us: Histogram<u64>,
     pub status_counts: BTreeMap<u16, u64>,
-    /// Attempts that got no HTTP answer, by kind ("timeout", "connection").
+    /// Attempts that got no HTTP answer, by kind ("timeout", "connection refused or reset",
+    /// "connection error").
     pub errors: BTreeMap<String, u64>,
 }
 

@@ -1,5 +1,6 @@
-//! How one job (a patient's record, or a level of shared resources) is written in each mode,
-//! keeping every reference pointing at something that already exists in the store.
+//! How one job (patient records packed into bundles, one resource of a record written
+//! resource by resource, a record read from a file, or a slice of shared resources) is
+//! written in each mode, keeping every reference pointing at something already stored.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -187,14 +188,6 @@ impl IdMap {
     fn extend(&self, entries: impl IntoIterator<Item = (String, String)>) {
         self.map.write().expect("id map lock").extend(entries);
     }
-
-    pub fn len(&self) -> usize {
-        self.map.read().expect("id map lock").len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -203,6 +196,14 @@ pub struct JobOutcome {
     pub failed: u64,
     /// Not attempted because the run was stopping.
     pub not_sent: u64,
+}
+
+impl std::ops::AddAssign for JobOutcome {
+    fn add_assign(&mut self, more: Self) {
+        self.stored += more.stored;
+        self.failed += more.failed;
+        self.not_sent += more.not_sent;
+    }
 }
 
 pub struct RecordWriter {
@@ -624,7 +625,7 @@ fn transaction_targets(body: &[u8], expected: usize) -> Result<Vec<String>, Stri
     if response["resourceType"] != "Bundle" || entries.len() != expected {
         return Err(format!(
             "the store answered a transaction of {expected} entries with {} entries; \
-             it is not known what was stored",
+             it is not known what was stored; re-running stores nothing twice",
             entries.len()
         ));
     }
@@ -635,7 +636,12 @@ fn transaction_targets(body: &[u8], expected: usize) -> Result<Vec<String>, Stri
             let response = &entry["response"];
             let status = response["status"].as_str().unwrap_or_default();
             if !status.starts_with('2') {
-                return Err(format!("entry {i} answered `{status}`"));
+                let reason = serde_json::to_vec(&response["outcome"])
+                    .map(|outcome| super::client::store_message(&outcome))
+                    .unwrap_or_default();
+                return Err(format!(
+                    "entry {i} of the transaction answered `{status}`: {reason}"
+                ));
             }
             response["location"]
                 .as_str()
