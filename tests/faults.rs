@@ -212,3 +212,54 @@ async fn ctrl_c_finishes_in_flight_work_and_a_rerun_completes() {
     assert_store_consistent(&emulator).await;
     emulator.shutdown().await;
 }
+
+/// Workers waiting for their turn under `--rate` stop at Ctrl-C instead of sending on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_c_stops_workers_waiting_for_their_rate_slot() {
+    let emulator = start_emulator(EmulatorOptions::default()).await;
+    let mut command = fhirgen();
+    command
+        .args([
+            "load",
+            "--fhir-url",
+            &emulator.fhir_base_url(),
+            "--mode",
+            "create",
+        ])
+        .args([
+            "--rate",
+            "2",
+            "--workers",
+            "8",
+            "--count",
+            "400",
+            "--json",
+            "--quiet",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let child = command.spawn().unwrap();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let requests_at_interrupt = stats(&emulator).await["requests"].as_u64().unwrap();
+    let interrupted_at = Instant::now();
+    std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let output = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    assert_exit(&output, 130);
+    assert!(
+        interrupted_at.elapsed() < Duration::from_secs(2),
+        "took {:?}",
+        interrupted_at.elapsed()
+    );
+    // At most the one request whose slot had already come.
+    let requests = stats(&emulator).await["requests"].as_u64().unwrap();
+    assert!(
+        requests <= requests_at_interrupt + 1,
+        "{requests_at_interrupt} -> {requests}"
+    );
+    emulator.shutdown().await;
+}
