@@ -144,6 +144,38 @@ async fn a_token_is_never_sent_over_plain_http_to_a_remote_host() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("plain http"), "{stderr}");
     assert!(!stderr.contains("ya29.not-real"), "{stderr}");
+
+    // A password in the URL is a credential as well.
+    let mut command = fhirgen();
+    command.args([
+        "load",
+        "--fhir-url",
+        "http://loader:hunter2@fhir.example.com/fhir",
+    ]);
+    let output = run(command).await;
+    assert_exit(&output, 2);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("plain http"), "{stderr}");
+    assert!(!stderr.contains("hunter2"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_password_in_the_url_is_not_shown() {
+    let emulator = start_emulator(EmulatorOptions::default()).await;
+    let base = emulator
+        .fhir_base_url()
+        .replace("http://", "http://loader:hunter2@");
+    let mut command = fhirgen();
+    command.args(["load", "--fhir-url", &base, "--count", "20", "--json"]);
+    let output = run(command).await;
+    assert_exit(&output, 0);
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(!all.contains("hunter2"), "{all}");
+    emulator.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -204,6 +204,8 @@ impl StoreClient {
                         "connection error"
                     };
                     stats.record_error(kind);
+                    // The URL may carry user:password; the request is named elsewhere.
+                    let error = error.without_url();
                     (format!("{kind}: {}", error_chain(&error)), None, false)
                 }
             };

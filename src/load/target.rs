@@ -53,10 +53,20 @@ pub async fn resolve(args: &LoadArgs) -> anyhow::Result<Target> {
             "`{fhir_base}` must start with http:// or https://"
         )));
     }
-    let sends_token = args.access_token.is_some() || wants_google_auth;
+    let has_userinfo = !url.username().is_empty() || url.password().is_some();
+    let description = if has_userinfo {
+        // user:password in the URL is a credential too: never shown.
+        let mut shown = url.clone();
+        let _ = shown.set_username("");
+        let _ = shown.set_password(None);
+        shown.to_string().trim_end_matches('/').to_owned()
+    } else {
+        description
+    };
+    let sends_token = args.access_token.is_some() || wants_google_auth || has_userinfo;
     if sends_token && url.scheme() == "http" && !is_loopback(&url) {
         return Err(usage(format!(
-            "refusing to send a bearer token over plain http to {}: use https, or a loopback address for local testing",
+            "refusing to send credentials over plain http to {}: use https, or a loopback address for local testing",
             url.host_str().unwrap_or("?")
         )));
     }
