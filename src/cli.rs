@@ -51,6 +51,11 @@ pub struct DataArgs {
     /// scheduler's environment), or `auto` (index and count from the environment).
     #[arg(long, value_name = "I/N")]
     pub shard: Option<String>,
+
+    /// Only these resource types (comma-separated); the types they refer to (Patient, Encounter,
+    /// Practitioner, Organization...) come along so that every reference resolves. Default: all.
+    #[arg(long, value_delimiter = ',', value_name = "TYPE,...")]
+    pub types: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -280,6 +285,31 @@ mod tests {
         assert!(load.target.emulator);
         assert_eq!(load.data.count, 5000);
         assert_eq!(load.mode, LoadMode::Transaction);
+    }
+
+    #[test]
+    fn types_are_a_comma_separated_list() {
+        let cli = Cli::try_parse_from([
+            "fhirgen",
+            "generate",
+            "--types",
+            "Observation,Patient",
+            "--types",
+            "Immunization",
+        ])
+        .unwrap();
+        let Command::Generate(generate) = cli.command else {
+            panic!("expected generate")
+        };
+        assert_eq!(
+            generate.data.types,
+            ["Observation", "Patient", "Immunization"]
+        );
+        let cli = Cli::try_parse_from(["fhirgen", "load", "--emulator"]).unwrap();
+        let Command::Load(load) = cli.command else {
+            panic!("expected load")
+        };
+        assert!(load.data.types.is_empty());
     }
 
     #[test]

@@ -215,3 +215,42 @@ fn a_closed_pipe_is_not_an_error() {
     assert!(status.success(), "{status:?} {stderr}");
     assert_eq!(stderr, "");
 }
+
+#[test]
+fn types_keep_what_was_asked_for_and_what_it_refers_to() {
+    let out = stdout_of(&["--types", "Observation", "--count", "500"]);
+    assert_eq!(out.lines().count(), 500);
+    let mut types = BTreeSet::new();
+    for line in out.lines() {
+        let resource: Value = serde_json::from_str(line).unwrap();
+        types.insert(resource["resourceType"].as_str().unwrap().to_owned());
+    }
+    let expected = [
+        "Encounter",
+        "Observation",
+        "Organization",
+        "Patient",
+        "Practitioner",
+    ];
+    assert_eq!(types, BTreeSet::from(expected.map(str::to_owned)));
+    assert_eq!(
+        out,
+        stdout_of(&["--types", "Observation", "--count", "500"])
+    );
+}
+
+#[test]
+fn unknown_types_are_usage_errors_that_list_the_known_ones() {
+    generate(&["--types", "Observation,Medication"])
+        .assert()
+        .code(2)
+        .stdout("")
+        .stderr(
+            predicate::str::contains("`Medication`")
+                .and(predicate::str::contains("MedicationRequest, Immunization")),
+        );
+    generate(&["--types", "observation"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("did you mean Observation?"));
+}

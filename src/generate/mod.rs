@@ -5,6 +5,9 @@
 //! without the others), counted, and rendered only by the shard that owns it; the last patient
 //! is cut at its tail so that the total is exact. Records are in dependency order, so the cut
 //! never leaves a dangling reference.
+//!
+//! `--types` keeps only some types (and those they refer to): patients are planned as without
+//! it and counted and rendered by the resources kept, so a patient is the same data either way.
 
 mod codes;
 mod names;
@@ -13,6 +16,7 @@ mod random;
 mod render;
 mod shard;
 mod shared;
+mod types;
 
 #[cfg(test)]
 mod tests;
@@ -30,6 +34,7 @@ use crate::exit;
 use crate::fhir::{Record, RecordKind, write_transaction_bundle};
 
 pub use shard::Shard;
+pub use types::{ResourceType, TypeSet};
 
 use plan::{PlanContext, plan_patient};
 use shared::{PoolShape, SharedPool};
@@ -40,6 +45,8 @@ pub struct GeneratorConfig {
     pub as_of: NaiveDate,
     pub count: u64,
     pub shard: Shard,
+    /// The types asked for; the generator adds the types they refer to.
+    pub types: TypeSet,
 }
 
 impl GeneratorConfig {
@@ -65,6 +72,17 @@ impl GeneratorConfig {
                 "--as-of {as_of}: use a date between 1900-01-01 and 9999-12-31"
             )));
         }
+        let types = TypeSet::parse(&data.types)?;
+        let closed = types.with_references();
+        if !closed.has_patient_types() {
+            let most = PoolShape::for_types(u64::MAX, closed).kept(closed);
+            if data.count > most {
+                return Err(exit::usage(format!(
+                    "--types {closed} makes at most {most} resources (the shared pool is \
+                     that big); lower --count or add a patient type such as Patient"
+                )));
+            }
+        }
         let seed = match data.seed {
             SeedArg::Fixed(seed) => seed,
             SeedArg::Random => rand::random(),
@@ -74,6 +92,7 @@ impl GeneratorConfig {
             as_of,
             count: data.count,
             shard,
+            types,
         })
     }
 }
@@ -82,8 +101,12 @@ impl GeneratorConfig {
 /// the shard's patients.
 pub struct Generator {
     config: GeneratorConfig,
+    /// The types written: those asked for and those they refer to.
+    types: TypeSet,
     pool: SharedPool,
     context: PlanContext,
+    /// Resources in the shared record.
+    shared_size: u64,
     shared_pending: bool,
     next_patient: u64,
     /// Resources of the whole (unsharded) data set not yet given to a patient.
@@ -92,13 +115,23 @@ pub struct Generator {
 
 impl Generator {
     pub fn new(config: GeneratorConfig) -> Self {
-        let shape = PoolShape::for_count(config.count);
+        let types = config.types.with_references();
+        let shape = PoolShape::for_types(config.count, types);
         let pool = SharedPool::new(config.seed, shape);
         let context = PlanContext::new(config.seed, config.as_of, shape);
+        let shared_size = shape.kept(types).min(config.count);
+        // Without patient types the pool is all there is (`from_args` keeps --count to it).
+        let unallotted = if types.has_patient_types() {
+            config.count - shared_size
+        } else {
+            0
+        };
         Self {
-            shared_pending: shape.total() > 0 && config.shard.index == 0,
-            unallotted: config.count - shape.total(),
+            shared_pending: shared_size > 0 && config.shard.index == 0,
+            unallotted,
             next_patient: 0,
+            shared_size,
+            types,
             config,
             pool,
             context,
@@ -111,7 +144,7 @@ impl Generator {
 
     /// The shared resources every patient of every shard may refer to.
     pub fn shared_record(&self) -> Record {
-        self.pool.record()
+        self.pool.record(self.types, self.shared_size)
     }
 }
 
@@ -126,11 +159,12 @@ impl Iterator for Generator {
             let index = self.next_patient;
             self.next_patient += 1;
             let plan = plan_patient(&self.context, index);
-            let size = plan.resource_count().min(self.unallotted);
+            // At least the Patient: every patient type refers to it.
+            let size = plan.resource_count(self.types).min(self.unallotted);
             self.unallotted -= size;
             if self.config.shard.owns(index) {
-                let mut resources = render::render_patient(self.seed(), index, &plan, &self.pool);
-                resources.truncate(size as usize);
+                let resources =
+                    render::render_patient(self.seed(), index, &plan, &self.pool, self.types, size);
                 return Some(Record {
                     kind: RecordKind::Patient,
                     resources,

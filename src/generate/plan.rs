@@ -12,6 +12,7 @@ use super::codes::{
 };
 use super::random::{Purpose, between, normal, stream, weighted};
 use super::shared::PoolShape;
+use super::types::{ResourceType, TypeSet};
 
 pub const MINUTE: i64 = 60;
 pub const HOUR: i64 = 3_600;
@@ -162,27 +163,39 @@ pub struct MedicationPlan {
 }
 
 impl EncounterPlan {
-    fn resource_count(&self) -> u64 {
-        let lab_report = u64::from(!self.labs.is_empty());
-        1 + u64::from(self.blood_pressure.is_some())
-            + lab_report
-            + (self.vitals.len()
-                + self.labs.len()
-                + self.procedures.len()
-                + self.medications.len()
-                + self.immunizations.len()) as u64
+    fn resource_count(&self, types: TypeSet) -> u64 {
+        let of = |t, n| kept(types, t, n);
+        of(ResourceType::Encounter, 1)
+            + of(
+                ResourceType::Observation,
+                usize::from(self.blood_pressure.is_some()) + self.vitals.len() + self.labs.len(),
+            )
+            + of(
+                ResourceType::DiagnosticReport,
+                usize::from(!self.labs.is_empty()),
+            )
+            + of(ResourceType::Procedure, self.procedures.len())
+            + of(ResourceType::MedicationRequest, self.medications.len())
+            + of(ResourceType::Immunization, self.immunizations.len())
     }
 }
 
+/// `n` resources of type `t`, if `types` keeps them.
+fn kept(types: TypeSet, t: ResourceType, n: usize) -> u64 {
+    if types.contains(t) { n as u64 } else { 0 }
+}
+
 impl PatientPlan {
-    /// How many resources rendering this plan makes.
-    pub fn resource_count(&self) -> u64 {
-        1 + self.allergies.len() as u64
-            + self.conditions.len() as u64
+    /// How many resources of `types` rendering this plan makes.
+    pub fn resource_count(&self, types: TypeSet) -> u64 {
+        let of = |t, n| kept(types, t, n);
+        of(ResourceType::Patient, 1)
+            + of(ResourceType::AllergyIntolerance, self.allergies.len())
+            + of(ResourceType::Condition, self.conditions.len())
             + self
                 .encounters
                 .iter()
-                .map(EncounterPlan::resource_count)
+                .map(|e| e.resource_count(types))
                 .sum::<u64>()
     }
 

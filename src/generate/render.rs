@@ -19,6 +19,7 @@ use super::plan::{
 };
 use super::random::{Purpose, stream, uuid};
 use super::shared::SharedPool;
+use super::types::{ResourceType, TypeSet};
 use crate::fhir::{IDENTIFIER_SYSTEM_BASE, Resource};
 
 /// A resource body built field by field, in FHIR's element order.
@@ -64,6 +65,11 @@ pub fn codeable(system: &str, concept: Concept) -> Value {
 
 pub fn reference(key: &str) -> Value {
     json!({"reference": key})
+}
+
+/// The reference to the resource of type `t` with this id.
+fn key_reference(t: ResourceType, id: &str) -> Value {
+    reference(&format!("{t}/{id}"))
 }
 
 pub fn phone(rng: &mut ChaCha8Rng) -> String {
@@ -148,17 +154,24 @@ impl Category {
     }
 }
 
-/// Renders patient `index` from its plan. Makes exactly `plan.resource_count()` resources.
+/// Renders patient `index` from its plan: the first `limit` of its resources of `types`, that
+/// is `plan.resource_count(types).min(limit)` resources. Every resource draws its id whether it
+/// is kept or not, so a kept resource is the same whatever else is kept.
 pub fn render_patient(
     seed: u64,
     index: u64,
     plan: &PatientPlan,
     pool: &SharedPool,
+    types: TypeSet,
+    limit: u64,
 ) -> Vec<Resource> {
     let mut rng = stream(seed, Purpose::Render, index);
     let patient_id = uuid(&mut rng);
+    let expected = plan.resource_count(types).min(limit);
     let mut renderer = Renderer {
-        resources: Vec::with_capacity(plan.resource_count() as usize),
+        resources: Vec::with_capacity(expected as usize),
+        types,
+        limit,
         patient: Value::from(format!("Patient/{patient_id}")),
         condition_refs: Vec::with_capacity(plan.conditions.len()),
         encounter: Value::Null,
@@ -170,6 +183,9 @@ pub fn render_patient(
         renderer.allergy(allergy);
     }
     for (i, encounter) in plan.encounters.iter().enumerate() {
+        if renderer.is_full() {
+            break;
+        }
         renderer.encounter(encounter);
         for condition in plan.conditions_of(i) {
             renderer.condition(condition);
@@ -185,12 +201,15 @@ pub fn render_patient(
             renderer.immunization(encounter, *vaccine);
         }
     }
-    debug_assert_eq!(renderer.resources.len() as u64, plan.resource_count());
+    debug_assert_eq!(renderer.resources.len() as u64, expected);
     renderer.resources
 }
 
 struct Renderer<'a> {
     resources: Vec<Resource>,
+    /// What to keep: `limit` resources at most, of these types.
+    types: TypeSet,
+    limit: u64,
     /// `Patient/<id>` of this patient.
     patient: Value,
     /// References to the conditions rendered so far, by index in the plan.
@@ -206,6 +225,15 @@ impl Renderer<'_> {
         uuid(&mut self.rng)
     }
 
+    fn is_full(&self) -> bool {
+        self.resources.len() as u64 >= self.limit
+    }
+
+    /// Whether the next resource of type `t` is kept; one that is not is never built.
+    fn keeps(&self, t: ResourceType) -> bool {
+        self.types.contains(t) && !self.is_full()
+    }
+
     fn subject(&self) -> Value {
         json!({"reference": self.patient})
     }
@@ -214,11 +242,8 @@ impl Renderer<'_> {
         reference(self.pool.practitioner(encounter.practitioner))
     }
 
-    fn push(&mut self, body: Value) -> Value {
-        let resource = Resource::new(body);
-        let reference = reference(&resource.key);
-        self.resources.push(resource);
-        reference
+    fn push(&mut self, body: Value) {
+        self.resources.push(Resource::new(body));
     }
 
     fn patient(&mut self, plan: &PatientPlan, id: String) {
@@ -301,11 +326,17 @@ impl Renderer<'_> {
                 ),
             )
             .build();
-        self.push(body);
+        // Built whatever is kept: its draws decide the ids of everything after it.
+        if self.keeps(ResourceType::Patient) {
+            self.push(body);
+        }
     }
 
     fn allergy(&mut self, allergy: &AllergyPlan) {
         let id = self.id();
+        if !self.keeps(ResourceType::AllergyIntolerance) {
+            return;
+        }
         let severity = if allergy.high_criticality {
             "severe"
         } else {
@@ -344,6 +375,10 @@ impl Renderer<'_> {
 
     fn encounter(&mut self, encounter: &EncounterPlan) {
         let id = self.id();
+        self.encounter = key_reference(ResourceType::Encounter, &id);
+        if !self.keeps(ResourceType::Encounter) {
+            return;
+        }
         let (code, display) = match encounter.class {
             EncounterClass::Ambulatory => ("AMB", "ambulatory"),
             EncounterClass::Emergency => ("EMER", "emergency"),
@@ -382,11 +417,16 @@ impl Renderer<'_> {
                 reference(self.pool.organization(encounter.organization)),
             )
             .build();
-        self.encounter = self.push(body);
+        self.push(body);
     }
 
     fn condition(&mut self, condition: &ConditionPlan) {
         let id = self.id();
+        self.condition_refs
+            .push(key_reference(ResourceType::Condition, &id));
+        if !self.keeps(ResourceType::Condition) {
+            return;
+        }
         let (status, status_display) = if condition.abatement.is_some() {
             ("resolved", "Resolved")
         } else {
@@ -418,8 +458,7 @@ impl Renderer<'_> {
             .set_some("abatementDateTime", condition.abatement.map(date_time))
             .set("recordedDate", date_time(condition.recorded))
             .build();
-        let reference = self.push(body);
-        self.condition_refs.push(reference);
+        self.push(body);
     }
 
     fn observation(
@@ -431,6 +470,10 @@ impl Renderer<'_> {
         value: Value,
     ) -> Value {
         let id = self.id();
+        let reference = key_reference(ResourceType::Observation, &id);
+        if !self.keeps(ResourceType::Observation) {
+            return reference;
+        }
         let body = Body::new("Observation", &id)
             .set("identifier", identifiers("observation", &id))
             .set("status", "final")
@@ -442,7 +485,8 @@ impl Renderer<'_> {
             .set("issued", date_time(at))
             .set(value_key, value)
             .build();
-        self.push(body)
+        self.push(body);
+        reference
     }
 
     fn observations(&mut self, encounter: &EncounterPlan) {
@@ -485,6 +529,9 @@ impl Renderer<'_> {
             })
             .collect();
         let id = self.id();
+        if !self.keeps(ResourceType::DiagnosticReport) {
+            return;
+        }
         let issued = (encounter.labs_at + 3_600).min(encounter.end);
         let body = Body::new("DiagnosticReport", &id)
             .set("identifier", identifiers("diagnosticreport", &id))
@@ -506,6 +553,9 @@ impl Renderer<'_> {
 
     fn procedure(&mut self, encounter: &EncounterPlan, procedure: &ProcedurePlan) {
         let id = self.id();
+        if !self.keeps(ResourceType::Procedure) {
+            return;
+        }
         let reason = procedure
             .reason
             .map(|i| json!([self.condition_refs[i].clone()]));
@@ -527,6 +577,9 @@ impl Renderer<'_> {
 
     fn medication(&mut self, encounter: &EncounterPlan, medication: &super::plan::MedicationPlan) {
         let id = self.id();
+        if !self.keeps(ResourceType::MedicationRequest) {
+            return;
+        }
         let status = match medication.status {
             MedicationStatus::Active => "active",
             MedicationStatus::Completed => "completed",
@@ -565,6 +618,9 @@ impl Renderer<'_> {
 
     fn immunization(&mut self, encounter: &EncounterPlan, vaccine: Concept) {
         let id = self.id();
+        if !self.keeps(ResourceType::Immunization) {
+            return;
+        }
         let body = Body::new("Immunization", &id)
             .set("identifier", identifiers("immunization", &id))
             .set("status", "completed")

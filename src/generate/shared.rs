@@ -12,6 +12,7 @@ use super::codes::{self, Concept};
 use super::names;
 use super::random::{Purpose, stream, uuid};
 use super::render::{Body, address, codeable, coding, identifiers, phone, reference};
+use super::types::{ResourceType, TypeSet};
 use crate::fhir::{Record, RecordKind, Resource};
 
 /// How many shared resources of each kind a data set of `count` resources has.
@@ -52,8 +53,43 @@ impl PoolShape {
         }
     }
 
-    pub fn total(&self) -> u64 {
-        u64::from(self.organizations) + u64::from(self.practitioners) + u64::from(self.roles)
+    /// The pool of a data set of `count` resources of `types` (with what they refer to): the
+    /// usual one when there are patients, so that `--types` does not change them; otherwise the
+    /// smallest that has `count` resources of `types`, or the largest there is.
+    pub fn for_types(count: u64, types: TypeSet) -> Self {
+        if types.has_patient_types() {
+            return Self::for_count(count);
+        }
+        let holds = |size: u64| Self::for_count(size).kept(types) >= count;
+        let (mut low, mut high) = (0, u64::MAX);
+        if !holds(high) {
+            return Self::for_count(high);
+        }
+        // `high` always holds `count`.
+        while low < high {
+            let middle = low + (high - low) / 2;
+            if holds(middle) {
+                high = middle;
+            } else {
+                low = middle + 1;
+            }
+        }
+        Self::for_count(high)
+    }
+
+    /// How many of the pool's resources are of `types`.
+    pub fn kept(&self, types: TypeSet) -> u64 {
+        types.iter().map(|t| u64::from(self.size_of(t))).sum()
+    }
+
+    /// How many resources of type `t` the pool has.
+    fn size_of(&self, t: ResourceType) -> u32 {
+        match t {
+            ResourceType::Organization => self.organizations,
+            ResourceType::Practitioner => self.practitioners,
+            ResourceType::PractitionerRole => self.roles,
+            _ => 0,
+        }
     }
 
     /// The organization a practitioner works for.
@@ -128,21 +164,27 @@ impl SharedPool {
         &self.practitioners[index as usize]
     }
 
-    /// Every shared resource, in load order: organizations, practitioners, roles.
-    pub fn record(&self) -> Record {
-        let mut resources = Vec::with_capacity(self.shape.total() as usize);
-        for i in 0..self.shape.organizations {
-            resources.push(Resource::new(self.organization_body(i)));
-        }
-        for i in 0..self.shape.practitioners {
-            resources.push(Resource::new(self.practitioner_body(i)));
-        }
-        for i in 0..self.shape.roles {
-            resources.push(Resource::new(self.role_body(i)));
-        }
+    /// The first `limit` shared resources of `types`, in load order: organizations,
+    /// practitioners, roles.
+    pub fn record(&self, types: TypeSet, limit: u64) -> Record {
+        let resources: Vec<Resource> = types
+            .iter()
+            .flat_map(|t| (0..self.shape.size_of(t)).map(move |i| (t, i)))
+            .take(usize::try_from(limit).unwrap_or(usize::MAX))
+            .map(|(t, i)| Resource::new(self.body(t, i)))
+            .collect();
         Record {
             kind: RecordKind::Shared,
             resources,
+        }
+    }
+
+    fn body(&self, t: ResourceType, index: u32) -> serde_json::Value {
+        match t {
+            ResourceType::Organization => self.organization_body(index),
+            ResourceType::Practitioner => self.practitioner_body(index),
+            ResourceType::PractitionerRole => self.role_body(index),
+            _ => unreachable!("{t} is not a shared type"),
         }
     }
 
@@ -268,7 +310,8 @@ mod tests {
     #[test]
     fn shape_grows_with_count_and_fits_tiny_counts() {
         let shape = |count| PoolShape::for_count(count);
-        assert_eq!(shape(0).total(), 0);
+        let total = |count| shape(count).kept(TypeSet::ALL);
+        assert_eq!(total(0), 0);
         assert_eq!(
             shape(1),
             PoolShape {
@@ -277,15 +320,15 @@ mod tests {
                 roles: 0
             }
         );
-        assert_eq!(shape(2).total(), 2);
-        assert_eq!(shape(3).total(), 3);
-        assert_eq!(shape(5).total(), 3);
-        assert_eq!(shape(1000).total(), 5);
+        assert_eq!(total(2), 2);
+        assert_eq!(total(3), 3);
+        assert_eq!(total(5), 3);
+        assert_eq!(total(1000), 5);
         let big = shape(1_000_000);
         assert_eq!((big.organizations, big.practitioners), (500, 2500));
-        assert_eq!(shape(u64::MAX).total(), 11_000);
+        assert_eq!(total(u64::MAX), 11_000);
         for count in 0..5000 {
-            assert!(shape(count).total() <= count);
+            assert!(total(count) <= count);
         }
     }
 
@@ -320,9 +363,12 @@ mod tests {
     #[test]
     fn record_matches_the_references() {
         let pool = SharedPool::new(9, PoolShape::for_count(20_000));
-        let record = pool.record();
+        let record = pool.record(TypeSet::ALL, u64::MAX);
         assert_eq!(record.kind, RecordKind::Shared);
-        assert_eq!(record.resources.len() as u64, pool.shape().total());
+        assert_eq!(
+            record.resources.len() as u64,
+            pool.shape().kept(TypeSet::ALL)
+        );
         assert_eq!(record.resources[0].key, pool.organization(0));
         let first_practitioner = pool.shape().organizations as usize;
         assert_eq!(

@@ -10,6 +10,7 @@ use super::codes::{self, Measure};
 use super::names;
 use super::*;
 use crate::fhir::{IDENTIFIER_SYSTEM_BASE, Resource, references};
+use ResourceType::*;
 
 fn as_of() -> NaiveDate {
     NaiveDate::from_ymd_opt(2025, 6, 30).unwrap()
@@ -21,11 +22,31 @@ fn config(count: u64, seed: u64, shard: Shard) -> GeneratorConfig {
         as_of: as_of(),
         count,
         shard,
+        types: TypeSet::ALL,
+    }
+}
+
+/// The configuration of `--types TYPES`.
+fn typed(count: u64, shard: Shard, types: &[ResourceType]) -> GeneratorConfig {
+    GeneratorConfig {
+        types: TypeSet::of(types),
+        ..config(count, 21, shard)
     }
 }
 
 fn records(count: u64, seed: u64, shard: Shard) -> Vec<Record> {
     Generator::new(config(count, seed, shard)).collect()
+}
+
+fn lines_of(config: GeneratorConfig) -> Vec<String> {
+    Generator::new(config)
+        .flat_map(|r| r.resources)
+        .map(|r| serde_json::to_string(&r.body).unwrap())
+        .collect()
+}
+
+fn type_of(resource: &Resource) -> ResourceType {
+    ResourceType::from_name(resource.resource_type()).unwrap()
 }
 
 fn resources(count: u64, seed: u64) -> Vec<Resource> {
@@ -85,27 +106,38 @@ fn same_seed_same_bytes_other_seed_other_bytes() {
     assert_ne!(later, lines(3000, 11, Shard::WHOLE));
 }
 
+/// Three shards of `whole` are disjoint, only the first has the shared record, and together they
+/// are `whole`.
+fn assert_shards_make_up(whole: GeneratorConfig) {
+    let count = whole.count;
+    let expected = lines_of(whole.clone());
+    let mut union = Vec::new();
+    for index in 0..3 {
+        let shard = Shard { index, count: 3 };
+        let part = GeneratorConfig {
+            shard,
+            ..whole.clone()
+        };
+        let records: Vec<Record> = Generator::new(part.clone()).collect();
+        let has_shared = records.iter().any(|r| r.kind == RecordKind::Shared);
+        assert_eq!(has_shared, index == 0, "count {count} shard {shard}");
+        union.extend(lines_of(part));
+    }
+    assert_eq!(union.len(), expected.len(), "count {count}");
+    let union: BTreeSet<String> = union.into_iter().collect();
+    let expected: BTreeSet<String> = expected.into_iter().collect();
+    assert_eq!(
+        union.len() as u64,
+        count,
+        "shards overlap for count {count}"
+    );
+    assert_eq!(union, expected, "count {count}");
+}
+
 #[test]
 fn shards_are_disjoint_and_make_up_the_whole() {
     for count in [7, 250, 5000] {
-        let whole = lines(count, 5, Shard::WHOLE);
-        let mut union = Vec::new();
-        for index in 0..3 {
-            let shard = Shard { index, count: 3 };
-            let records = records(count, 5, shard);
-            let has_shared = records.iter().any(|r| r.kind == RecordKind::Shared);
-            assert_eq!(has_shared, index == 0, "count {count} shard {shard}");
-            union.extend(lines(count, 5, shard));
-        }
-        assert_eq!(union.len(), whole.len(), "count {count}");
-        let union: BTreeSet<String> = union.into_iter().collect();
-        let whole: BTreeSet<String> = whole.into_iter().collect();
-        assert_eq!(
-            union.len() as u64,
-            count,
-            "shards overlap for count {count}"
-        );
-        assert_eq!(union, whole, "count {count}");
+        assert_shards_make_up(config(count, 5, Shard::WHOLE));
     }
 }
 
@@ -118,15 +150,16 @@ fn every_shard_knows_the_shared_record() {
     assert_eq!(other.seed(), 2);
 }
 
-#[test]
-fn references_resolve_to_earlier_resources() {
-    let records = records(20_000, 8, Shard::WHOLE);
-    let shared: BTreeSet<&str> = records[0]
-        .resources
+/// Every reference in `records` (a whole data set) is to the shared record or to an earlier
+/// resource of the same record.
+fn assert_references_resolve(records: &[Record]) {
+    let shared: BTreeSet<&str> = records
         .iter()
+        .filter(|r| r.kind == RecordKind::Shared)
+        .flat_map(|r| &r.resources)
         .map(|r| r.key.as_str())
         .collect();
-    for record in &records {
+    for record in records {
         let mut seen: BTreeSet<&str> = BTreeSet::new();
         for resource in &record.resources {
             for reference in references(&resource.body) {
@@ -142,6 +175,139 @@ fn references_resolve_to_earlier_resources() {
             assert_eq!(record.resources[0].resource_type(), "Patient");
         }
     }
+}
+
+#[test]
+fn references_resolve_to_earlier_resources() {
+    let records = records(20_000, 8, Shard::WHOLE);
+    assert_eq!(records[0].kind, RecordKind::Shared);
+    assert_references_resolve(&records);
+}
+
+#[test]
+fn the_reference_table_is_what_the_renderer_writes() {
+    let mut written = BTreeSet::new();
+    for resource in resources(30_000, 19) {
+        for reference in references(&resource.body) {
+            let (target, _) = reference.split_once('/').unwrap();
+            written.insert((type_of(&resource), ResourceType::from_name(target).unwrap()));
+        }
+    }
+    let table: BTreeSet<(ResourceType, ResourceType)> = ResourceType::ALL
+        .into_iter()
+        .flat_map(|t| t.refers_to().iter().map(move |&target| (t, target)))
+        .collect();
+    assert_eq!(written, table);
+}
+
+/// `--types` choices: patient types, shared ones, and both.
+const TYPE_CHOICES: [&[ResourceType]; 7] = [
+    &[Observation],
+    &[Patient],
+    &[MedicationRequest, Immunization],
+    &[AllergyIntolerance, DiagnosticReport],
+    &[Organization],
+    &[PractitionerRole],
+    &[Practitioner, Procedure],
+];
+
+#[test]
+fn types_keep_the_count_exact_and_references_resolved() {
+    for types in TYPE_CHOICES {
+        let allowed = TypeSet::of(types).with_references();
+        let counts: Vec<u64> = if allowed.has_patient_types() {
+            (0..=60).chain([99, 1000, 4321]).collect()
+        } else {
+            // The shared pool holds at most 1000 organizations.
+            (0..=60).chain([99, 1000]).collect()
+        };
+        for &count in &counts {
+            let records: Vec<Record> = Generator::new(typed(count, Shard::WHOLE, types)).collect();
+            let written: Vec<ResourceType> = records
+                .iter()
+                .flat_map(|r| &r.resources)
+                .map(type_of)
+                .collect();
+            assert_eq!(written.len() as u64, count, "{types:?} count {count}");
+            for t in &written {
+                assert!(allowed.contains(*t), "{t} with --types {types:?}");
+            }
+            assert_references_resolve(&records);
+            if count == *counts.last().unwrap() {
+                for t in allowed.iter() {
+                    assert!(written.contains(&t), "no {t} in {count} of {types:?}");
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn types_are_deterministic_and_shard_like_the_whole() {
+    for types in TYPE_CHOICES {
+        assert_eq!(
+            lines_of(typed(2000, Shard::WHOLE, types)),
+            lines_of(typed(2000, Shard::WHOLE, types))
+        );
+        for count in [7, 2500] {
+            let count = if TypeSet::of(types).with_references().has_patient_types() {
+                count
+            } else {
+                count.min(1000)
+            };
+            assert_shards_make_up(typed(count, Shard::WHOLE, types));
+        }
+    }
+}
+
+#[test]
+fn types_keep_patients_as_they_are() {
+    let types = [Observation, Immunization];
+    let allowed = TypeSet::of(&types).with_references();
+    let config = typed(5000, Shard::WHOLE, &types);
+    let everything = Generator::new(GeneratorConfig {
+        types: TypeSet::ALL,
+        ..config.clone()
+    });
+    let records: Vec<Record> = Generator::new(config.clone()).collect();
+    assert_eq!(
+        records[0],
+        everything.pool.record(allowed, everything.shared_size)
+    );
+    for (index, record) in records[1..].iter().enumerate() {
+        let plan = plan_patient(&everything.context, index as u64);
+        let all = render::render_patient(
+            config.seed,
+            index as u64,
+            &plan,
+            &everything.pool,
+            TypeSet::ALL,
+            u64::MAX,
+        );
+        let kept: Vec<Resource> = all
+            .into_iter()
+            .filter(|r| allowed.contains(type_of(r)))
+            .take(record.resources.len())
+            .collect();
+        assert_eq!(record.resources, kept, "patient {index}");
+    }
+}
+
+#[test]
+fn shared_types_alone_fill_the_count_from_the_pool() {
+    let organizations: Vec<Record> =
+        Generator::new(typed(500, Shard::WHOLE, &[Organization])).collect();
+    assert_eq!(organizations.len(), 1);
+    assert_eq!(organizations[0].kind, RecordKind::Shared);
+    assert_eq!(organizations[0].resources.len(), 500);
+    // Practitioners and organizations both, in proportion.
+    let both: Vec<ResourceType> = Generator::new(typed(60, Shard::WHOLE, &[PractitionerRole]))
+        .flat_map(|r| r.resources)
+        .map(|r| type_of(&r))
+        .collect();
+    assert_eq!(both.len(), 60);
+    assert!(both.contains(&Organization) && both.contains(&Practitioner));
+    assert!(both.contains(&PractitionerRole));
 }
 
 #[test]
@@ -602,6 +768,7 @@ fn config_from_args() {
         seed: SeedArg::Fixed(5),
         as_of: None,
         shard: Some("auto/4".to_owned()),
+        types: Vec::new(),
     };
     let config = GeneratorConfig::from_args_with_env(&args, |name| {
         (name == "BATCH_TASK_INDEX").then(|| "3".to_owned())
@@ -623,4 +790,47 @@ fn config_from_args() {
         ..random
     };
     assert!(GeneratorConfig::from_args_with_env(&old, |_| None).is_err());
+}
+
+#[test]
+fn config_checks_types() {
+    let args = |types: &[&str], count: u64| DataArgs {
+        count,
+        seed: SeedArg::Fixed(1),
+        as_of: Some(as_of()),
+        shard: None,
+        types: types.iter().map(|t| t.to_string()).collect(),
+    };
+    let config =
+        |types: &[&str], count| GeneratorConfig::from_args_with_env(&args(types, count), |_| None);
+    assert_eq!(config(&[], 10).unwrap().types, TypeSet::ALL);
+    assert_eq!(
+        config(&["Observation", "Patient"], 10).unwrap().types,
+        TypeSet::of(&[Observation, Patient])
+    );
+    let unknown = config(&["Observation", "Medication"], 10).unwrap_err();
+    assert!(unknown.downcast_ref::<exit::UsageError>().is_some());
+    assert!(unknown.to_string().contains("`Medication`"), "{unknown}");
+    assert_eq!(config(&["Organization"], 1000).unwrap().count, 1000);
+    let too_many = config(&["Organization"], 1001).unwrap_err();
+    assert!(too_many.downcast_ref::<exit::UsageError>().is_some());
+    assert!(too_many.to_string().contains("at most 1000"), "{too_many}");
+}
+
+#[test]
+fn bundles_with_types_hold_the_count() {
+    let mut out = Vec::new();
+    let generator = Generator::new(typed(3000, Shard::WHOLE, &[Observation]));
+    write_records(generator, OutputFormat::Bundle, &mut out).unwrap();
+    let allowed = TypeSet::of(&[Observation]).with_references();
+    let mut entries = 0;
+    for line in String::from_utf8(out).unwrap().lines() {
+        let bundle: Value = serde_json::from_str(line).unwrap();
+        for entry in bundle["entry"].as_array().unwrap() {
+            let name = entry["resource"]["resourceType"].as_str().unwrap();
+            assert!(allowed.contains(ResourceType::from_name(name).unwrap()));
+            entries += 1;
+        }
+    }
+    assert_eq!(entries, 3000);
 }
