@@ -132,7 +132,7 @@ pub struct LoadArgs {
 
     /// Read resources from NDJSON, NDJSON bundles or JSON files (a file, a directory, or - for
     /// stdin) instead of generating them.
-    #[arg(long, value_name = "PATH", conflicts_with_all = ["count", "shard"])]
+    #[arg(long, value_name = "PATH", conflicts_with_all = ["count", "shard", "seed", "as_of", "types"])]
     pub input: Option<PathBuf>,
 
     /// Requests in flight at once.
@@ -313,18 +313,17 @@ mod tests {
     }
 
     #[test]
-    fn input_conflicts_with_count() {
-        assert!(
-            Cli::try_parse_from([
-                "fhirgen",
-                "load",
-                "--emulator",
-                "--input",
-                "-",
-                "--count",
-                "5"
-            ])
-            .is_err()
-        );
+    fn input_conflicts_with_what_shapes_generated_data() {
+        let flags = [
+            ["--count", "5"],
+            ["--seed", "2"],
+            ["--as-of", "2024-01-01"],
+            ["--types", "Patient"],
+        ];
+        for [flag, value] in flags {
+            let args = ["fhirgen", "load", "--emulator", "--input", "-", flag, value];
+            assert!(Cli::try_parse_from(args).is_err(), "{flag}");
+        }
+        assert!(Cli::try_parse_from(["fhirgen", "load", "--emulator", "--input", "-"]).is_ok());
     }
 }
