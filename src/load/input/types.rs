@@ -17,20 +17,11 @@ const SHARED: &[&str] = &[
     "Medication",
 ];
 
-/// Dependency order of types: each comes after the types its resources usually refer to
-/// (Encounter before what happens in it, DiagnosticReport after its Observations, Claim after
-/// what it bills, ExplanationOfBenefit after its Claim). Types not listed go after these.
-const ORDER: &[&str] = &[
-    "Organization",
-    "Endpoint",
-    "Location",
-    "Practitioner",
-    "PractitionerRole",
-    "HealthcareService",
-    "OrganizationAffiliation",
-    "InsurancePlan",
-    "Substance",
-    "Medication",
+/// Dependency order of the types after the shared ones: each comes after the types its
+/// resources usually refer to (Encounter before what happens in it, DiagnosticReport after its
+/// Observations, Claim after what it bills, ExplanationOfBenefit after its Claim). Types not
+/// listed go after these.
+const AFTER_SHARED: &[&str] = &[
     "Patient",
     "RelatedPerson",
     "Person",
@@ -133,12 +124,14 @@ pub(super) fn is_shared(body: &Value) -> bool {
 
 /// Where a type goes in the dependency order: lower first.
 pub(super) fn rank(resource_type: &str) -> usize {
-    if let Some(position) = ORDER.iter().position(|t| *t == resource_type) {
+    let mut order = SHARED.iter().chain(AFTER_SHARED);
+    if let Some(position) = order.position(|t| *t == resource_type) {
         return position;
     }
+    let known = SHARED.len() + AFTER_SHARED.len();
     match LAST.iter().position(|t| *t == resource_type) {
-        Some(position) => ORDER.len() + 1 + position,
-        None => ORDER.len(),
+        Some(position) => known + 1 + position,
+        None => known,
     }
 }
 
@@ -184,7 +177,7 @@ mod tests {
             &json!({"resourceType": "Device", "patient": {"reference": "Patient/1"}})
         ));
         assert!(!is_shared(&json!({"resourceType": "Patient"})));
-        assert!(SHARED.iter().all(|t| ORDER.contains(t)));
+        assert!(SHARED.iter().all(|t| rank(t) < rank("Patient")));
     }
 
     #[test]
