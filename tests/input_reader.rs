@@ -52,6 +52,36 @@ fn load_input(base: &str, mode: &str, input: &std::path::Path) -> std::process::
     command
 }
 
+/// Loads `dir` into a fresh store in every mode: everything is stored (`expected` resources,
+/// none failed), every reference resolves, and a second run leaves the store as it was.
+/// Returns what the store held per type, for each mode.
+async fn loads_completely_and_once_in_every_mode(
+    dir: &std::path::Path,
+    expected: u64,
+) -> Vec<std::collections::BTreeMap<String, u64>> {
+    let mut held = Vec::new();
+    for mode in ["transaction", "create", "update"] {
+        let emulator = start_emulator(EmulatorOptions::default()).await;
+        let base = emulator.fhir_base_url();
+        let first = run(load_input(&base, mode, dir)).await;
+        assert_exit(&first, 0);
+        let summary = summary(&first);
+        assert_eq!(summary["failed"], 0, "{mode}: {summary}");
+        assert_eq!(summary["stored"], expected, "{mode}: {summary}");
+        let counts = resource_counts(&emulator).await;
+        assert_eq!(counts.values().sum::<u64>(), expected, "{mode}: {counts:?}");
+        assert_store_consistent(&emulator).await;
+
+        let second = run(load_input(&base, mode, dir)).await;
+        assert_exit(&second, 0);
+        let again = resource_counts(&emulator).await;
+        assert_eq!(again, counts, "{mode}: second run");
+        emulator.shutdown().await;
+        held.push(counts);
+    }
+    held
+}
+
 /// Synthea's output folder (shared hospital and practitioner batches, then patient bundles
 /// with conditional references) loads whole in every mode, with every reference resolved;
 /// loading it again stores nothing twice: resources without an identifier get one from their
@@ -61,30 +91,9 @@ async fn synthea_folder_loads_completely_and_once_in_every_mode() {
     let Some(dir) = sample("synthea-bundles") else {
         return;
     };
-    for mode in ["transaction", "create", "update"] {
-        let emulator = start_emulator(EmulatorOptions::default()).await;
-        let base = emulator.fhir_base_url();
-        let first = run(load_input(&base, mode, &dir)).await;
-        assert_exit(&first, 0);
-        assert_eq!(
-            summary(&first)["stored"],
-            68 + 68 + 269 + 253 + 379,
-            "{mode}"
-        );
-        let counts = resource_counts(&emulator).await;
-        assert_eq!(counts.values().sum::<u64>(), 1037, "{mode}: {counts:?}");
-        assert_eq!(counts["Patient"], 3);
-        assert_store_consistent(&emulator).await;
-
-        let second = run(load_input(&base, mode, &dir)).await;
-        assert_exit(&second, 0);
-        assert_eq!(
-            resource_counts(&emulator).await,
-            counts,
-            "{mode}: second run"
-        );
-        emulator.shutdown().await;
-    }
+    // The hospital and practitioner batches, then the three patients' bundles.
+    let held = loads_completely_and_once_in_every_mode(&dir, 68 + 68 + 269 + 253 + 379).await;
+    assert!(held.iter().all(|counts| counts["Patient"] == 3), "{held:?}");
 }
 
 /// Bulk per-type NDJSON with the batch bundles of the same run: the folder order puts what is
@@ -94,28 +103,9 @@ async fn bulk_export_folder_loads_in_dependency_order_in_every_mode() {
     let Some(dir) = sample("bulk-ndjson/ktmtwm-sytheadata") else {
         return;
     };
-    for mode in ["transaction", "create", "update"] {
-        let emulator = start_emulator(EmulatorOptions::default()).await;
-        let base = emulator.fhir_base_url();
-        let output = run(load_input(&base, mode, &dir)).await;
-        assert_exit(&output, 0);
-        let summary = summary(&output);
-        assert_eq!(summary["failed"], 0, "{mode}: {summary}");
-        // 989 lines of NDJSON plus the 16 entries of the two batch bundles.
-        assert_eq!(summary["stored"], 989 + 16, "{mode}: {summary}");
-        let counts = resource_counts(&emulator).await;
-        assert_eq!(counts.values().sum::<u64>(), 989 + 16, "{mode}");
-        assert_store_consistent(&emulator).await;
-
-        let again = run(load_input(&base, mode, &dir)).await;
-        assert_exit(&again, 0);
-        assert_eq!(
-            resource_counts(&emulator).await,
-            counts,
-            "{mode}: second run"
-        );
-        emulator.shutdown().await;
-    }
+    // 989 lines of NDJSON plus the 16 entries of the two batch bundles.
+    let held = loads_completely_and_once_in_every_mode(&dir, 989 + 16).await;
+    assert!(held.iter().all(|counts| counts["Patient"] == 1), "{held:?}");
 }
 
 /// The SMART sample: Patients, then AllergyIntolerances and Devices that point at them.
