@@ -523,6 +523,7 @@ async fn worker(
     writer: Arc<RecordWriter>,
     stop: CancellationToken,
 ) -> (JobOutcome, RequestStats) {
+    let _stop_on_panic = StopOnPanic(stop.clone());
     let mut outcome = JobOutcome::default();
     let mut stats = RequestStats::default();
     while let Some(job) = next_job(&jobs, &followups, &stop).await {
@@ -534,6 +535,18 @@ async fn worker(
         }
     }
     (outcome, stats)
+}
+
+/// Stops the run when a worker panics: the jobs it held would never finish, and everything
+/// waiting for them would wait forever. The panic then surfaces as the run's error.
+struct StopOnPanic(CancellationToken);
+
+impl Drop for StopOnPanic {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0.cancel();
+        }
+    }
 }
 
 /// Follow-ups first (they finish records already started), then new jobs; `None` once the
