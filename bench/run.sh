@@ -3,8 +3,9 @@
 #
 #   bench/run.sh            # release build, then every measurement (~4 minutes on 2 cores)
 #
-# The sink is `fhirgen serve --latency-ms 20` in its own process, so that the client is
-# measured, not the store. CPU time and peak RSS come from /usr/bin/time for the client
+# The latency-bound rows use `fhirgen serve --latency-ms 20 --sink` in its own process: it
+# answers like a store but keeps and checks nothing, so that the client is measured, not the
+# store. Memory rows load into a real (in-memory) store. CPU time and peak RSS come from /usr/bin/time for the client
 # process alone. The Go baseline (bench/go-baseline) is the worker-pool loader fhirgen
 # started from; it is built and measured when `go` is installed.
 set -euo pipefail
@@ -51,7 +52,7 @@ cpu() { cut -d' ' -f1 "$WORK/time"; }
 rss_mib() { python3 -c "print(round($(cut -d' ' -f2 "$WORK/time") / 1024, 1))"; }
 calc() { python3 -c "print($1)"; }
 
-SLOW=$(start_sink --latency-ms 20)
+SLOW=$(start_sink --latency-ms 20 --sink)
 FAST=$(start_sink)
 
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(rustc --version)" >&2

@@ -213,6 +213,11 @@ pub struct ServeArgs {
     /// Seed for fault injection, so fault tests are reproducible.
     #[arg(long, default_value_t = 0)]
     pub fault_seed: u64,
+
+    /// Benchmark sink: answer every write as created (after --latency-ms) without storing or
+    /// validating it, so that a load test measures the client, not this store.
+    #[arg(long)]
+    pub sink: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -740,3 +740,53 @@ fn serve_prints_its_address_and_stops_on_ctrl_c() {
     watchdog.join().unwrap();
     assert_eq!(status.code(), Some(0));
 }
+
+#[tokio::test]
+async fn the_benchmark_sink_answers_writes_without_keeping_them() {
+    let emulator = start(EmulatorOptions {
+        sink: true,
+        ..EmulatorOptions::default()
+    })
+    .await;
+    let base = emulator.fhir_base_url();
+    let client = reqwest::Client::new();
+    let created = client
+        .post(format!("{base}/Patient"))
+        .body(r#"{"resourceType":"Patient"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    let location = created.headers()["location"].to_str().unwrap().to_owned();
+    assert!(location.starts_with("Patient/"), "{location}");
+    let bundle = json!({"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"resource": {"resourceType": "Patient"}, "request": {"method": "POST", "url": "Patient"}},
+        {"resource": {"resourceType": "Observation"}, "request": {"method": "POST", "url": "Observation"}},
+    ]});
+    let answer: Value = client
+        .post(&base)
+        .body(bundle.to_string())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(answer["type"], "transaction-response");
+    let entries = answer["entry"].as_array().unwrap();
+    assert_eq!(entries.len(), 2);
+    assert!(
+        entries[1]["response"]["location"]
+            .as_str()
+            .unwrap()
+            .starts_with("Observation/")
+    );
+    let stats = emulator.stats();
+    assert_eq!(stats.requests, 2);
+    assert!(
+        stats.resources.values().all(|n| *n == 0),
+        "{:?}",
+        stats.resources
+    );
+    emulator.shutdown().await;
+}

@@ -59,6 +59,9 @@ pub struct EmulatorOptions {
     pub update_create: bool,
     /// Seed of the fault decisions: the same seed gives the same sequence of faults.
     pub fault_seed: u64,
+    /// Answer writes like a store without storing or checking anything: a benchmark target
+    /// whose own cost stays out of the client's measurements.
+    pub sink: bool,
 }
 
 impl Default for EmulatorOptions {
@@ -72,6 +75,7 @@ impl Default for EmulatorOptions {
             referential_integrity: true,
             update_create: true,
             fault_seed: 0,
+            sink: false,
         }
     }
 }
@@ -87,6 +91,7 @@ impl From<&ServeArgs> for EmulatorOptions {
             referential_integrity: !args.disable_referential_integrity,
             update_create: !args.disable_update_create,
             fault_seed: args.fault_seed,
+            sink: args.sink,
         }
     }
 }

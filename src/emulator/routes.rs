@@ -118,6 +118,9 @@ async fn fhir(State(state): State<Arc<AppState>>, request: Request) -> Response 
              /v1/projects/P/locations/L/datasets/D/fhirStores/S/fhir/... or /fhir/..."
         )));
     };
+    if state.options.sink {
+        return sink_answer(&parts.method, target.rest, body).await;
+    }
     let host = parts
         .headers
         .get(header::HOST)
@@ -184,6 +187,79 @@ async fn fhir(State(state): State<Arc<AppState>>, request: Request) -> Response 
         ))),
     };
     result.unwrap_or_else(|e| fhir_error(&e))
+}
+
+/// The benchmark sink's answer: a write is "created" at a new id; a transaction gets one
+/// created entry per request entry. Nothing is kept and nothing is checked.
+async fn sink_answer(method: &Method, rest: &str, body: Body) -> Response {
+    static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    let new_id = || NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let Ok(bytes) = axum::body::to_bytes(body, MAX_BODY).await else {
+        return fhir_error(&FhirError::new(
+            413,
+            "too-costly",
+            "the request body is larger than 50 MB",
+        ));
+    };
+    let segments: Vec<&str> = rest.split('/').filter(|s| !s.is_empty()).collect();
+    match (method, segments.as_slice()) {
+        (&Method::POST, []) => {
+            #[derive(serde::Deserialize)]
+            struct Bundle {
+                #[serde(default)]
+                entry: Vec<Entry>,
+            }
+            #[derive(serde::Deserialize)]
+            struct Entry {
+                resource: Option<Typed>,
+            }
+            #[derive(serde::Deserialize)]
+            struct Typed {
+                #[serde(rename = "resourceType")]
+                resource_type: String,
+            }
+            let Ok(bundle) = serde_json::from_slice::<Bundle>(&bytes) else {
+                return fhir_error(&FhirError::new(400, "invalid", "the body is not a Bundle"));
+            };
+            let entries: Vec<Value> = bundle
+                .entry
+                .iter()
+                .map(|entry| {
+                    let kind = entry
+                        .resource
+                        .as_ref()
+                        .map_or("Basic", |r| r.resource_type.as_str());
+                    json!({"response": {
+                        "status": "201 Created",
+                        "location": format!("{kind}/{}/_history/1", new_id()),
+                    }})
+                })
+                .collect();
+            let answer =
+                json!({"resourceType": "Bundle", "type": "transaction-response", "entry": entries});
+            fhir_json(StatusCode::OK, answer.to_string())
+        }
+        (&Method::POST, [resource_type]) | (&Method::PUT, [resource_type, _]) => {
+            let id = match segments.as_slice() {
+                [_, id] => (*id).to_owned(),
+                _ => new_id().to_string(),
+            };
+            let location = format!("{resource_type}/{id}/_history/1");
+            (
+                StatusCode::CREATED,
+                [
+                    (header::LOCATION, location.as_str()),
+                    (header::CONTENT_TYPE, FHIR_JSON),
+                ],
+            )
+                .into_response()
+        }
+        _ => fhir_error(&FhirError::new(
+            405,
+            "not-supported",
+            "the benchmark sink only answers creates, updates and transactions",
+        )),
+    }
 }
 
 /// `Prefer: return=minimal` asks for no resource bodies in answers.
