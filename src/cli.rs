@@ -79,6 +79,15 @@ pub enum OutputFormat {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum HttpVersion {
+    Auto,
+    #[value(name = "1")]
+    Http1,
+    #[value(name = "2")]
+    Http2,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LoadMode {
     /// POST transaction Bundles of whole patient records (urn:uuid references).
     Transaction,
@@ -158,6 +167,12 @@ pub struct LoadArgs {
     /// Per-request timeout in seconds.
     #[arg(long, default_value_t = 60.0, value_name = "SECS")]
     pub timeout: f64,
+
+    /// HTTP version: `auto` negotiates HTTP/2 over https where the store offers it (all
+    /// workers share one connection); `1` keeps a pool of HTTP/1.1 connections, one per
+    /// worker; `2` speaks HTTP/2 only, also over plain http.
+    #[arg(long, value_enum, default_value_t = HttpVersion::Auto)]
+    pub http: HttpVersion,
 
     /// Write every resource that could not be stored here, as NDJSON with the reason.
     #[arg(long, value_name = "PATH")]

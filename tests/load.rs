@@ -203,3 +203,38 @@ async fn out_of_range_numbers_are_usage_errors() {
         assert!(String::from_utf8_lossy(&output.stderr).contains(flags[0]));
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http1_pools_and_http2_both_load() {
+    let emulator = start_emulator(EmulatorOptions::default()).await;
+    for (version, mode) in [("1", "create"), ("2", "create"), ("2", "transaction")] {
+        let mut command = fhirgen();
+        command
+            .args([
+                "load",
+                "--fhir-url",
+                &emulator.fhir_base_url(),
+                "--count",
+                "300",
+            ])
+            .args([
+                "--http",
+                version,
+                "--mode",
+                mode,
+                "--workers",
+                "8",
+                "--json",
+                "--quiet",
+            ]);
+        let output = run(command).await;
+        assert_exit(&output, 0);
+        assert_eq!(
+            summary(&output)["stored"],
+            300,
+            "--http {version} --mode {mode}"
+        );
+    }
+    assert_eq!(total_resources(&emulator).await, 300);
+    emulator.shutdown().await;
+}

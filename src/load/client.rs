@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 use super::auth::Credentials;
 use super::retry::{Pacer, RetryPolicy, is_transient, retry_after};
 use super::stats::RequestStats;
+use crate::cli::HttpVersion;
 use crate::fhir::FHIR_JSON;
 
 /// A request relative to the FHIR base: `path` is "" (executeBundle), "Patient", or "Patient/1".
@@ -87,6 +88,7 @@ pub struct ClientOptions {
     pub timeout: Duration,
     pub retry: RetryPolicy,
     pub rate: f64,
+    pub http: HttpVersion,
 }
 
 impl StoreClient {
@@ -96,7 +98,12 @@ impl StoreClient {
         options: ClientOptions,
         stop: CancellationToken,
     ) -> anyhow::Result<Self> {
-        let http = reqwest::Client::builder()
+        let builder = match options.http {
+            HttpVersion::Auto => reqwest::Client::builder(),
+            HttpVersion::Http1 => reqwest::Client::builder().http1_only(),
+            HttpVersion::Http2 => reqwest::Client::builder().http2_prior_knowledge(),
+        };
+        let http = builder
             .user_agent(concat!("fhirgen/", env!("CARGO_PKG_VERSION")))
             .pool_max_idle_per_host(options.workers as usize)
             .tcp_nodelay(true)

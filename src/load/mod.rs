@@ -54,6 +54,7 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<ExitCode> {
             timeout: Duration::from_secs_f64(args.timeout),
             retry: RetryPolicy::new(args.max_retries),
             rate: args.rate,
+            http: args.http,
         },
         stop.clone(),
     )?);
