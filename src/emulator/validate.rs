@@ -479,6 +479,17 @@ const REQUEST_INTENT: &[&str] = &[
 const FINANCIAL_STATUS: &[&str] = &["active", "cancelled", "draft", "entered-in-error"];
 const CLAIM_USE: &[&str] = &["claim", "preauthorization", "predetermination"];
 
+/// FHIR's RequestStatus value set, shared by the request resources (CarePlan, ServiceRequest).
+const REQUEST_STATUS: &[&str] = &[
+    "draft",
+    "active",
+    "on-hold",
+    "revoked",
+    "completed",
+    "entered-in-error",
+    "unknown",
+];
+
 /// Per-type rules: required elements (R4 min cardinality 1), required code bindings, and the
 /// date/time elements generated data is most likely to get wrong.
 static RULES: &[(&str, &[Rule])] = &[
@@ -523,18 +534,7 @@ static RULES: &[(&str, &[Rule])] = &[
             Required("status"),
             Required("intent"),
             Required("subject"),
-            Code(
-                "status",
-                &[
-                    "draft",
-                    "active",
-                    "on-hold",
-                    "revoked",
-                    "completed",
-                    "entered-in-error",
-                    "unknown",
-                ],
-            ),
+            Code("status", REQUEST_STATUS),
             Code("intent", &["proposal", "plan", "order", "option"]),
             Period("period"),
             Format("created", DateTime),
@@ -911,18 +911,7 @@ static RULES: &[(&str, &[Rule])] = &[
             Required("status"),
             Required("intent"),
             Required("subject"),
-            Code(
-                "status",
-                &[
-                    "draft",
-                    "active",
-                    "on-hold",
-                    "revoked",
-                    "completed",
-                    "entered-in-error",
-                    "unknown",
-                ],
-            ),
+            Code("status", REQUEST_STATUS),
             Code("intent", REQUEST_INTENT),
             Format("authoredOn", DateTime),
         ],
