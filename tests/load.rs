@@ -7,51 +7,16 @@ use std::time::Duration;
 use common::*;
 use fhirgen::emulator::EmulatorOptions;
 
+/// The same command twice: everything stored once, and never more than 8 requests in flight.
 async fn load_twice_in_mode(mode: &str) {
     let emulator = start_emulator(EmulatorOptions::default()).await;
-    let base = emulator.fhir_base_url();
-    let args = [
-        "load",
-        "--fhir-url",
-        &base,
-        "--count",
-        "700",
-        "--workers",
-        "8",
-        "--mode",
-        mode,
-        "--json",
-        "--quiet",
-    ];
-    let mut command = fhirgen();
-    command.args(args);
-    let first = run(command).await;
-    assert_exit(&first, 0);
-    let summary = summary(&first);
-    assert_eq!(summary["stored"], 700, "{summary}");
-    assert_eq!(summary["failed"], 0);
-    assert_eq!(summary["mode"], mode);
-    assert_eq!(total_resources(&emulator).await, 700);
-    assert_store_consistent(&emulator).await;
+    load_twice(&emulator, mode, 700, 8).await;
     let max_in_flight = stats(&emulator).await["max_in_flight"].as_u64().unwrap();
     assert!(
         max_in_flight <= 8,
         "{max_in_flight} requests in flight with --workers 8"
     );
-
-    // The same command again finds everything in place and stores nothing new.
-    let mut command = fhirgen();
-    command.args(args);
-    let second = run(command).await;
-    assert_exit(&second, 0);
-    assert_eq!(summary_of(&second)["stored"], 700);
-    assert_eq!(total_resources(&emulator).await, 700);
-    assert_store_consistent(&emulator).await;
     emulator.shutdown().await;
-}
-
-fn summary_of(output: &std::process::Output) -> serde_json::Value {
-    summary(output)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -149,3 +149,44 @@ pub async fn assert_store_consistent(emulator: &Emulator) {
         }
     }
 }
+
+/// Runs the same `load` of `count` generated resources into `emulator` twice. Each run exits 0
+/// and reports all `count` stored and none failed; after each, the store holds exactly `count`
+/// resources, every reference resolves and nothing is stored twice. Returns the first run's
+/// summary.
+pub async fn load_twice(emulator: &Emulator, mode: &str, count: u64, workers: u32) -> Value {
+    let base = emulator.fhir_base_url();
+    let (count_arg, workers_arg) = (count.to_string(), workers.to_string());
+    let args = [
+        "load",
+        "--fhir-url",
+        &base,
+        "--count",
+        &count_arg,
+        "--workers",
+        &workers_arg,
+        "--mode",
+        mode,
+        "--json",
+        "--quiet",
+    ];
+    let mut summaries = Vec::new();
+    for run_number in 1..=2 {
+        let mut command = fhirgen();
+        command.args(args);
+        let output = run(command).await;
+        assert_exit(&output, 0);
+        let summary = summary(&output);
+        assert_eq!(summary["stored"], count, "run {run_number}: {summary}");
+        assert_eq!(summary["failed"], 0, "run {run_number}: {summary}");
+        assert_eq!(summary["mode"], mode);
+        assert_eq!(
+            total_resources(emulator).await,
+            count,
+            "after run {run_number}"
+        );
+        assert_store_consistent(emulator).await;
+        summaries.push(summary);
+    }
+    summaries.swap_remove(0)
+}
