@@ -31,6 +31,8 @@ pub struct Metrics {
     pub faults_injected: AtomicU64,
     pub quota_exceeded: AtomicU64,
     pub auth_failures: AtomicU64,
+    /// Time from arrival to answer, summed over FHIR requests, in microseconds.
+    pub answer_micros: AtomicU64,
     /// Responses by HTTP status code (index = code).
     statuses: Box<[AtomicU64]>,
 }
@@ -45,6 +47,7 @@ impl Default for Metrics {
             faults_injected: AtomicU64::new(0),
             quota_exceeded: AtomicU64::new(0),
             auth_failures: AtomicU64::new(0),
+            answer_micros: AtomicU64::new(0),
             statuses: (0..600).map(|_| AtomicU64::new(0)).collect(),
         }
     }
@@ -82,6 +85,7 @@ impl Metrics {
             &self.faults_injected,
             &self.quota_exceeded,
             &self.auth_failures,
+            &self.answer_micros,
         ] {
             counter.store(0, Ordering::SeqCst);
         }
@@ -191,14 +195,17 @@ pub async fn gate(State(state): State<Arc<AppState>>, request: Request, next: Ne
     if request.uri().path().starts_with(CONTROL_PREFIX) {
         return next.run(request).await;
     }
+    let arrived = Instant::now();
     let metrics = &state.metrics;
     let _in_flight = metrics.enter();
     metrics.requests.fetch_add(1, Ordering::Relaxed);
-    if !state.options.latency.is_zero() {
-        tokio::time::sleep(state.options.latency).await;
+    if let Some(delays) = &state.delays {
+        delays.until(arrived + state.options.latency).await;
     }
     let response = admit(&state, request, next).await;
     metrics.count_status(response.status());
+    let micros = u64::try_from(arrived.elapsed().as_micros()).unwrap_or(u64::MAX);
+    metrics.answer_micros.fetch_add(micros, Ordering::Relaxed);
     response
 }
 

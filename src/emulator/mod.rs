@@ -14,6 +14,7 @@
 //! latency, auth, quota and faults, and are not counted. Counters and resource counts are
 //! aggregated over all stores.
 
+mod delay;
 mod faults;
 mod query;
 mod routes;
@@ -118,7 +119,7 @@ impl EmulatorOptions {
 }
 
 /// What the emulator has seen since it started (or since the last reset), over all stores.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EmulatorStats {
     /// FHIR requests received.
     pub requests: u64,
@@ -134,6 +135,9 @@ pub struct EmulatorStats {
     pub quota_exceeded: u64,
     /// Requests refused with 401.
     pub auth_failures: u64,
+    /// Mean time from a FHIR request's arrival to its answer, added latency included: what
+    /// a client's throughput ceiling (in flight / latency) is computed from.
+    pub mean_latency_ms: f64,
     /// Responses by HTTP status ("201": n).
     pub status_counts: BTreeMap<String, u64>,
     /// Resources stored, by type, summed over all stores.
@@ -147,6 +151,8 @@ struct AppState {
     stores: Stores,
     metrics: Metrics,
     faults: Faults,
+    /// Present when requests wait `options.latency` before being answered.
+    delays: Option<delay::Delays>,
 }
 
 impl AppState {
@@ -161,6 +167,13 @@ impl AppState {
             faults_injected: load(&m.faults_injected),
             quota_exceeded: load(&m.quota_exceeded),
             auth_failures: load(&m.auth_failures),
+            mean_latency_ms: match load(&m.requests) {
+                0 => 0.0,
+                requests => {
+                    // Whole microseconds, in milliseconds.
+                    (load(&m.answer_micros) as f64 / requests as f64).round() / 1e3
+                }
+            },
             status_counts: m.status_counts(),
             resources: self
                 .stores
@@ -202,6 +215,11 @@ impl Emulator {
             }),
             metrics: Metrics::default(),
             faults: Faults::new(options.fault_seed),
+            delays: if options.latency.is_zero() {
+                None
+            } else {
+                Some(delay::Delays::start().context("cannot start the latency timer thread")?)
+            },
             options,
         });
         let app = routes::router(state.clone());
