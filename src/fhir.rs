@@ -52,7 +52,8 @@ impl Resource {
     }
 }
 
-/// FHIR search escaping (`\`, `|`, `,`, `$`) and percent-encoding of what a query cannot carry.
+/// FHIR search escaping (`\`, `|`, `,`, `$`) and percent-encoding of what a query, or the
+/// If-None-Exist header it travels in, cannot carry.
 fn escape_search_value(raw: &str) -> String {
     let mut out = String::with_capacity(raw.len());
     for c in raw.chars() {
@@ -61,7 +62,7 @@ fn escape_search_value(raw: &str) -> String {
                 out.push('\\');
                 out.push(c);
             }
-            '&' | '#' | '+' | '%' | ' ' => {
+            c if matches!(c, '&' | '#' | '+' | '%' | ' ') || c.is_control() || !c.is_ascii() => {
                 let mut buf = [0; 4];
                 for b in c.encode_utf8(&mut buf).bytes() {
                     out.push_str(&format!("%{b:02X}"));

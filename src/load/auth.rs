@@ -4,8 +4,8 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use gcp_auth::TokenProvider;
-use reqwest::header::HeaderValue;
-use tokio::sync::RwLock;
+use http::header::HeaderValue;
+use std::sync::RwLock;
 
 use crate::secret::SecretString;
 
@@ -17,12 +17,29 @@ pub enum Credentials {
     None,
     /// `--access-token` / `FHIRGEN_ACCESS_TOKEN`: used as is, cannot be refreshed.
     Static(HeaderValue),
+    /// `user:password@` in `--fhir-url`.
+    Basic(HeaderValue),
     /// Application Default Credentials through gcp_auth, which caches and refreshes the token.
     Google {
         provider: Arc<dyn TokenProvider>,
         source: String,
-        current: RwLock<Arc<gcp_auth::Token>>,
+        current: RwLock<Arc<Bearer>>,
     },
+}
+
+/// A token with its header built once, so that a request costs a look-up, not a format.
+pub struct Bearer {
+    token: Arc<gcp_auth::Token>,
+    header: HeaderValue,
+}
+
+impl Bearer {
+    fn new(token: Arc<gcp_auth::Token>) -> anyhow::Result<Self> {
+        let mut header = HeaderValue::from_str(&format!("Bearer {}", token.as_str()))
+            .context("the access token cannot go in an HTTP header")?;
+        header.set_sensitive(true);
+        Ok(Self { token, header })
+    }
 }
 
 impl Credentials {
@@ -35,6 +52,21 @@ impl Credentials {
             })?;
         value.set_sensitive(true);
         Ok(Self::Static(value))
+    }
+
+    /// `user:password` from the URL (still percent-encoded, as the URL holds them), as the
+    /// Basic credential a FHIR server behind a proxy may want.
+    pub fn basic(user: &str, password: &str) -> anyhow::Result<Self> {
+        use base64::Engine;
+        let decode = |part: &str| percent_encoding::percent_decode_str(part).collect::<Vec<u8>>();
+        let mut pair = decode(user);
+        pair.push(b':');
+        pair.extend(decode(password));
+        let encoded = base64::engine::general_purpose::STANDARD.encode(pair);
+        let mut value = HeaderValue::from_str(&format!("Basic {encoded}"))
+            .context("the user name and password in the URL cannot go in an HTTP header")?;
+        value.set_sensitive(true);
+        Ok(Self::Basic(value))
     }
 
     /// Finds Application Default Credentials and fetches the first token, so a missing or
@@ -56,7 +88,7 @@ impl Credentials {
         Ok(Self::Google {
             provider,
             source,
-            current: RwLock::new(token),
+            current: RwLock::new(Arc::new(Bearer::new(token)?)),
         })
     }
 
@@ -64,18 +96,15 @@ impl Credentials {
     pub async fn header(&self) -> anyhow::Result<Option<HeaderValue>> {
         match self {
             Self::None => Ok(None),
-            Self::Static(value) => Ok(Some(value.clone())),
+            Self::Static(value) | Self::Basic(value) => Ok(Some(value.clone())),
             Self::Google {
                 provider, current, ..
             } => {
-                let mut token = current.read().await.clone();
-                if token.has_expired() {
-                    token = self.refresh(provider, current).await?;
+                let mut bearer = current.read().expect("token lock").clone();
+                if bearer.token.has_expired() {
+                    bearer = self.refresh(provider, current).await?;
                 }
-                let mut value = HeaderValue::from_str(&format!("Bearer {}", token.as_str()))
-                    .context("the access token cannot go in an HTTP header")?;
-                value.set_sensitive(true);
-                Ok(Some(value))
+                Ok(Some(bearer.header.clone()))
             }
         }
     }
@@ -83,14 +112,15 @@ impl Credentials {
     async fn refresh(
         &self,
         provider: &Arc<dyn TokenProvider>,
-        current: &RwLock<Arc<gcp_auth::Token>>,
-    ) -> anyhow::Result<Arc<gcp_auth::Token>> {
+        current: &RwLock<Arc<Bearer>>,
+    ) -> anyhow::Result<Arc<Bearer>> {
         let token = provider
             .token(&[CLOUD_PLATFORM_SCOPE])
             .await
             .with_context(|| format!("refreshing the access token from {}", self.source()))?;
-        *current.write().await = token.clone();
-        Ok(token)
+        let bearer = Arc::new(Bearer::new(token)?);
+        *current.write().expect("token lock") = bearer.clone();
+        Ok(bearer)
     }
 
     /// After a 401: whether a fresh token is worth one more try (the cached one had expired
@@ -102,9 +132,9 @@ impl Credentials {
         else {
             return false;
         };
-        let before = current.read().await.as_str().to_owned();
+        let before = current.read().expect("token lock").token.clone();
         match self.refresh(provider, current).await {
-            Ok(token) => token.as_str() != before,
+            Ok(bearer) => bearer.token.as_str() != before.as_str(),
             Err(_) => false,
         }
     }
@@ -114,6 +144,7 @@ impl Credentials {
         match self {
             Self::None => "no credential",
             Self::Static(_) => "the token from --access-token / FHIRGEN_ACCESS_TOKEN",
+            Self::Basic(_) => "the user name and password in --fhir-url",
             Self::Google { source, .. } => source,
         }
     }
@@ -123,6 +154,9 @@ impl Credentials {
         match (self, status) {
             (Self::None, _) => {
                 "the store wants a credential: pass --access-token, or use --store with Application Default Credentials"
+            }
+            (Self::Basic(_), 401) => {
+                "the user name or password in --fhir-url was refused: check them (percent-encode special characters)"
             }
             (Self::Static(_), 401) => {
                 "the token is invalid or expired: get a new one (`gcloud auth print-access-token`)"
@@ -153,4 +187,19 @@ fn describe_adc_source() -> String {
             .to_owned();
     }
     "the GCE metadata server or the gcloud CLI (Application Default Credentials)".to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn url_user_and_password_become_a_sensitive_basic_header() {
+        let credentials = Credentials::basic("loader%40example", "p%3Ass").unwrap();
+        let header = credentials.header().await.unwrap().unwrap();
+        // base64("loader@example:p:ss")
+        assert_eq!(header, "Basic bG9hZGVyQGV4YW1wbGU6cDpzcw==");
+        assert!(header.is_sensitive());
+        assert_eq!(credentials.source(), "the user name and password in --fhir-url");
+    }
 }

@@ -3,9 +3,15 @@
 
 use std::time::Duration;
 
+use anyhow::Context;
 use bytes::Bytes;
-use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue, LOCATION};
-use reqwest::{Method, StatusCode};
+use http::header::{AUTHORIZATION, CONTENT_TYPE, HeaderName, HeaderValue, LOCATION, USER_AGENT};
+use http::{Method, StatusCode, Uri};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -72,9 +78,15 @@ impl std::fmt::Display for SendError {
 #[derive(Debug, Clone)]
 pub struct Fatal(pub String);
 
+type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
+
 pub struct StoreClient {
-    http: reqwest::Client,
+    /// hyper-util's pooled client: keep-alive connections, one per worker over HTTP/1.1,
+    /// or streams on one connection over HTTP/2.
+    http: Client<Connector, Full<Bytes>>,
+    /// The FHIR base without a trailing slash; request URIs are this plus a path.
     base: String,
+    timeout: Duration,
     credentials: Credentials,
     retry: RetryPolicy,
     pacer: Pacer,
@@ -91,28 +103,57 @@ pub struct ClientOptions {
     pub http: HttpVersion,
 }
 
+const PREFER: HeaderName = HeaderName::from_static("prefer");
+const IF_NONE_EXIST: HeaderName = HeaderName::from_static("if-none-exist");
+/// What must be escaped in a path segment (an id read from a file could hold anything).
+const SEGMENT: &AsciiSet = &CONTROLS
+    .add(b' ')
+    .add(b'"')
+    .add(b'#')
+    .add(b'%')
+    .add(b'/')
+    .add(b'<')
+    .add(b'>')
+    .add(b'?')
+    .add(b'`')
+    .add(b'{')
+    .add(b'}');
+
 impl StoreClient {
+    /// `base` is an http(s) URL without credentials in it (the caller turns those into
+    /// `credentials`).
     pub fn new(
         base: &str,
         credentials: Credentials,
         options: ClientOptions,
         stop: CancellationToken,
     ) -> anyhow::Result<Self> {
-        let builder = match options.http {
-            HttpVersion::Auto => reqwest::Client::builder(),
-            HttpVersion::Http1 => reqwest::Client::builder().http1_only(),
-            HttpVersion::Http2 => reqwest::Client::builder().http2_prior_knowledge(),
+        let base = base.trim_end_matches('/').to_owned();
+        base.parse::<Uri>()
+            .with_context(|| format!("`{base}` is not a URL an HTTP request can go to"))?;
+        let mut tcp = HttpConnector::new();
+        tcp.enforce_http(false);
+        tcp.set_nodelay(true);
+        tcp.set_connect_timeout(Some(Duration::from_secs(10).min(options.timeout)));
+        let tls = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_provider_and_webpki_roots(rustls::crypto::ring::default_provider())
+            .context("cannot set up TLS")?
+            .https_or_http();
+        // Over TLS the versions are offered by ALPN; plain http is HTTP/1.1 unless told.
+        let connector = match options.http {
+            HttpVersion::Auto => tls.enable_all_versions().wrap_connector(tcp),
+            HttpVersion::Http1 => tls.enable_http1().wrap_connector(tcp),
+            HttpVersion::Http2 => tls.enable_http2().wrap_connector(tcp),
         };
-        let http = builder
-            .user_agent(concat!("fhirgen/", env!("CARGO_PKG_VERSION")))
+        let http = Client::builder(TokioExecutor::new())
+            .pool_timer(TokioTimer::new())
             .pool_max_idle_per_host(options.workers as usize)
-            .tcp_nodelay(true)
-            .connect_timeout(Duration::from_secs(10).min(options.timeout))
-            .timeout(options.timeout)
-            .build()?;
+            .http2_only(options.http == HttpVersion::Http2)
+            .build(connector);
         Ok(Self {
             http,
-            base: base.trim_end_matches('/').to_owned(),
+            base,
+            timeout: options.timeout,
             credentials,
             retry: options.retry,
             pacer: Pacer::new(options.rate),
@@ -126,12 +167,15 @@ impl StoreClient {
         self.fatal.lock().expect("fatal lock").clone()
     }
 
-    fn url(&self, path: &str) -> String {
-        if path.is_empty() {
-            self.base.clone()
-        } else {
-            format!("{}/{}", self.base, path)
+    /// `path` ("Patient", "Patient/1" or "") under the base.
+    fn uri(&self, path: &str) -> Result<Uri, String> {
+        let mut uri = String::with_capacity(self.base.len() + 1 + path.len());
+        uri.push_str(&self.base);
+        for segment in path.split('/').filter(|s| !s.is_empty()) {
+            uri.push('/');
+            uri.extend(utf8_percent_encode(segment, SEGMENT));
         }
+        Uri::try_from(uri).map_err(|e| format!("cannot make a request URL for `{path}`: {e}"))
     }
 
     /// Sends `request`, retrying transient failures with backoff; every attempt lands in `stats`.
@@ -140,13 +184,17 @@ impl StoreClient {
         request: &StoreRequest,
         stats: &mut RequestStats,
     ) -> Result<Reply, SendError> {
-        let url = self.url(&request.path);
+        let uri = self
+            .uri(&request.path)
+            .map_err(|message| SendError::Rejected { status: 0, message })?;
         let mut delays = self.retry.delays();
         let mut attempts = 0u32;
         let mut renewed_token = false;
         loop {
             // The run may stop while this worker waits for its turn: then it sends nothing.
             tokio::select! {
+                // Pacing is usually no wait at all: try it first.
+                biased;
                 _ = self.pacer.wait_turn() => {}
                 _ = self.stop.cancelled() => return Err(SendError::Cancelled),
             }
@@ -158,15 +206,16 @@ impl StoreClient {
                 stats.retries += 1;
             }
             let started = Instant::now();
-            let outcome = self.attempt(&url, request).await;
+            let outcome = self.attempt(&uri, request).await;
             let transient = match outcome {
-                Ok((status, headers, body)) => {
+                Ok(Answer {
+                    status,
+                    location,
+                    retry_after,
+                    body,
+                }) => {
                     stats.record_answer(status.as_u16(), started.elapsed());
                     if status.is_success() {
-                        let location = headers
-                            .get(LOCATION)
-                            .and_then(|v| v.to_str().ok())
-                            .map(str::to_owned);
                         return Ok(Reply {
                             status: status.as_u16(),
                             location,
@@ -191,29 +240,32 @@ impl StoreClient {
                             message,
                         });
                     }
-                    (
-                        format!("HTTP {code}: {message}"),
-                        retry_after(&headers),
-                        code == 429,
-                    )
+                    (format!("HTTP {code}: {message}"), retry_after, code == 429)
+                }
+                Err(AttemptError::Unsendable(message)) => {
+                    return Err(SendError::Rejected { status: 0, message });
                 }
                 Err(AttemptError::Auth(message)) => {
                     return Err(
                         self.fail_run(message.clone(), SendError::Rejected { status: 0, message })
                     );
                 }
+                Err(AttemptError::Timeout) => {
+                    stats.record_error("timeout");
+                    (
+                        format!("timeout: no answer within {:?}", self.timeout),
+                        None,
+                        false,
+                    )
+                }
                 Err(AttemptError::Http(error)) => {
-                    let kind = if error.is_timeout() {
-                        "timeout"
-                    } else if error.is_connect() {
+                    let kind = if error.is_connect() {
                         "connection refused or reset"
                     } else {
                         "connection error"
                     };
                     stats.record_error(kind);
-                    // The URL may carry user:password; the request is named elsewhere.
-                    let error = error.without_url();
-                    (format!("{kind}: {}", error_chain(&error)), None, false)
+                    (format!("{kind}: {}", error_chain(&*error)), None, false)
                 }
             };
             let (last, hinted, throttled) = transient;
@@ -232,20 +284,26 @@ impl StoreClient {
         }
     }
 
-    async fn attempt(
-        &self,
-        url: &str,
-        request: &StoreRequest,
-    ) -> Result<(StatusCode, reqwest::header::HeaderMap, Bytes), AttemptError> {
-        let mut builder = self
-            .http
-            .request(request.method.clone(), url)
-            .header(CONTENT_TYPE, HeaderValue::from_static(FHIR_JSON))
-            // Only the Location is needed back; echoing every resource costs both sides.
-            .header("Prefer", HeaderValue::from_static("return=minimal"))
-            .body(request.body.clone());
+    async fn attempt(&self, uri: &Uri, request: &StoreRequest) -> Result<Answer, AttemptError> {
+        let mut http_request = http::Request::new(Full::new(request.body.clone()));
+        *http_request.method_mut() = request.method.clone();
+        *http_request.uri_mut() = uri.clone();
+        let headers = http_request.headers_mut();
+        headers.reserve(5);
+        headers.insert(
+            USER_AGENT,
+            HeaderValue::from_static(concat!("fhirgen/", env!("CARGO_PKG_VERSION"))),
+        );
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static(FHIR_JSON));
+        // Only the Location is needed back; echoing every resource costs both sides.
+        headers.insert(PREFER, HeaderValue::from_static("return=minimal"));
         if let Some(query) = &request.if_none_exist {
-            builder = builder.header("If-None-Exist", query);
+            let value = HeaderValue::from_str(query).map_err(|_| {
+                AttemptError::Unsendable(format!(
+                    "the If-None-Exist query `{query}` cannot go in an HTTP header"
+                ))
+            })?;
+            headers.insert(IF_NONE_EXIST, value);
         }
         if let Some(auth) = self
             .credentials
@@ -253,13 +311,29 @@ impl StoreClient {
             .await
             .map_err(|e| AttemptError::Auth(format!("{e:#}")))?
         {
-            builder = builder.header(AUTHORIZATION, auth);
+            http_request.headers_mut().insert(AUTHORIZATION, auth);
         }
-        let response = builder.send().await.map_err(AttemptError::Http)?;
-        let status = response.status();
-        let headers = response.headers().clone();
-        let body = response.bytes().await.map_err(AttemptError::Http)?;
-        Ok((status, headers, body))
+        let exchange = async {
+            let response = self.http.request(http_request).await?;
+            let (parts, body) = response.into_parts();
+            let location = parts
+                .headers
+                .get(LOCATION)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
+            let retry_after = retry_after(&parts.headers);
+            let body = body.collect().await?.to_bytes();
+            Ok::<_, Box<dyn std::error::Error + Send + Sync>>(Answer {
+                status: parts.status,
+                location,
+                retry_after,
+                body,
+            })
+        };
+        match tokio::time::timeout(self.timeout, exchange).await {
+            Ok(answer) => answer.map_err(|error| AttemptError::Http(HttpError(error))),
+            Err(_) => Err(AttemptError::Timeout),
+        }
     }
 
     fn unauthorized(&self, status: u16, message: String) -> SendError {
@@ -282,9 +356,41 @@ impl StoreClient {
     }
 }
 
+/// What one attempt got back: only the parts a writer or a retry needs.
+struct Answer {
+    status: StatusCode,
+    location: Option<String>,
+    retry_after: Option<Duration>,
+    body: Bytes,
+}
+
 enum AttemptError {
-    Http(reqwest::Error),
+    /// No (whole) answer within `--timeout`.
+    Timeout,
+    Http(HttpError),
+    /// No credential could be had: the run stops.
     Auth(String),
+    /// This request cannot be sent as it is.
+    Unsendable(String),
+}
+
+/// A failure of the connection or of the exchange on it.
+struct HttpError(Box<dyn std::error::Error + Send + Sync>);
+
+impl HttpError {
+    fn is_connect(&self) -> bool {
+        self.0
+            .downcast_ref::<hyper_util::client::legacy::Error>()
+            .is_some_and(hyper_util::client::legacy::Error::is_connect)
+    }
+}
+
+impl std::ops::Deref for HttpError {
+    type Target = dyn std::error::Error + 'static;
+
+    fn deref(&self) -> &Self::Target {
+        &*self.0
+    }
 }
 
 fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {

@@ -4,8 +4,8 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use backon::{BackoffBuilder, ExponentialBuilder};
+use http::header::{HeaderMap, RETRY_AFTER};
 use rand::RngExt;
-use reqwest::header::{HeaderMap, RETRY_AFTER};
 use tokio::time::Instant;
 
 /// Statuses that say "try again later": the request may succeed unchanged.
@@ -122,7 +122,7 @@ impl Pacer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use reqwest::header::HeaderValue;
+    use http::header::HeaderValue;
 
     #[test]
     fn transient_statuses() {

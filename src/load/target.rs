@@ -1,6 +1,6 @@
 //! Which store to load into, with which credential; checked before any data moves.
 
-use reqwest::Url;
+use url::Url;
 
 use super::auth::Credentials;
 use crate::cli::LoadArgs;
@@ -54,14 +54,16 @@ pub async fn resolve(args: &LoadArgs) -> anyhow::Result<Target> {
         )));
     }
     let has_userinfo = !url.username().is_empty() || url.password().is_some();
-    let description = if has_userinfo {
-        // user:password in the URL is a credential too: never shown.
-        let mut shown = url.clone();
-        let _ = shown.set_username("");
-        let _ = shown.set_password(None);
-        shown.to_string().trim_end_matches('/').to_owned()
+    // user:password in the URL is a credential too: sent as Basic auth, never shown.
+    let (fhir_base, description, basic) = if has_userinfo {
+        let basic = Credentials::basic(url.username(), url.password().unwrap_or(""))?;
+        let mut bare = url.clone();
+        let _ = bare.set_username("");
+        let _ = bare.set_password(None);
+        let bare = bare.to_string().trim_end_matches('/').to_owned();
+        (bare.clone(), bare, Some(basic))
     } else {
-        description
+        (fhir_base, description, None)
     };
     let sends_token = args.access_token.is_some() || wants_google_auth || has_userinfo;
     if sends_token && url.scheme() == "http" && !is_loopback(&url) {
@@ -70,10 +72,11 @@ pub async fn resolve(args: &LoadArgs) -> anyhow::Result<Target> {
             url.host_str().unwrap_or("?")
         )));
     }
-    let credentials = match &args.access_token {
-        Some(token) => Credentials::from_token(token)?,
-        None if wants_google_auth => Credentials::application_default().await?,
-        None => Credentials::None,
+    let credentials = match (&args.access_token, basic) {
+        (Some(token), _) => Credentials::from_token(token)?,
+        (None, _) if wants_google_auth => Credentials::application_default().await?,
+        (None, Some(basic)) => basic,
+        (None, None) => Credentials::None,
     };
     Ok(Target {
         fhir_base,

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use bytes::Bytes;
-use reqwest::Method;
+use http::Method;
 use serde_json::Value;
 use tokio::sync::{Notify, OwnedSemaphorePermit};
 
