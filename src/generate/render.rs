@@ -30,6 +30,7 @@ use crate::fhir::{IDENTIFIER_SYSTEM_BASE, Resource};
 
 /// A resource body built field by field, in FHIR's element order.
 pub struct Body {
+    resource_type: ResourceType,
     key: String,
     fields: Map<String, Value>,
     /// The most fields the resource can have: its map never grows.
@@ -38,12 +39,14 @@ pub struct Body {
 
 impl Body {
     /// `capacity` counts every field the resource can have, resourceType and id included.
-    pub fn new(resource_type: ResourceType, id: &str, capacity: usize) -> Self {
+    pub fn new(resource_type: ResourceType, id: String, capacity: usize) -> Self {
+        let key = key(resource_type, &id);
         let mut fields = Map::with_capacity(capacity);
         fields.insert("resourceType".to_owned(), resource_type.name().into());
         fields.insert("id".to_owned(), id.into());
         Self {
-            key: key(resource_type, id),
+            resource_type,
+            key,
             fields,
             capacity,
         }
@@ -52,6 +55,14 @@ impl Body {
     /// `Type/id` of the resource.
     pub fn key(&self) -> &str {
         &self.key
+    }
+
+    /// Adds the fhirgen identifier of a resource of this (lower-case) type: how re-runs find
+    /// it again.
+    pub fn identified(self, lower_type: &str) -> Self {
+        let id = &self.key[self.resource_type.name().len() + 1..];
+        let identifiers = array([identifier(lower_type, id)]);
+        self.set("identifier", identifiers)
     }
 
     pub fn set(mut self, key: &str, value: impl Into<Value>) -> Self {
@@ -98,12 +109,7 @@ fn key(t: ResourceType, id: &str) -> String {
     [t.name(), "/", id].concat()
 }
 
-/// The fhirgen identifier of a resource of this (lower-case) type: how re-runs find it again.
-pub fn identifiers(lower_type: &str, id: &str) -> Value {
-    array([identifier(lower_type, id)])
-}
-
-/// The one identifier in [`identifiers`].
+/// The fhirgen identifier of a resource of this (lower-case) type.
 pub fn identifier(lower_type: &str, id: &str) -> Value {
     object([
         (
@@ -418,9 +424,9 @@ impl Renderer<'_> {
         ])]);
         let home = address(rng, Some("home"));
         let gp = plan.general_practitioner;
-        let body = Body::new(ResourceType::Patient, &id, 15)
+        let body = Body::new(ResourceType::Patient, id, 15)
             .set("extension", extension)
-            .set("identifier", identifiers("patient", &id))
+            .identified("patient")
             .set("active", true)
             .set("name", array([Value::Object(name)]))
             .set("telecom", telecom)
@@ -467,8 +473,8 @@ impl Renderer<'_> {
         } else {
             "mild"
         };
-        let body = Body::new(ResourceType::AllergyIntolerance, &id, 13)
-            .set("identifier", identifiers("allergyintolerance", &id))
+        let body = Body::new(ResourceType::AllergyIntolerance, id, 13)
+            .identified("allergyintolerance")
             .set("clinicalStatus", coded(codes::ALLERGY_CLINICAL, ACTIVE))
             .set(
                 "verificationStatus",
@@ -503,8 +509,8 @@ impl Renderer<'_> {
 
     fn encounter(&mut self, encounter: &EncounterPlan) {
         let id = self.id();
-        self.encounter = reference(key(ResourceType::Encounter, &id));
         if !self.keeps(ResourceType::Encounter) {
+            self.encounter = reference(key(ResourceType::Encounter, &id));
             return;
         }
         let (code, display) = match encounter.class {
@@ -525,8 +531,8 @@ impl Renderer<'_> {
             )])
         });
         let period = period(encounter.start, encounter.end);
-        let body = Body::new(ResourceType::Encounter, &id, 12)
-            .set("identifier", identifiers("encounter", &id))
+        let body = Body::new(ResourceType::Encounter, id, 12)
+            .identified("encounter")
             .set("status", "finished")
             .set("class", coding(codes::ACT_CODE, Concept { code, display }))
             .set("type", array([codeable(codes::SNOMED, encounter.kind)]))
@@ -560,14 +566,15 @@ impl Renderer<'_> {
                 "serviceProvider",
                 reference(self.pool.organization(encounter.organization)),
             );
+        self.encounter = reference(body.key());
         self.push(body);
     }
 
     fn condition(&mut self, condition: &ConditionPlan) {
         let id = self.id();
-        self.condition_refs
-            .push(reference(key(ResourceType::Condition, &id)));
         if !self.keeps(ResourceType::Condition) {
+            self.condition_refs
+                .push(reference(key(ResourceType::Condition, &id)));
             return;
         }
         let status = if condition.abatement.is_some() {
@@ -589,8 +596,8 @@ impl Renderer<'_> {
                 display: "Encounter Diagnosis",
             }
         };
-        let body = Body::new(ResourceType::Condition, &id, 12)
-            .set("identifier", identifiers("condition", &id))
+        let body = Body::new(ResourceType::Condition, id, 12)
+            .identified("condition")
             .set("clinicalStatus", coded(codes::CONDITION_CLINICAL, status))
             .set(
                 "verificationStatus",
@@ -603,6 +610,7 @@ impl Renderer<'_> {
             .set("onsetDateTime", date_time(condition.onset))
             .set_some("abatementDateTime", condition.abatement.map(date_time))
             .set("recordedDate", date_time(condition.recorded));
+        self.condition_refs.push(reference(body.key()));
         self.push(body);
     }
 
@@ -619,8 +627,8 @@ impl Renderer<'_> {
         if !self.keeps(ResourceType::Observation) {
             return reference(key(ResourceType::Observation, &id));
         }
-        let body = Body::new(ResourceType::Observation, &id, 11)
-            .set("identifier", identifiers("observation", &id))
+        let body = Body::new(ResourceType::Observation, id, 11)
+            .identified("observation")
             .set("status", "final")
             .set("category", category.value())
             .set("code", code)
@@ -686,8 +694,8 @@ impl Renderer<'_> {
             return;
         }
         let issued = (encounter.labs_at + 3_600).min(encounter.end);
-        let body = Body::new(ResourceType::DiagnosticReport, &id, 12)
-            .set("identifier", identifiers("diagnosticreport", &id))
+        let body = Body::new(ResourceType::DiagnosticReport, id, 12)
+            .identified("diagnosticreport")
             .set("status", "final")
             .set(
                 "category",
@@ -717,8 +725,8 @@ impl Renderer<'_> {
         let reason = procedure
             .reason
             .map(|i| array([self.condition_refs[i].clone()]));
-        let body = Body::new(ResourceType::Procedure, &id, 10)
-            .set("identifier", identifiers("procedure", &id))
+        let body = Body::new(ResourceType::Procedure, id, 10)
+            .identified("procedure")
             .set("status", "completed")
             .set("code", codeable(codes::SNOMED, procedure.snomed))
             .set("subject", self.subject())
@@ -754,8 +762,8 @@ impl Renderer<'_> {
             }
         };
         let drug = medication.medication;
-        let body = Body::new(ResourceType::MedicationRequest, &id, 13)
-            .set("identifier", identifiers("medicationrequest", &id))
+        let body = Body::new(ResourceType::MedicationRequest, id, 13)
+            .identified("medicationrequest")
             .set("status", status)
             .set("intent", "order")
             .set(
@@ -786,8 +794,8 @@ impl Renderer<'_> {
         if !self.keeps(ResourceType::Immunization) {
             return;
         }
-        let body = Body::new(ResourceType::Immunization, &id, 10)
-            .set("identifier", identifiers("immunization", &id))
+        let body = Body::new(ResourceType::Immunization, id, 10)
+            .identified("immunization")
             .set("status", "completed")
             .set("vaccineCode", codeable(codes::CVX, vaccine))
             .set("patient", self.subject())

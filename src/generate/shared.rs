@@ -12,7 +12,7 @@ use super::codes::{self, Concept};
 use super::names;
 use super::random::{Purpose, stream, uuid};
 use super::render::{
-    Body, address, array, codeable, coded_list, identifier, identifiers, object, phone, reference,
+    Body, address, array, codeable, coded_list, identifier, object, phone, reference,
 };
 use super::types::{ResourceType, TypeSet};
 use crate::fhir::{Record, RecordKind, Resource};
@@ -201,8 +201,8 @@ impl SharedPool {
             "{} {kind}",
             address["city"].as_str().unwrap_or("Springfield")
         );
-        Body::new(ResourceType::Organization, &id, 8)
-            .set("identifier", identifiers("organization", &id))
+        Body::new(ResourceType::Organization, id, 8)
+            .identified("organization")
             .set("active", true)
             .set("type", coded_list(codes::ORGANIZATION_TYPE, PROVIDER))
             .set("name", name)
@@ -226,7 +226,7 @@ impl SharedPool {
                 ("value", npi(self.seed, index).into()),
             ]),
         ]);
-        Body::new(ResourceType::Practitioner, &id, 7)
+        Body::new(ResourceType::Practitioner, id, 7)
             .set("identifier", ids)
             .set("active", true)
             .set(
@@ -247,8 +247,8 @@ impl SharedPool {
         let mut rng = stream(self.seed, Purpose::PractitionerRole, u64::from(index));
         let id = uuid(&mut rng);
         let specialty = codes::SPECIALTIES[PoolShape::specialty_of(index) as usize];
-        Body::new(ResourceType::PractitionerRole, &id, 8)
-            .set("identifier", identifiers("practitionerrole", &id))
+        Body::new(ResourceType::PractitionerRole, id, 8)
+            .identified("practitionerrole")
             .set("active", true)
             .set("practitioner", reference(self.practitioner(index)))
             .set(
