@@ -25,11 +25,12 @@ pub struct Resource {
 impl Resource {
     /// A resource whose key is its own `Type/id`.
     pub fn new(body: Value) -> Self {
-        let key = format!(
-            "{}/{}",
+        let key = [
             body["resourceType"].as_str().unwrap_or_default(),
-            body["id"].as_str().unwrap_or_default()
-        );
+            "/",
+            body["id"].as_str().unwrap_or_default(),
+        ]
+        .concat();
         Self { key, body }
     }
 

@@ -38,10 +38,12 @@ fn splitmix64(state: &mut u64) -> u64 {
 
 /// A random (version 4) UUID drawn from `rng`, as FHIR ids are written.
 pub fn uuid(rng: &mut impl Rng) -> String {
+    let mut text = uuid::Uuid::encode_buffer();
     uuid::Builder::from_random_bytes(rng.random())
         .into_uuid()
         .hyphenated()
-        .to_string()
+        .encode_lower(&mut text)
+        .to_owned()
 }
 
 /// A normally distributed value (Box-Muller).

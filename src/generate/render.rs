@@ -2,6 +2,8 @@
 //! order. Ids, names and addresses come from the patient's render stream, so a patient renders
 //! to the same bytes in any shard.
 
+use std::fmt::Write;
+
 use chrono::{Datelike, NaiveDate, Timelike};
 use fake::Fake;
 use fake::faker::address::en::{BuildingNumber, CitySuffix, PostCode, StateAbbr, StreetName};
@@ -9,7 +11,7 @@ use fake::faker::name::en::LastName;
 use fake::faker::phone_number::en::CellNumber;
 use rand::RngExt;
 use rand::rngs::ChaCha8Rng;
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 
 use super::codes::{self, Concept, Measure};
 use super::names;
@@ -22,19 +24,49 @@ use super::shared::SharedPool;
 use super::types::{ResourceType, TypeSet};
 use crate::fhir::{IDENTIFIER_SYSTEM_BASE, Resource};
 
+// Bodies are built straight into maps allocated at their final size: `json!` would grow each
+// map as it fills and copy every nested `Value` it is given through the serializer, and
+// generating is a large share of the loader's CPU time.
+
 /// A resource body built field by field, in FHIR's element order.
-pub struct Body(Map<String, Value>);
+pub struct Body {
+    resource_type: ResourceType,
+    key: String,
+    fields: Map<String, Value>,
+    /// The most fields the resource can have: its map never grows.
+    capacity: usize,
+}
 
 impl Body {
-    pub fn new(resource_type: &str, id: &str) -> Self {
-        let mut map = Map::new();
-        map.insert("resourceType".to_owned(), Value::from(resource_type));
-        map.insert("id".to_owned(), Value::from(id));
-        Self(map)
+    /// `capacity` counts every field the resource can have, resourceType and id included.
+    pub fn new(resource_type: ResourceType, id: String, capacity: usize) -> Self {
+        let key = key(resource_type, &id);
+        let mut fields = Map::with_capacity(capacity);
+        fields.insert("resourceType".to_owned(), resource_type.name().into());
+        fields.insert("id".to_owned(), id.into());
+        Self {
+            resource_type,
+            key,
+            fields,
+            capacity,
+        }
+    }
+
+    /// `Type/id` of the resource.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// Adds the fhirgen identifier of a resource of this (lower-case) type: how re-runs find
+    /// it again.
+    pub fn identified(self, lower_type: &str) -> Self {
+        let id = &self.key[self.resource_type.name().len() + 1..];
+        let identifiers = array([identifier(lower_type, id)]);
+        self.set("identifier", identifiers)
     }
 
     pub fn set(mut self, key: &str, value: impl Into<Value>) -> Self {
-        self.0.insert(key.to_owned(), value.into());
+        self.fields.insert(key.to_owned(), value.into());
         self
     }
 
@@ -45,53 +77,98 @@ impl Body {
         }
     }
 
-    pub fn build(self) -> Value {
-        Value::Object(self.0)
+    pub fn build(self) -> Resource {
+        debug_assert!(
+            self.fields.len() <= self.capacity,
+            "{} has more fields than its capacity",
+            self.key
+        );
+        Resource {
+            key: self.key,
+            body: Value::Object(self.fields),
+        }
     }
 }
 
-/// The fhirgen identifier of a resource of this (lower-case) type: how re-runs find it again.
-pub fn identifiers(lower_type: &str, id: &str) -> Value {
-    json!([{"system": format!("{IDENTIFIER_SYSTEM_BASE}/{lower_type}"), "value": id}])
+/// A JSON object with these fields, in this order.
+pub fn object<const N: usize>(fields: [(&str, Value); N]) -> Value {
+    let mut map = Map::with_capacity(N);
+    for (key, value) in fields {
+        map.insert(key.to_owned(), value);
+    }
+    Value::Object(map)
+}
+
+/// A JSON array of these items.
+pub fn array<const N: usize>(items: [Value; N]) -> Value {
+    Value::Array(items.into())
+}
+
+/// `Type/id`: how resources refer to each other.
+fn key(t: ResourceType, id: &str) -> String {
+    [t.name(), "/", id].concat()
+}
+
+/// The fhirgen identifier of a resource of this (lower-case) type.
+pub fn identifier(lower_type: &str, id: &str) -> Value {
+    object([
+        (
+            "system",
+            [IDENTIFIER_SYSTEM_BASE, "/", lower_type].concat().into(),
+        ),
+        ("value", id.into()),
+    ])
 }
 
 pub fn coding(system: &str, concept: Concept) -> Value {
-    json!({"system": system, "code": concept.code, "display": concept.display})
+    object([
+        ("system", system.into()),
+        ("code", concept.code.into()),
+        ("display", concept.display.into()),
+    ])
+}
+
+/// A CodeableConcept of one coding and no text.
+pub fn coded(system: &str, concept: Concept) -> Value {
+    object([("coding", array([coding(system, concept)]))])
 }
 
 pub fn codeable(system: &str, concept: Concept) -> Value {
-    json!({"coding": [coding(system, concept)], "text": concept.display})
+    object([
+        ("coding", array([coding(system, concept)])),
+        ("text", concept.display.into()),
+    ])
 }
 
-pub fn reference(key: &str) -> Value {
-    json!({"reference": key})
-}
-
-/// The reference to the resource of type `t` with this id.
-fn key_reference(t: ResourceType, id: &str) -> Value {
-    reference(&format!("{t}/{id}"))
+pub fn reference(key: impl Into<String>) -> Value {
+    object([("reference", Value::String(key.into()))])
 }
 
 pub fn phone(rng: &mut ChaCha8Rng) -> String {
     CellNumber().fake_with_rng(rng)
 }
 
-/// A US street address.
-pub fn address(rng: &mut ChaCha8Rng) -> Value {
+/// A US street address, of this `use` if any.
+pub fn address(rng: &mut ChaCha8Rng, address_use: Option<&str>) -> Value {
     let number: String = BuildingNumber().fake_with_rng(rng);
     let street: String = StreetName().fake_with_rng(rng);
     let town: &str = LastName().fake_with_rng(rng);
     let suffix: &str = CitySuffix().fake_with_rng(rng);
-    let city = format!("{town}{suffix}");
     let state: &str = StateAbbr().fake_with_rng(rng);
     let postal_code: String = PostCode().fake_with_rng(rng);
-    json!({
-        "line": [format!("{number} {street}")],
-        "city": city,
-        "state": state,
-        "postalCode": postal_code,
-        "country": "US",
-    })
+    let mut fields = Map::with_capacity(6);
+    fields.insert(
+        "line".to_owned(),
+        array([[number.as_str(), " ", &street].concat().into()]),
+    );
+    fields.insert("city".to_owned(), [town, suffix].concat().into());
+    fields.insert("state".to_owned(), state.into());
+    fields.insert("postalCode".to_owned(), postal_code.into());
+    fields.insert("country".to_owned(), "US".into());
+    if let Some(address_use) = address_use {
+        fields.insert("use".to_owned(), address_use.into());
+    }
+    Value::Object(fields)
 }
 
 /// `YYYY-MM-DDThh:mm:ss+00:00`.
@@ -99,24 +176,48 @@ pub fn date_time(at: i64) -> String {
     let t = chrono::DateTime::from_timestamp(at, 0)
         .expect("time is in range")
         .naive_utc();
-    format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}+00:00",
-        t.year(),
-        t.month(),
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second()
-    )
+    let mut text = String::with_capacity(25);
+    push_date(&mut text, t.date());
+    for (separator, n) in [('T', t.hour()), (':', t.minute()), (':', t.second())] {
+        text.push(separator);
+        push_digits(&mut text, n, 2);
+    }
+    text.push_str("+00:00");
+    text
 }
 
 /// `YYYY-MM-DD`.
 pub fn date(d: NaiveDate) -> String {
-    format!("{:04}-{:02}-{:02}", d.year(), d.month(), d.day())
+    let mut text = String::with_capacity(10);
+    push_date(&mut text, d);
+    text
+}
+
+/// Dates are written digit by digit: `format!` costs more than the rest of the field.
+fn push_date(text: &mut String, d: NaiveDate) {
+    match u32::try_from(d.year()) {
+        Ok(year) if year <= 9999 => push_digits(text, year, 4),
+        _ => write!(text, "{:04}", d.year()).expect("a String takes any write"),
+    }
+    text.push('-');
+    push_digits(text, d.month(), 2);
+    text.push('-');
+    push_digits(text, d.day(), 2);
+}
+
+/// The last `width` decimal digits of `n`, zero-padded.
+fn push_digits(text: &mut String, n: u32, width: u32) {
+    for place in (0..width).rev() {
+        let digit = (n / 10u32.pow(place) % 10) as u8;
+        text.push(char::from(b'0' + digit));
+    }
 }
 
 fn period(start: i64, end: i64) -> Value {
-    json!({"start": date_time(start), "end": date_time(end)})
+    object([
+        ("start", date_time(start).into()),
+        ("end", date_time(end).into()),
+    ])
 }
 
 /// A UCUM quantity; whole numbers are written without a fraction.
@@ -126,15 +227,27 @@ fn quantity(measure: &Measure, value: f64) -> Value {
     } else {
         Value::from(value)
     };
-    json!({"value": number, "unit": measure.unit, "system": codes::UCUM, "code": measure.unit})
+    object([
+        ("value", number),
+        ("unit", measure.unit.into()),
+        ("system", codes::UCUM.into()),
+        ("code", measure.unit.into()),
+    ])
 }
 
 fn loinc_code(measure: &Measure) -> Value {
-    let mut coding = vec![coding(codes::LOINC, measure.loinc)];
-    if let Some(also) = measure.also {
-        coding.push(self::coding(codes::LOINC, also));
-    }
-    json!({"coding": coding, "text": measure.loinc.display})
+    let mut coding = Vec::with_capacity(1 + usize::from(measure.also.is_some()));
+    coding.push(self::coding(codes::LOINC, measure.loinc));
+    coding.extend(measure.also.map(|also| self::coding(codes::LOINC, also)));
+    object([
+        ("coding", Value::Array(coding)),
+        ("text", measure.loinc.display.into()),
+    ])
+}
+
+/// A list of one CodeableConcept of one coding and no text.
+pub fn coded_list(system: &str, concept: Concept) -> Value {
+    array([coded(system, concept)])
 }
 
 /// What an observation of `category` is filed under.
@@ -150,7 +263,7 @@ impl Category {
             Category::VitalSigns => ("vital-signs", "Vital Signs"),
             Category::Laboratory => ("laboratory", "Laboratory"),
         };
-        json!([{"coding": [{"system": codes::OBSERVATION_CATEGORY, "code": code, "display": display}]}])
+        coded_list(codes::OBSERVATION_CATEGORY, Concept { code, display })
     }
 }
 
@@ -172,7 +285,7 @@ pub fn render_patient(
         resources: Vec::with_capacity(expected as usize),
         types,
         limit,
-        patient: Value::from(format!("Patient/{patient_id}")),
+        subject: reference(key(ResourceType::Patient, &patient_id)),
         condition_refs: Vec::with_capacity(plan.conditions.len()),
         encounter: Value::Null,
         pool,
@@ -210,8 +323,8 @@ struct Renderer<'a> {
     /// What to keep: `limit` resources at most, of these types.
     types: TypeSet,
     limit: u64,
-    /// `Patient/<id>` of this patient.
-    patient: Value,
+    /// Reference to this patient.
+    subject: Value,
     /// References to the conditions rendered so far, by index in the plan.
     condition_refs: Vec<Value>,
     /// Reference to the encounter being rendered.
@@ -235,15 +348,15 @@ impl Renderer<'_> {
     }
 
     fn subject(&self) -> Value {
-        json!({"reference": self.patient})
+        self.subject.clone()
     }
 
     fn practitioner(&self, encounter: &EncounterPlan) -> Value {
         reference(self.pool.practitioner(encounter.practitioner))
     }
 
-    fn push(&mut self, body: Value) {
-        self.resources.push(Resource::new(body));
+    fn push(&mut self, body: Body) {
+        self.resources.push(body.build());
     }
 
     fn patient(&mut self, plan: &PatientPlan, id: String) {
@@ -251,22 +364,26 @@ impl Renderer<'_> {
         let female = plan.sex == Sex::Female;
         let given_names = if female { names::FEMALE } else { names::MALE };
         let first = rng.random_range(0..given_names.len());
-        let mut given = vec![given_names[first]];
+        let mut given = Vec::with_capacity(2);
+        given.push(Value::from(given_names[first]));
         if rng.random_bool(0.5) {
             // A middle name other than the first name.
             let offset = rng.random_range(1..given_names.len());
-            given.push(given_names[(first + offset) % given_names.len()]);
+            given.push(given_names[(first + offset) % given_names.len()].into());
         }
         let family: &str = LastName().fake_with_rng(rng);
         let adult = years_between(plan.birth_date, date_of(plan.history_end)) >= 18;
-        let mut name = json!({"use": "official", "family": family, "given": given});
+        let mut name = Map::with_capacity(4);
+        name.insert("use".to_owned(), "official".into());
+        name.insert("family".to_owned(), family.into());
+        name.insert("given".to_owned(), Value::Array(given));
         if adult {
             let prefix = match (female, plan.marital_status) {
                 (false, _) => "Mr.",
                 (true, Some(codes::MARRIED | codes::WIDOWED)) => "Mrs.",
                 (true, _) => "Ms.",
             };
-            name["prefix"] = json!([prefix]);
+            name.insert("prefix".to_owned(), array([prefix.into()]));
         }
         let race = plan.race;
         let ethnicity = if plan.hispanic {
@@ -274,37 +391,49 @@ impl Renderer<'_> {
         } else {
             codes::NOT_HISPANIC
         };
-        let extension = json!([
-            {
-                "url": codes::US_CORE_RACE,
-                "extension": [
-                    {"url": "ombCategory", "valueCoding": coding(codes::RACE_ETHNICITY, race)},
-                    {"url": "text", "valueString": race.display},
-                ],
-            },
-            {
-                "url": codes::US_CORE_ETHNICITY,
-                "extension": [
-                    {"url": "ombCategory", "valueCoding": coding(codes::RACE_ETHNICITY, ethnicity)},
-                    {"url": "text", "valueString": ethnicity.display},
-                ],
-            },
-            {"url": codes::US_CORE_BIRTH_SEX, "valueCode": if female { "F" } else { "M" }},
+        let category = |url: &str, concept: Concept| {
+            object([
+                ("url", url.into()),
+                (
+                    "extension",
+                    array([
+                        object([
+                            ("url", "ombCategory".into()),
+                            ("valueCoding", coding(codes::RACE_ETHNICITY, concept)),
+                        ]),
+                        object([
+                            ("url", "text".into()),
+                            ("valueString", concept.display.into()),
+                        ]),
+                    ]),
+                ),
+            ])
+        };
+        let extension = array([
+            category(codes::US_CORE_RACE, race),
+            category(codes::US_CORE_ETHNICITY, ethnicity),
+            object([
+                ("url", codes::US_CORE_BIRTH_SEX.into()),
+                ("valueCode", if female { "F" } else { "M" }.into()),
+            ]),
         ]);
-        let telecom = json!([{"system": "phone", "value": phone(rng), "use": "home"}]);
-        let mut home = address(rng);
-        home["use"] = Value::from("home");
+        let telecom = array([object([
+            ("system", "phone".into()),
+            ("value", phone(rng).into()),
+            ("use", "home".into()),
+        ])]);
+        let home = address(rng, Some("home"));
         let gp = plan.general_practitioner;
-        let body = Body::new("Patient", &id)
+        let body = Body::new(ResourceType::Patient, id, 15)
             .set("extension", extension)
-            .set("identifier", identifiers("patient", &id))
+            .identified("patient")
             .set("active", true)
-            .set("name", json!([name]))
+            .set("name", array([Value::Object(name)]))
             .set("telecom", telecom)
             .set("gender", if female { "female" } else { "male" })
             .set("birthDate", date(plan.birth_date))
             .set_some("deceasedDateTime", plan.death.map(date_time))
-            .set("address", json!([home]))
+            .set("address", array([home]))
             .set_some(
                 "maritalStatus",
                 plan.marital_status
@@ -312,11 +441,14 @@ impl Renderer<'_> {
             )
             .set(
                 "communication",
-                json!([{"language": codeable(codes::LANGUAGE, plan.language), "preferred": true}]),
+                array([object([
+                    ("language", codeable(codes::LANGUAGE, plan.language)),
+                    ("preferred", true.into()),
+                ])]),
             )
             .set(
                 "generalPractitioner",
-                json!([reference(self.pool.practitioner(gp))]),
+                array([reference(self.pool.practitioner(gp))]),
             )
             .set(
                 "managingOrganization",
@@ -324,8 +456,7 @@ impl Renderer<'_> {
                     self.pool
                         .organization(self.pool.shape().organization_of(gp)),
                 ),
-            )
-            .build();
+            );
         // Built whatever is kept: its draws decide the ids of everything after it.
         if self.keeps(ResourceType::Patient) {
             self.push(body);
@@ -342,21 +473,22 @@ impl Renderer<'_> {
         } else {
             "mild"
         };
-        let body = Body::new("AllergyIntolerance", &id)
-            .set("identifier", identifiers("allergyintolerance", &id))
-            .set(
-                "clinicalStatus",
-                json!({"coding": [{"system": codes::ALLERGY_CLINICAL, "code": "active", "display": "Active"}]}),
-            )
+        let body = Body::new(ResourceType::AllergyIntolerance, id, 13)
+            .identified("allergyintolerance")
+            .set("clinicalStatus", coded(codes::ALLERGY_CLINICAL, ACTIVE))
             .set(
                 "verificationStatus",
-                json!({"coding": [{"system": codes::ALLERGY_VERIFICATION, "code": "confirmed", "display": "Confirmed"}]}),
+                coded(codes::ALLERGY_VERIFICATION, CONFIRMED),
             )
             .set("type", "allergy")
-            .set("category", json!([allergy.allergy.category.code()]))
+            .set("category", array([allergy.allergy.category.code().into()]))
             .set(
                 "criticality",
-                if allergy.high_criticality { "high" } else { "low" },
+                if allergy.high_criticality {
+                    "high"
+                } else {
+                    "low"
+                },
             )
             .set("code", codeable(codes::SNOMED, allergy.allergy.substance))
             .set("patient", self.subject())
@@ -364,19 +496,21 @@ impl Renderer<'_> {
             .set("recordedDate", date_time(allergy.recorded))
             .set(
                 "reaction",
-                json!([{
-                    "manifestation": [codeable(codes::SNOMED, allergy.reaction)],
-                    "severity": severity,
-                }]),
-            )
-            .build();
+                array([object([
+                    (
+                        "manifestation",
+                        array([codeable(codes::SNOMED, allergy.reaction)]),
+                    ),
+                    ("severity", severity.into()),
+                ])]),
+            );
         self.push(body);
     }
 
     fn encounter(&mut self, encounter: &EncounterPlan) {
         let id = self.id();
-        self.encounter = key_reference(ResourceType::Encounter, &id);
         if !self.keeps(ResourceType::Encounter) {
+            self.encounter = reference(key(ResourceType::Encounter, &id));
             return;
         }
         let (code, display) = match encounter.class {
@@ -385,120 +519,146 @@ impl Renderer<'_> {
             EncounterClass::Inpatient => ("IMP", "inpatient encounter"),
         };
         let hospitalization = (encounter.class == EncounterClass::Inpatient).then(|| {
-            json!({"dischargeDisposition": {"coding": [{"system": codes::DISCHARGE_DISPOSITION, "code": "home", "display": "Home"}]}})
+            object([(
+                "dischargeDisposition",
+                coded(
+                    codes::DISCHARGE_DISPOSITION,
+                    Concept {
+                        code: "home",
+                        display: "Home",
+                    },
+                ),
+            )])
         });
-        let body = Body::new("Encounter", &id)
-            .set("identifier", identifiers("encounter", &id))
+        let period = period(encounter.start, encounter.end);
+        let body = Body::new(ResourceType::Encounter, id, 12)
+            .identified("encounter")
             .set("status", "finished")
-            .set(
-                "class",
-                json!({"system": codes::ACT_CODE, "code": code, "display": display}),
-            )
-            .set("type", json!([codeable(codes::SNOMED, encounter.kind)]))
+            .set("class", coding(codes::ACT_CODE, Concept { code, display }))
+            .set("type", array([codeable(codes::SNOMED, encounter.kind)]))
             .set("subject", self.subject())
             .set(
                 "participant",
-                json!([{
-                    "type": [{"coding": [{"system": codes::PARTICIPATION_TYPE, "code": "PPRF", "display": "primary performer"}]}],
-                    "period": period(encounter.start, encounter.end),
-                    "individual": self.practitioner(encounter),
-                }]),
+                array([object([
+                    (
+                        "type",
+                        coded_list(
+                            codes::PARTICIPATION_TYPE,
+                            Concept {
+                                code: "PPRF",
+                                display: "primary performer",
+                            },
+                        ),
+                    ),
+                    ("period", period.clone()),
+                    ("individual", self.practitioner(encounter)),
+                ])]),
             )
-            .set("period", period(encounter.start, encounter.end))
+            .set("period", period)
             .set_some(
                 "reasonCode",
                 encounter
                     .reason
-                    .map(|reason| json!([codeable(codes::SNOMED, reason)])),
+                    .map(|reason| array([codeable(codes::SNOMED, reason)])),
             )
             .set_some("hospitalization", hospitalization)
             .set(
                 "serviceProvider",
                 reference(self.pool.organization(encounter.organization)),
-            )
-            .build();
+            );
+        self.encounter = reference(body.key());
         self.push(body);
     }
 
     fn condition(&mut self, condition: &ConditionPlan) {
         let id = self.id();
-        self.condition_refs
-            .push(key_reference(ResourceType::Condition, &id));
         if !self.keeps(ResourceType::Condition) {
+            self.condition_refs
+                .push(reference(key(ResourceType::Condition, &id)));
             return;
         }
-        let (status, status_display) = if condition.abatement.is_some() {
-            ("resolved", "Resolved")
+        let status = if condition.abatement.is_some() {
+            Concept {
+                code: "resolved",
+                display: "Resolved",
+            }
         } else {
-            ("active", "Active")
+            ACTIVE
         };
-        let (category, category_display) = if condition.chronic {
-            ("problem-list-item", "Problem List Item")
+        let category = if condition.chronic {
+            Concept {
+                code: "problem-list-item",
+                display: "Problem List Item",
+            }
         } else {
-            ("encounter-diagnosis", "Encounter Diagnosis")
+            Concept {
+                code: "encounter-diagnosis",
+                display: "Encounter Diagnosis",
+            }
         };
-        let body = Body::new("Condition", &id)
-            .set("identifier", identifiers("condition", &id))
-            .set(
-                "clinicalStatus",
-                json!({"coding": [{"system": codes::CONDITION_CLINICAL, "code": status, "display": status_display}]}),
-            )
+        let body = Body::new(ResourceType::Condition, id, 12)
+            .identified("condition")
+            .set("clinicalStatus", coded(codes::CONDITION_CLINICAL, status))
             .set(
                 "verificationStatus",
-                json!({"coding": [{"system": codes::CONDITION_VERIFICATION, "code": "confirmed", "display": "Confirmed"}]}),
+                coded(codes::CONDITION_VERIFICATION, CONFIRMED),
             )
-            .set(
-                "category",
-                json!([{"coding": [{"system": codes::CONDITION_CATEGORY, "code": category, "display": category_display}]}]),
-            )
+            .set("category", coded_list(codes::CONDITION_CATEGORY, category))
             .set("code", codeable(codes::SNOMED, condition.snomed))
             .set("subject", self.subject())
             .set("encounter", self.encounter.clone())
             .set("onsetDateTime", date_time(condition.onset))
             .set_some("abatementDateTime", condition.abatement.map(date_time))
-            .set("recordedDate", date_time(condition.recorded))
-            .build();
+            .set("recordedDate", date_time(condition.recorded));
+        self.condition_refs.push(reference(body.key()));
         self.push(body);
     }
 
+    /// An observation made at `at` (a [`date_time`]); returns the reference to it.
     fn observation(
         &mut self,
         category: Category,
         code: Value,
-        at: i64,
+        at: &str,
         value_key: &str,
         value: Value,
     ) -> Value {
         let id = self.id();
-        let reference = key_reference(ResourceType::Observation, &id);
         if !self.keeps(ResourceType::Observation) {
-            return reference;
+            return reference(key(ResourceType::Observation, &id));
         }
-        let body = Body::new("Observation", &id)
-            .set("identifier", identifiers("observation", &id))
+        let body = Body::new(ResourceType::Observation, id, 11)
+            .identified("observation")
             .set("status", "final")
             .set("category", category.value())
             .set("code", code)
             .set("subject", self.subject())
             .set("encounter", self.encounter.clone())
-            .set("effectiveDateTime", date_time(at))
-            .set("issued", date_time(at))
-            .set(value_key, value)
-            .build();
+            .set("effectiveDateTime", at)
+            .set("issued", at)
+            .set(value_key, value);
+        let reference = reference(body.key());
         self.push(body);
         reference
     }
 
     fn observations(&mut self, encounter: &EncounterPlan) {
+        let vitals_at = date_time(encounter.vitals_at);
         if let Some((systolic, diastolic)) = encounter.blood_pressure {
-            let components = json!([
-                {"code": loinc_code(&codes::SYSTOLIC), "valueQuantity": quantity(&codes::SYSTOLIC, systolic)},
-                {"code": loinc_code(&codes::DIASTOLIC), "valueQuantity": quantity(&codes::DIASTOLIC, diastolic)},
+            let components = array([
+                object([
+                    ("code", loinc_code(&codes::SYSTOLIC)),
+                    ("valueQuantity", quantity(&codes::SYSTOLIC, systolic)),
+                ]),
+                object([
+                    ("code", loinc_code(&codes::DIASTOLIC)),
+                    ("valueQuantity", quantity(&codes::DIASTOLIC, diastolic)),
+                ]),
             ]);
             self.observation(
                 Category::VitalSigns,
                 codeable(codes::LOINC, codes::BLOOD_PRESSURE),
-                encounter.vitals_at,
+                &vitals_at,
                 "component",
                 components,
             );
@@ -507,7 +667,7 @@ impl Renderer<'_> {
             self.observation(
                 Category::VitalSigns,
                 loinc_code(m.measure),
-                encounter.vitals_at,
+                &vitals_at,
                 "valueQuantity",
                 quantity(m.measure, m.value),
             );
@@ -515,6 +675,7 @@ impl Renderer<'_> {
         if encounter.labs.is_empty() {
             return;
         }
+        let labs_at = date_time(encounter.labs_at);
         let results: Vec<Value> = encounter
             .labs
             .iter()
@@ -522,7 +683,7 @@ impl Renderer<'_> {
                 self.observation(
                     Category::Laboratory,
                     loinc_code(m.measure),
-                    encounter.labs_at,
+                    &labs_at,
                     "valueQuantity",
                     quantity(m.measure, m.value),
                 )
@@ -533,21 +694,26 @@ impl Renderer<'_> {
             return;
         }
         let issued = (encounter.labs_at + 3_600).min(encounter.end);
-        let body = Body::new("DiagnosticReport", &id)
-            .set("identifier", identifiers("diagnosticreport", &id))
+        let body = Body::new(ResourceType::DiagnosticReport, id, 12)
+            .identified("diagnosticreport")
             .set("status", "final")
             .set(
                 "category",
-                json!([{"coding": [{"system": codes::DIAGNOSTIC_SERVICE, "code": "LAB", "display": "Laboratory"}]}]),
+                coded_list(
+                    codes::DIAGNOSTIC_SERVICE,
+                    Concept {
+                        code: "LAB",
+                        display: "Laboratory",
+                    },
+                ),
             )
             .set("code", codeable(codes::LOINC, codes::LAB_REPORT))
             .set("subject", self.subject())
             .set("encounter", self.encounter.clone())
-            .set("effectiveDateTime", date_time(encounter.labs_at))
+            .set("effectiveDateTime", labs_at)
             .set("issued", date_time(issued))
-            .set("performer", json!([self.practitioner(encounter)]))
-            .set("result", results)
-            .build();
+            .set("performer", array([self.practitioner(encounter)]))
+            .set("result", results);
         self.push(body);
     }
 
@@ -558,9 +724,9 @@ impl Renderer<'_> {
         }
         let reason = procedure
             .reason
-            .map(|i| json!([self.condition_refs[i].clone()]));
-        let body = Body::new("Procedure", &id)
-            .set("identifier", identifiers("procedure", &id))
+            .map(|i| array([self.condition_refs[i].clone()]));
+        let body = Body::new(ResourceType::Procedure, id, 10)
+            .identified("procedure")
             .set("status", "completed")
             .set("code", codeable(codes::SNOMED, procedure.snomed))
             .set("subject", self.subject())
@@ -568,10 +734,9 @@ impl Renderer<'_> {
             .set("performedPeriod", period(procedure.start, procedure.end))
             .set(
                 "performer",
-                json!([{"actor": self.practitioner(encounter)}]),
+                array([object([("actor", self.practitioner(encounter))])]),
             )
-            .set_some("reasonReference", reason)
-            .build();
+            .set_some("reasonReference", reason);
         self.push(body);
     }
 
@@ -585,19 +750,25 @@ impl Renderer<'_> {
             MedicationStatus::Completed => "completed",
             MedicationStatus::Stopped => "stopped",
         };
-        let (category, category_display) = if encounter.class == EncounterClass::Inpatient {
-            ("inpatient", "Inpatient")
+        let category = if encounter.class == EncounterClass::Inpatient {
+            Concept {
+                code: "inpatient",
+                display: "Inpatient",
+            }
         } else {
-            ("community", "Community")
+            Concept {
+                code: "community",
+                display: "Community",
+            }
         };
         let drug = medication.medication;
-        let body = Body::new("MedicationRequest", &id)
-            .set("identifier", identifiers("medicationrequest", &id))
+        let body = Body::new(ResourceType::MedicationRequest, id, 13)
+            .identified("medicationrequest")
             .set("status", status)
             .set("intent", "order")
             .set(
                 "category",
-                json!([{"coding": [{"system": codes::MEDICATION_REQUEST_CATEGORY, "code": category, "display": category_display}]}]),
+                coded_list(codes::MEDICATION_REQUEST_CATEGORY, category),
             )
             .set(
                 "medicationCodeableConcept",
@@ -609,10 +780,12 @@ impl Renderer<'_> {
             .set("requester", self.practitioner(encounter))
             .set(
                 "reasonReference",
-                json!([self.condition_refs[medication.reason].clone()]),
+                array([self.condition_refs[medication.reason].clone()]),
             )
-            .set("dosageInstruction", json!([{"text": drug.dosage}]))
-            .build();
+            .set(
+                "dosageInstruction",
+                array([object([("text", drug.dosage.into())])]),
+            );
         self.push(body);
     }
 
@@ -621,8 +794,8 @@ impl Renderer<'_> {
         if !self.keeps(ResourceType::Immunization) {
             return;
         }
-        let body = Body::new("Immunization", &id)
-            .set("identifier", identifiers("immunization", &id))
+        let body = Body::new(ResourceType::Immunization, id, 10)
+            .identified("immunization")
             .set("status", "completed")
             .set("vaccineCode", codeable(codes::CVX, vaccine))
             .set("patient", self.subject())
@@ -631,9 +804,17 @@ impl Renderer<'_> {
             .set("primarySource", true)
             .set(
                 "performer",
-                json!([{"actor": self.practitioner(encounter)}]),
-            )
-            .build();
+                array([object([("actor", self.practitioner(encounter))])]),
+            );
         self.push(body);
     }
 }
+
+const ACTIVE: Concept = Concept {
+    code: "active",
+    display: "Active",
+};
+const CONFIRMED: Concept = Concept {
+    code: "confirmed",
+    display: "Confirmed",
+};

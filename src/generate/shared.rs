@@ -6,12 +6,14 @@ use fake::faker::name::en::LastName;
 use rand::RngExt;
 use rand::rngs::ChaCha8Rng;
 use rand::seq::IndexedRandom;
-use serde_json::json;
+use serde_json::Value;
 
 use super::codes::{self, Concept};
 use super::names;
 use super::random::{Purpose, stream, uuid};
-use super::render::{Body, address, codeable, coding, identifiers, phone, reference};
+use super::render::{
+    Body, address, array, codeable, coded_list, identifier, object, phone, reference,
+};
 use super::types::{ResourceType, TypeSet};
 use crate::fhir::{Record, RecordKind, Resource};
 
@@ -171,7 +173,7 @@ impl SharedPool {
             .iter()
             .flat_map(|t| (0..self.shape.size_of(t)).map(move |i| (t, i)))
             .take(usize::try_from(limit).unwrap_or(usize::MAX))
-            .map(|(t, i)| Resource::new(self.body(t, i)))
+            .map(|(t, i)| self.resource(t, i))
             .collect();
         Record {
             kind: RecordKind::Shared,
@@ -179,19 +181,19 @@ impl SharedPool {
         }
     }
 
-    fn body(&self, t: ResourceType, index: u32) -> serde_json::Value {
+    fn resource(&self, t: ResourceType, index: u32) -> Resource {
         match t {
-            ResourceType::Organization => self.organization_body(index),
-            ResourceType::Practitioner => self.practitioner_body(index),
-            ResourceType::PractitionerRole => self.role_body(index),
+            ResourceType::Organization => self.organization_resource(index),
+            ResourceType::Practitioner => self.practitioner_resource(index),
+            ResourceType::PractitionerRole => self.role_resource(index),
             _ => unreachable!("{t} is not a shared type"),
         }
     }
 
-    fn organization_body(&self, index: u32) -> serde_json::Value {
+    fn organization_resource(&self, index: u32) -> Resource {
         let mut rng = stream(self.seed, Purpose::Organization, u64::from(index));
         let id = uuid(&mut rng);
-        let address = address(&mut rng);
+        let address = address(&mut rng, None);
         let kind = codes::ORGANIZATION_KINDS
             .choose(&mut rng)
             .expect("organization kinds are not empty");
@@ -199,23 +201,17 @@ impl SharedPool {
             "{} {kind}",
             address["city"].as_str().unwrap_or("Springfield")
         );
-        Body::new("Organization", &id)
-            .set("identifier", identifiers("organization", &id))
+        Body::new(ResourceType::Organization, id, 8)
+            .identified("organization")
             .set("active", true)
-            .set(
-                "type",
-                json!([{"coding": [coding(codes::ORGANIZATION_TYPE, PROVIDER)]}]),
-            )
+            .set("type", coded_list(codes::ORGANIZATION_TYPE, PROVIDER))
             .set("name", name)
-            .set(
-                "telecom",
-                json!([{"system": "phone", "value": phone(&mut rng), "use": "work"}]),
-            )
-            .set("address", json!([address]))
+            .set("telecom", work_phone(&mut rng))
+            .set("address", array([address]))
             .build()
     }
 
-    fn practitioner_body(&self, index: u32) -> serde_json::Value {
+    fn practitioner_resource(&self, index: u32) -> Resource {
         let mut rng = stream(self.seed, Purpose::Practitioner, u64::from(index));
         let id = uuid(&mut rng);
         let female = rng.random_bool(0.5);
@@ -223,44 +219,55 @@ impl SharedPool {
             .choose(&mut rng)
             .expect("names are not empty");
         let family: &str = LastName().fake_with_rng(&mut rng);
-        let mut ids = identifiers("practitioner", &id);
-        ids.as_array_mut()
-            .expect("identifiers are an array")
-            .push(json!({"system": codes::NPI, "value": npi(self.seed, index)}));
-        Body::new("Practitioner", &id)
+        let ids = array([
+            identifier("practitioner", &id),
+            object([
+                ("system", codes::NPI.into()),
+                ("value", npi(self.seed, index).into()),
+            ]),
+        ]);
+        Body::new(ResourceType::Practitioner, id, 7)
             .set("identifier", ids)
             .set("active", true)
             .set(
                 "name",
-                json!([{"use": "official", "family": family, "given": [given], "prefix": ["Dr."]}]),
+                array([object([
+                    ("use", "official".into()),
+                    ("family", family.into()),
+                    ("given", array([(*given).into()])),
+                    ("prefix", array(["Dr.".into()])),
+                ])]),
             )
-            .set(
-                "telecom",
-                json!([{"system": "phone", "value": phone(&mut rng), "use": "work"}]),
-            )
+            .set("telecom", work_phone(&mut rng))
             .set("gender", if female { "female" } else { "male" })
             .build()
     }
 
-    fn role_body(&self, index: u32) -> serde_json::Value {
+    fn role_resource(&self, index: u32) -> Resource {
         let mut rng = stream(self.seed, Purpose::PractitionerRole, u64::from(index));
         let id = uuid(&mut rng);
         let specialty = codes::SPECIALTIES[PoolShape::specialty_of(index) as usize];
-        Body::new("PractitionerRole", &id)
-            .set("identifier", identifiers("practitionerrole", &id))
+        Body::new(ResourceType::PractitionerRole, id, 8)
+            .identified("practitionerrole")
             .set("active", true)
             .set("practitioner", reference(self.practitioner(index)))
             .set(
                 "organization",
                 reference(self.organization(self.shape.organization_of(index))),
             )
-            .set(
-                "code",
-                json!([{"coding": [coding(codes::PRACTITIONER_ROLE, DOCTOR)]}]),
-            )
-            .set("specialty", json!([codeable(codes::NUCC, specialty)]))
+            .set("code", coded_list(codes::PRACTITIONER_ROLE, DOCTOR))
+            .set("specialty", array([codeable(codes::NUCC, specialty)]))
             .build()
     }
+}
+
+/// The telecom of a pool member: one work phone.
+fn work_phone(rng: &mut ChaCha8Rng) -> Value {
+    array([object([
+        ("system", "phone".into()),
+        ("value", phone(rng).into()),
+        ("use", "work".into()),
+    ])])
 }
 
 const PROVIDER: Concept = Concept {
