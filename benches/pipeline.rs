@@ -13,6 +13,11 @@ use fhirgen::generate::{Generator, GeneratorConfig};
 
 const RESOURCES: u64 = 5_000;
 
+// The allocator the binary runs with, so that these costs are the binary's.
+#[cfg(not(target_env = "msvc"))]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// The configuration `fhirgen generate --count 5000 --seed 1 --as-of 2026-01-01` runs with.
 fn config() -> GeneratorConfig {
     let count = RESOURCES.to_string();
