@@ -200,6 +200,9 @@ mod tests {
         // base64("loader@example:p:ss")
         assert_eq!(header, "Basic bG9hZGVyQGV4YW1wbGU6cDpzcw==");
         assert!(header.is_sensitive());
-        assert_eq!(credentials.source(), "the user name and password in --fhir-url");
+        assert_eq!(
+            credentials.source(),
+            "the user name and password in --fhir-url"
+        );
     }
 }
