@@ -1,11 +1,10 @@
 //! Where the bearer token comes from, and how to say so when the store refuses it.
 
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use anyhow::Context;
 use gcp_auth::TokenProvider;
 use http::header::HeaderValue;
-use std::sync::RwLock;
 
 use crate::secret::SecretString;
 
