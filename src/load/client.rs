@@ -259,7 +259,9 @@ impl StoreClient {
                     )
                 }
                 Err(AttemptError::Http(error)) => {
-                    let kind = if error.is_connect() {
+                    let kind = if error.is_tls() {
+                        "TLS handshake failed"
+                    } else if error.is_connect() {
                         "connection refused or reset"
                     } else {
                         "connection error"
@@ -382,6 +384,25 @@ impl HttpError {
         self.0
             .downcast_ref::<hyper_util::client::legacy::Error>()
             .is_some_and(hyper_util::client::legacy::Error::is_connect)
+    }
+
+    /// Whether TLS refused the connection (a certificate, or a server that speaks no TLS).
+    fn is_tls(&self) -> bool {
+        let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(&**self);
+        while let Some(error) = cause {
+            if error.is::<rustls::Error>() {
+                return true;
+            }
+            // An io::Error's source() skips the error it wraps: look inside it instead.
+            cause = match error
+                .downcast_ref::<std::io::Error>()
+                .and_then(std::io::Error::get_ref)
+            {
+                Some(inner) => Some(inner),
+                None => error.source(),
+            };
+        }
+        false
     }
 }
 
