@@ -39,9 +39,7 @@ async fn user_and_password_in_the_url_go_as_basic_auth_and_are_never_shown() {
     let app = Router::new()
         .route("/fhir/{resource_type}", post(recorded_create))
         .with_state(store.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let addr = serve_on_loopback(app).await;
 
     let mut command = fhirgen();
     command.args([

@@ -84,9 +84,7 @@ async fn retry_after_pauses_every_worker() {
     let app = Router::new()
         .route("/fhir/{resource_type}", post(throttled_create))
         .with_state(store.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}/fhir", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let base = format!("http://{}/fhir", serve_on_loopback(app).await);
 
     let mut command = fhirgen();
     command.args([

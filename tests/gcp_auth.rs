@@ -37,9 +37,7 @@ async fn start_token_endpoint() -> (String, Arc<AtomicU64>) {
             }
         }),
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/token", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let url = format!("http://{}/token", serve_on_loopback(app).await);
     (url, calls)
 }
 
@@ -167,9 +165,7 @@ async fn an_expiring_token_is_renewed_mid_run() {
             }
         }),
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let token_uri = format!("http://{}/token", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, token_app).await.unwrap() });
+    let token_uri = format!("http://{}/token", serve_on_loopback(token_app).await);
 
     let store_app = Router::new()
         .route(
@@ -196,9 +192,7 @@ async fn an_expiring_token_is_renewed_mid_run() {
             ),
         )
         .with_state(issued.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let endpoint = format!("http://{}/v1", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, store_app).await.unwrap() });
+    let endpoint = format!("http://{}/v1", serve_on_loopback(store_app).await);
 
     let dir = tempfile::tempdir().unwrap();
     let credentials = write_service_account(dir.path(), &token_uri);

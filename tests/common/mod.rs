@@ -1,5 +1,5 @@
-//! Shared by the integration tests: an emulator on 127.0.0.1, the binary with a clean
-//! environment, and readers of what the store holds.
+//! Shared by the integration tests: an emulator (or a stand-in store) on 127.0.0.1, the
+//! binary with a clean environment, and readers of what the store holds.
 #![allow(dead_code)]
 
 use std::collections::{BTreeMap, HashSet};
@@ -7,6 +7,14 @@ use std::process::Output;
 
 use fhirgen::emulator::{Emulator, EmulatorOptions};
 use serde_json::Value;
+
+/// Serves a stand-in store (or token endpoint) on a free loopback port; gives its address.
+pub async fn serve_on_loopback(app: axum::Router) -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    addr
+}
 
 pub async fn start_emulator(options: EmulatorOptions) -> Emulator {
     Emulator::start(options, "127.0.0.1:0".parse().unwrap())
