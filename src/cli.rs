@@ -156,13 +156,25 @@ pub struct LoadArgs {
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub bundle_size: u32,
 
-    /// Cap on requests per second across all workers (0 = no cap).
+    /// Cap on operations per second across all workers, counted as the store's quota counts
+    /// them: each entry of a bundle is one (0 = no cap; the load still rides the quota).
     #[arg(long, default_value_t = 0.0)]
     pub rate: f64,
 
-    /// Retries per request for transient failures (429, 5xx, timeouts, connection errors).
+    /// Retries per request for errors that may heal (5xx, 408, timeouts, connection errors).
+    /// Throttling (429) spends none: it waits, up to --max-throttle-wait.
     #[arg(long, default_value_t = 8)]
     pub max_retries: u32,
+
+    /// How long one request may stay throttled by the store (429) before it counts as failed:
+    /// long enough for several quota windows (Google's are a minute). E.g. 90s, 10m, 1h.
+    #[arg(long, default_value = "10m", value_name = "DURATION", value_parser = parse_duration)]
+    pub max_throttle_wait: std::time::Duration,
+
+    /// The first wait before a retry or a probe of a throttled store; later waits double, up
+    /// to 32 s, with jitter.
+    #[arg(long, default_value = "100ms", value_name = "DURATION", value_parser = parse_duration)]
+    pub min_backoff: std::time::Duration,
 
     /// Per-request timeout in seconds.
     #[arg(long, default_value_t = 60.0, value_name = "SECS")]
@@ -248,6 +260,17 @@ fn parse_seed(s: &str) -> Result<SeedArg, String> {
     s.parse()
         .map(SeedArg::Fixed)
         .map_err(|_| format!("`{s}` is not a seed: use a non-negative integer or `random`"))
+}
+
+/// A duration as `90s`, `10m`, `1h30m` or `250ms`; a bare number is seconds.
+fn parse_duration(raw: &str) -> Result<std::time::Duration, String> {
+    let raw = raw.trim();
+    if let Ok(seconds) = raw.parse::<f64>() {
+        return std::time::Duration::try_from_secs_f64(seconds)
+            .map_err(|_| format!("`{raw}` is not a duration: expected e.g. 90s, 10m or 250ms"));
+    }
+    humantime::parse_duration(raw)
+        .map_err(|e| format!("`{raw}` is not a duration ({e}): expected e.g. 90s, 10m or 250ms"))
 }
 
 /// Parses `1000`, `10k`, `2.5m`, `1_000_000`.

@@ -1,6 +1,7 @@
 //! One HTTP client for the whole run: sends a request to the store, retrying what is worth
 //! retrying, and turns every other answer into an error a person can act on.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -16,12 +17,14 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::auth::Credentials;
-use super::retry::{Pacer, RetryPolicy, is_transient, retry_after};
+use super::limiter::{Limiter, Outcome};
+use super::retry::{RetryPolicy, is_transient, retry_after};
 use super::stats::RequestStats;
 use crate::cli::HttpVersion;
 use crate::fhir::FHIR_JSON;
 
-/// A request relative to the FHIR base: `path` is "" (executeBundle), "Patient", or "Patient/1".
+/// A request relative to the FHIR base: `path` is "" (executeBundle), "Patient", or "Patient/1"
+/// (or an absolute URL beside the base, such as the store's settings).
 #[derive(Debug, Clone)]
 pub struct StoreRequest {
     pub method: Method,
@@ -29,6 +32,15 @@ pub struct StoreRequest {
     pub body: Bytes,
     /// `If-None-Exist` for conditional creates.
     pub if_none_exist: Option<String>,
+    /// Operations the store's quota counts: one, or a bundle's entries.
+    pub operations: u32,
+}
+
+impl StoreRequest {
+    /// Whether this is an executeBundle request (a POST to the FHIR base).
+    pub fn is_bundle(&self) -> bool {
+        self.path.is_empty() && self.method == Method::POST
+    }
 }
 
 #[derive(Debug)]
@@ -89,7 +101,9 @@ pub struct StoreClient {
     timeout: Duration,
     credentials: Credentials,
     retry: RetryPolicy,
-    pacer: Pacer,
+    /// The adaptive limit every worker passes: it rides the store's quota.
+    limiter: Arc<Limiter>,
+    max_throttle_wait: Duration,
     /// Cancelled on Ctrl-C or on a fatal answer (401/403): no new request starts after it.
     stop: CancellationToken,
     fatal: std::sync::Mutex<Option<Fatal>>,
@@ -99,7 +113,9 @@ pub struct ClientOptions {
     pub workers: u32,
     pub timeout: Duration,
     pub retry: RetryPolicy,
-    pub rate: f64,
+    pub limiter: Arc<Limiter>,
+    /// How long one request may stay throttled before it counts as failed.
+    pub max_throttle_wait: Duration,
     pub http: HttpVersion,
 }
 
@@ -156,7 +172,8 @@ impl StoreClient {
             timeout: options.timeout,
             credentials,
             retry: options.retry,
-            pacer: Pacer::new(options.rate),
+            limiter: options.limiter,
+            max_throttle_wait: options.max_throttle_wait,
             stop,
             fatal: std::sync::Mutex::new(None),
         })
@@ -167,8 +184,17 @@ impl StoreClient {
         self.fatal.lock().expect("fatal lock").clone()
     }
 
-    /// `path` ("Patient", "Patient/1" or "") under the base.
+    /// The FHIR base requests go to, without a trailing slash.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    /// `path` ("Patient", "Patient/1" or "") under the base; an absolute URL (the store's own
+    /// settings, beside its FHIR base) as it is.
     fn uri(&self, path: &str) -> Result<Uri, String> {
+        if path.starts_with("https://") || path.starts_with("http://") {
+            return Uri::try_from(path).map_err(|e| format!("`{path}` is not a URL: {e}"));
+        }
         let mut uri = String::with_capacity(self.base.len() + 1 + path.len());
         uri.push_str(&self.base);
         for segment in path.split('/').filter(|s| !s.is_empty()) {
@@ -179,6 +205,8 @@ impl StoreClient {
     }
 
     /// Sends `request`, retrying transient failures with backoff; every attempt lands in `stats`.
+    /// Throttling is not failure: a throttled request waits (with every other) for as long as
+    /// `--max-throttle-wait`, without spending its retries.
     pub async fn send(
         &self,
         request: &StoreRequest,
@@ -190,14 +218,15 @@ impl StoreClient {
         let mut delays = self.retry.delays();
         let mut attempts = 0u32;
         let mut renewed_token = false;
+        let mut throttled_since: Option<Instant> = None;
         loop {
             // The run may stop while this worker waits for its turn: then it sends nothing.
-            tokio::select! {
-                // Pacing is usually no wait at all: try it first.
+            let permit = tokio::select! {
+                // Usually no wait at all: try it first.
                 biased;
-                _ = self.pacer.wait_turn() => {}
+                permit = self.limiter.acquire(request.operations) => permit,
                 _ = self.stop.cancelled() => return Err(SendError::Cancelled),
-            }
+            };
             if self.stop.is_cancelled() {
                 return Err(SendError::Cancelled);
             }
@@ -207,7 +236,7 @@ impl StoreClient {
             }
             let started = Instant::now();
             let outcome = self.attempt(&uri, request).await;
-            let transient = match outcome {
+            let retry = match outcome {
                 Ok(Answer {
                     status,
                     location,
@@ -215,70 +244,115 @@ impl StoreClient {
                     body,
                 }) => {
                     stats.record_answer(status.as_u16(), started.elapsed());
-                    if status.is_success() {
-                        return Ok(Reply {
-                            status: status.as_u16(),
-                            location,
-                            body,
-                        });
-                    }
-                    let message = store_message(&body);
                     let code = status.as_u16();
-                    if code == 401
-                        && !renewed_token
-                        && self.credentials.renewed_after_rejection().await
-                    {
-                        renewed_token = true;
-                        continue;
-                    }
-                    if code == 401 || code == 403 {
-                        return Err(self.unauthorized(code, message));
-                    }
-                    if !is_transient(code) {
-                        return Err(SendError::Rejected {
-                            status: code,
-                            message,
-                        });
-                    }
-                    (format!("HTTP {code}: {message}"), retry_after, code == 429)
-                }
-                Err(AttemptError::Unsendable(message)) => {
-                    return Err(SendError::Rejected { status: 0, message });
-                }
-                Err(AttemptError::Auth(message)) => {
-                    return Err(
-                        self.fail_run(message.clone(), SendError::Rejected { status: 0, message })
-                    );
-                }
-                Err(AttemptError::Timeout) => {
-                    stats.record_error("timeout");
-                    (
-                        format!("timeout: no answer within {:?}", self.timeout),
-                        None,
-                        false,
-                    )
-                }
-                Err(AttemptError::Http(error)) => {
-                    let kind = if error.is_tls() {
-                        "TLS handshake failed"
-                    } else if error.is_connect() {
-                        "connection refused or reset"
+                    if code == 429 {
+                        let wait = self.limiter.done(permit, Outcome::Throttled(retry_after));
+                        let since = *throttled_since.get_or_insert(started);
+                        if since.elapsed() >= self.max_throttle_wait {
+                            return Err(SendError::GaveUp {
+                                attempts,
+                                last: format!(
+                                    "throttled by the store for {} (HTTP 429: {}); the quota is \
+                                     too small for this load or shared with other work: lower \
+                                     --workers or --rate, ask for more quota, or raise \
+                                     --max-throttle-wait",
+                                    humantime::format_duration(Duration::from_secs(
+                                        since.elapsed().as_secs()
+                                    )),
+                                    store_message(&body)
+                                ),
+                            });
+                        }
+                        Retry::Throttled(wait)
                     } else {
-                        "connection error"
-                    };
-                    stats.record_error(kind);
-                    (format!("{kind}: {}", error_chain(&*error)), None, false)
+                        // An overloaded store (503) slows everyone, as a quota does; it still
+                        // counts against this request's retries.
+                        let overloaded = code == 503;
+                        let wait = self.limiter.done(
+                            permit,
+                            if overloaded {
+                                Outcome::Throttled(retry_after)
+                            } else {
+                                Outcome::Answered
+                            },
+                        );
+                        if status.is_success() {
+                            return Ok(Reply {
+                                status: code,
+                                location,
+                                body,
+                            });
+                        }
+                        let message = store_message(&body);
+                        if code == 401
+                            && !renewed_token
+                            && self.credentials.renewed_after_rejection().await
+                        {
+                            renewed_token = true;
+                            continue;
+                        }
+                        if code == 401 || code == 403 {
+                            return Err(self.unauthorized(code, message));
+                        }
+                        // A transaction that met another writer (Google's ABORTED) goes again.
+                        let contended = code == 409 && request.is_bundle();
+                        if !is_transient(code) && !contended {
+                            return Err(SendError::Rejected {
+                                status: code,
+                                message,
+                            });
+                        }
+                        Retry::Error {
+                            last: format!("HTTP {code}: {message}"),
+                            at_least: retry_after.unwrap_or_default().max(wait),
+                        }
+                    }
+                }
+                Err(error) => {
+                    self.limiter.done(permit, Outcome::Lost);
+                    match error {
+                        AttemptError::Unsendable(message) => {
+                            return Err(SendError::Rejected { status: 0, message });
+                        }
+                        AttemptError::Auth(message) => {
+                            return Err(self.fail_run(
+                                message.clone(),
+                                SendError::Rejected { status: 0, message },
+                            ));
+                        }
+                        AttemptError::Timeout => {
+                            stats.record_error("timeout");
+                            Retry::Error {
+                                last: format!("timeout: no answer within {:?}", self.timeout),
+                                at_least: Duration::ZERO,
+                            }
+                        }
+                        AttemptError::Http(error) => {
+                            let kind = if error.is_tls() {
+                                "TLS handshake failed"
+                            } else if error.is_connect() {
+                                "connection refused or reset"
+                            } else {
+                                "connection error"
+                            };
+                            stats.record_error(kind);
+                            Retry::Error {
+                                last: format!("{kind}: {}", error_chain(&*error)),
+                                at_least: Duration::ZERO,
+                            }
+                        }
+                    }
                 }
             };
-            let (last, hinted, throttled) = transient;
-            let Some(backoff) = delays.next() else {
-                return Err(SendError::GaveUp { attempts, last });
+            let wait = match retry {
+                Retry::Throttled(wait) => wait,
+                Retry::Error { last, at_least } => {
+                    let Some(backoff) = delays.next() else {
+                        return Err(SendError::GaveUp { attempts, last });
+                    };
+                    backoff.max(at_least)
+                }
             };
-            let wait = hinted.map_or(backoff, |h| h.max(backoff));
-            if throttled {
-                // The quota is the project's, not this worker's: everyone holds off.
-                self.pacer.pause_all(wait);
-            }
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
                 _ = self.stop.cancelled() => return Err(SendError::Cancelled),
@@ -356,6 +430,14 @@ impl StoreClient {
         self.stop.cancel();
         error
     }
+}
+
+/// Why an attempt goes again, and how long it waits first.
+enum Retry {
+    /// Throttled: waits as the limiter says, without spending a retry.
+    Throttled(Duration),
+    /// Failed in a way that may heal: spends a retry, waits its backoff (or longer if told).
+    Error { last: String, at_least: Duration },
 }
 
 /// What one attempt got back: only the parts a writer or a retry needs.

@@ -6,6 +6,8 @@ pub mod auth;
 pub mod client;
 pub mod failed;
 pub mod input;
+pub mod limiter;
+pub mod preflight;
 pub mod report;
 pub mod retry;
 pub mod source;
@@ -28,6 +30,7 @@ use crate::exit;
 use crate::fhir::{Record, RecordKind, Resource};
 use client::{ClientOptions, StoreClient};
 use failed::{FailedSink, Failure};
+use limiter::{Limiter, LimiterOptions};
 use report::{FailureLog, Latency, ProgressReporter, Summary, round3};
 use retry::RetryPolicy;
 use source::{RecordSource, SourceItem};
@@ -46,18 +49,37 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<ExitCode> {
         .transpose()?
         .map(Arc::new);
     let stop = CancellationToken::new();
+    let limiter = Arc::new(Limiter::new(LimiterOptions {
+        max_rate: (args.rate > 0.0).then_some(args.rate),
+        min_probe_delay: args.min_backoff,
+        ..LimiterOptions::default()
+    }));
     let client = Arc::new(StoreClient::new(
         &target.fhir_base,
         target.credentials,
         ClientOptions {
             workers: args.workers,
             timeout: Duration::from_secs_f64(args.timeout),
-            retry: RetryPolicy::new(args.max_retries),
-            rate: args.rate,
+            retry: RetryPolicy::new(args.max_retries, args.min_backoff),
+            limiter: limiter.clone(),
+            max_throttle_wait: args.max_throttle_wait,
             http: args.http,
         },
         stop.clone(),
     )?);
+    let store_url = target.fhir_base.trim_end_matches("/fhir").to_owned();
+    let settings = match (&args.target.store, &target.emulator) {
+        (Some(store), _) => preflight::Settings::Google {
+            store_url: &store_url,
+            store,
+        },
+        (None, Some(_)) => preflight::Settings::Google {
+            store_url: &store_url,
+            store: "the built-in emulator's store",
+        },
+        (None, None) => preflight::Settings::Fhir,
+    };
+    let _facts = preflight::check(&client, settings).await?;
     let progress = Arc::new(Progress::default());
     let reporter = Arc::new(ProgressReporter::start(
         source.total,
@@ -187,7 +209,7 @@ fn check_flags(args: &LoadArgs) -> anyhow::Result<()> {
         || (args.rate > 0.0 && Duration::try_from_secs_f64(1.0 / args.rate).is_ok());
     if !rate_ok {
         return Err(exit::usage(format!(
-            "--rate {} must be a number of requests per second (0 for no cap)",
+            "--rate {} must be a number of operations per second (0 for no cap)",
             args.rate
         )));
     }

@@ -1,12 +1,10 @@
-//! When to try a request again, how long to wait, and the pace all workers share.
+//! When to try a failed request again, and how long to wait first.
 
-use std::sync::Mutex;
 use std::time::Duration;
 
 use backon::{BackoffBuilder, ExponentialBuilder};
 use http::header::{HeaderMap, RETRY_AFTER};
 use rand::RngExt;
-use tokio::time::Instant;
 
 /// Statuses that say "try again later": the request may succeed unchanged.
 pub fn is_transient(status: u16) -> bool {
@@ -22,11 +20,12 @@ pub struct RetryPolicy {
 }
 
 impl RetryPolicy {
-    pub fn new(max_retries: u32) -> Self {
+    /// `max_retries` waits, the first about `min_delay`, doubling up to 32 s.
+    pub fn new(max_retries: u32, min_delay: Duration) -> Self {
         Self {
             max_retries,
-            min_delay: Duration::from_millis(100),
-            max_delay: Duration::from_secs(32),
+            min_delay,
+            max_delay: Duration::from_secs(32).max(min_delay),
         }
     }
 
@@ -61,64 +60,6 @@ pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     Some(wait.min(Duration::from_secs(300)))
 }
 
-/// The pace every worker keeps: an optional requests-per-second cap, and a shared pause that
-/// one worker sets when the store throttles, so that all of them hold off together instead of
-/// each discovering the quota on its own.
-#[derive(Debug)]
-pub struct Pacer {
-    interval: Option<Duration>,
-    state: Mutex<PacerState>,
-}
-
-#[derive(Debug)]
-struct PacerState {
-    next_slot: Instant,
-    paused_until: Instant,
-}
-
-impl Pacer {
-    /// `rate` requests per second across all workers; 0 or less means no cap.
-    pub fn new(rate: f64) -> Self {
-        let now = Instant::now();
-        Self {
-            interval: (rate > 0.0).then(|| Duration::from_secs_f64(1.0 / rate)),
-            state: Mutex::new(PacerState {
-                next_slot: now,
-                paused_until: now,
-            }),
-        }
-    }
-
-    /// Waits until this worker may send: after any shared pause, and in its own rate slot.
-    pub async fn wait_turn(&self) {
-        let start_at = {
-            let mut state = self.state.lock().expect("pacer lock");
-            let now = Instant::now();
-            let earliest = now.max(state.paused_until);
-            match self.interval {
-                Some(interval) => {
-                    let slot = earliest.max(state.next_slot);
-                    state.next_slot = slot + interval;
-                    slot
-                }
-                None => earliest,
-            }
-        };
-        if start_at > Instant::now() {
-            tokio::time::sleep_until(start_at).await;
-        }
-    }
-
-    /// Holds every worker back for `wait` (extends, never shortens, a pause in force).
-    pub fn pause_all(&self, wait: Duration) {
-        let mut state = self.state.lock().expect("pacer lock");
-        let until = Instant::now() + wait;
-        if until > state.paused_until {
-            state.paused_until = until;
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -136,7 +77,7 @@ mod tests {
 
     #[test]
     fn delays_are_bounded_and_grow() {
-        let policy = RetryPolicy::new(8);
+        let policy = RetryPolicy::new(8, Duration::from_millis(100));
         let delays: Vec<_> = policy.delays().collect();
         assert_eq!(delays.len(), 8);
         assert!(
@@ -164,25 +105,5 @@ mod tests {
         assert!(wait > Duration::from_secs(8) && wait <= Duration::from_secs(10));
         headers.insert(RETRY_AFTER, HeaderValue::from_static("soon"));
         assert_eq!(retry_after(&headers), None);
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn rate_cap_spaces_requests() {
-        let pacer = Pacer::new(10.0);
-        let start = Instant::now();
-        for _ in 0..5 {
-            pacer.wait_turn().await;
-        }
-        assert_eq!(start.elapsed(), Duration::from_millis(400));
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn pause_holds_everyone() {
-        let pacer = Pacer::new(0.0);
-        pacer.pause_all(Duration::from_secs(2));
-        pacer.pause_all(Duration::from_secs(1));
-        let start = Instant::now();
-        pacer.wait_turn().await;
-        assert_eq!(start.elapsed(), Duration::from_secs(2));
     }
 }

@@ -359,6 +359,7 @@ impl RecordWriter {
                     id: IdField::Remove,
                 }),
                 if_none_exist: Some(condition),
+                operations: 1,
             },
             None => {
                 let id = resource.stable_id();
@@ -371,6 +372,7 @@ impl RecordWriter {
                         id: IdField::Set(&id),
                     }),
                     if_none_exist: None,
+                    operations: 1,
                 }
             }
         };
@@ -465,6 +467,7 @@ impl RecordWriter {
                 path: String::new(),
                 body,
                 if_none_exist: None,
+                operations: chunk.len() as u32,
             };
             match self.client.send(&request, stats).await {
                 Ok(reply) => match transaction_targets(&reply.body, chunk.len()) {
