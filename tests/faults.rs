@@ -131,6 +131,17 @@ async fn retry_after_pauses_every_worker() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ctrl_c_finishes_in_flight_work_and_a_rerun_completes() {
+    a_signal_finishes_in_flight_work_and_a_rerun_completes("INT", 130).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_finishes_in_flight_work_and_a_rerun_completes() {
+    a_signal_finishes_in_flight_work_and_a_rerun_completes("TERM", 143).await;
+}
+
+/// Sends `signal` mid-load: the load stops taking work, finishes what is in flight, prints
+/// its summary and exits with `code`; running it again completes the data set exactly.
+async fn a_signal_finishes_in_flight_work_and_a_rerun_completes(signal: &str, code: i32) {
     let emulator = start_emulator(EmulatorOptions {
         latency: Duration::from_millis(20),
         ..EmulatorOptions::default()
@@ -142,7 +153,7 @@ async fn ctrl_c_finishes_in_flight_work_and_a_rerun_completes() {
         "--fhir-url",
         &base,
         "--count",
-        "3000",
+        "1000",
         "--workers",
         "4",
         "--mode",
@@ -155,23 +166,23 @@ async fn ctrl_c_finishes_in_flight_work_and_a_rerun_completes() {
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped());
     let child = command.spawn().unwrap();
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
     let status = std::process::Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
+        .args([&format!("-{signal}"), &child.id().to_string()])
         .status()
         .unwrap();
     assert!(status.success());
     let output = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
         .await
         .unwrap();
-    assert_exit(&output, 130);
+    assert_exit(&output, code);
     let summary = summary(&output);
     assert_eq!(summary["interrupted"], true);
     let stored = summary["stored"].as_u64().unwrap();
-    assert!(stored > 0 && stored < 3000, "{summary}");
+    assert!(stored > 0 && stored < 1000, "{summary}");
     assert_eq!(
         stored + summary["not_sent"].as_u64().unwrap(),
-        3000,
+        1000,
         "{summary}"
     );
     assert!(String::from_utf8_lossy(&output.stderr).contains("Interrupted"));
@@ -180,7 +191,7 @@ async fn ctrl_c_finishes_in_flight_work_and_a_rerun_completes() {
     command.args(args);
     let rerun = run(command).await;
     assert_exit(&rerun, 0);
-    assert_eq!(total_resources(&emulator).await, 3000);
+    assert_eq!(total_resources(&emulator).await, 1000);
     assert_store_consistent(&emulator).await;
     emulator.shutdown().await;
 }
@@ -234,4 +245,56 @@ async fn ctrl_c_stops_workers_waiting_for_their_rate_slot() {
         "{requests_at_interrupt} -> {requests}"
     );
     emulator.shutdown().await;
+}
+
+/// A store that refuses every write, slowly.
+async fn refuse_slowly() -> impl IntoResponse {
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let outcome = r#"{"resourceType":"OperationOutcome","issue":[{"severity":"error","code":"invalid","diagnostics":"refused for the test"}]}"#;
+    (StatusCode::BAD_REQUEST, outcome)
+}
+
+/// A second signal leaves at once, but what `--failed` had gathered is on disk.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_signal_aborts_but_keeps_the_failed_file() {
+    let app = Router::new().route("/fhir/{resource_type}", post(refuse_slowly));
+    let base = format!("http://{}/fhir", serve_on_loopback(app).await);
+    let dir = tempfile::tempdir().unwrap();
+    let failed = dir.path().join("failed.ndjson");
+    let mut command = fhirgen();
+    command
+        .args([
+            "load",
+            "--fhir-url",
+            &base,
+            "--mode",
+            "create",
+            "--count",
+            "100000",
+        ])
+        .arg("--failed")
+        .arg(&failed)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    let child = command.spawn().unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    for _ in 0..2 {
+        std::process::Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let output = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    assert_exit(&output, 143);
+    let lines = std::fs::read_to_string(&failed).unwrap();
+    assert!(!lines.is_empty(), "nothing in --failed");
+    let entries: Vec<serde_json::Value> = lines
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("whole JSON lines"))
+        .collect();
+    assert!(entries.iter().all(|e| e["failure"]["message"].is_string()));
+    assert!(entries.iter().any(|e| e["failure"]["status"] == 400));
 }

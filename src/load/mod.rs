@@ -10,6 +10,7 @@ pub mod limiter;
 pub mod preflight;
 pub mod report;
 pub mod retry;
+pub mod shutdown;
 pub mod source;
 pub mod stats;
 pub mod target;
@@ -99,8 +100,7 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<ExitCode> {
         progress: progress.clone(),
     });
 
-    let interrupted = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let ctrl_c = tokio::spawn(watch_ctrl_c(stop.clone(), interrupted.clone()));
+    let (signals, interruption) = shutdown::watch(stop.clone(), failed_sink.clone());
 
     let started = Instant::now();
     let total = source.total;
@@ -126,7 +126,7 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<ExitCode> {
     .run(source)
     .await?;
     let elapsed = started.elapsed();
-    ctrl_c.abort();
+    signals.abort();
     if let Some(sink) = &failed_sink {
         sink.flush()?;
     }
@@ -137,7 +137,7 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<ExitCode> {
         emulator.shutdown().await;
     }
 
-    let interrupted = interrupted.load(std::sync::atomic::Ordering::SeqCst);
+    let interrupted = interruption.exit_code();
     let fatal = client.fatal().map(|f| f.0);
     let JobOutcome {
         stored,
@@ -171,7 +171,7 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<ExitCode> {
         mode: format!("{:?}", args.mode).to_lowercase(),
         workers: args.workers,
         target: target.description,
-        interrupted,
+        interrupted: interrupted.is_some(),
         fatal_error: fatal.clone(),
         failed_file: failed_sink.map(|s| s.path().display().to_string()),
     };
@@ -188,8 +188,8 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<ExitCode> {
             }
         }
     }
-    let code = if interrupted {
-        exit::INTERRUPTED
+    let code = if let Some(code) = interrupted {
+        code
     } else if fatal.is_some() || failed > 0 || not_sent > 0 {
         exit::FAILURE
     } else {
@@ -252,20 +252,6 @@ fn failed_would_clobber_input(input: &std::path::Path, failed: &std::path::Path)
         },
     };
     failed == input || failed.starts_with(&input)
-}
-
-/// First Ctrl-C: stop taking work and let in-flight requests finish. Second: leave now.
-async fn watch_ctrl_c(stop: CancellationToken, interrupted: Arc<std::sync::atomic::AtomicBool>) {
-    if tokio::signal::ctrl_c().await.is_err() {
-        return;
-    }
-    interrupted.store(true, std::sync::atomic::Ordering::SeqCst);
-    stop.cancel();
-    eprintln!("\ninterrupted: finishing requests in flight (Ctrl-C again to abort)");
-    if tokio::signal::ctrl_c().await.is_ok() {
-        eprintln!("aborted");
-        std::process::exit(exit::INTERRUPTED.into());
-    }
 }
 
 struct Pipeline {
