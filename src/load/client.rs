@@ -2,6 +2,7 @@
 //! retrying, and turns every other answer into an error a person can act on.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -107,6 +108,9 @@ pub struct StoreClient {
     /// Cancelled on Ctrl-C or on a fatal answer (401/403): no new request starts after it.
     stop: CancellationToken,
     fatal: std::sync::Mutex<Option<Fatal>>,
+    /// Whether the store has answered anything yet: until it has, a refused connection
+    /// means a wrong address rather than a blip.
+    reached: AtomicBool,
 }
 
 pub struct ClientOptions {
@@ -118,6 +122,10 @@ pub struct ClientOptions {
     pub max_throttle_wait: Duration,
     pub http: HttpVersion,
 }
+
+/// Connection attempts, before the store has answered anything, after which it is taken to
+/// be unreachable.
+const UNREACHABLE_AFTER: u32 = 3;
 
 const PREFER: HeaderName = HeaderName::from_static("prefer");
 const IF_NONE_EXIST: HeaderName = HeaderName::from_static("if-none-exist");
@@ -176,6 +184,7 @@ impl StoreClient {
             max_throttle_wait: options.max_throttle_wait,
             stop,
             fatal: std::sync::Mutex::new(None),
+            reached: AtomicBool::new(false),
         })
     }
 
@@ -244,6 +253,7 @@ impl StoreClient {
                     body,
                 }) => {
                     stats.record_answer(status.as_u16(), started.elapsed());
+                    self.reached.store(true, Ordering::Relaxed);
                     let code = status.as_u16();
                     if code == 429 {
                         let wait = self.limiter.done(permit, Outcome::Throttled(retry_after));
@@ -336,8 +346,20 @@ impl StoreClient {
                                 "connection error"
                             };
                             stats.record_error(kind);
+                            let last = format!("{kind}: {}", error_chain(&*error));
+                            // Nothing will work: say so now rather than retry every resource.
+                            let hopeless = error.is_tls()
+                                || (error.is_connect()
+                                    && attempts >= UNREACHABLE_AFTER
+                                    && !self.reached.load(Ordering::Relaxed));
+                            if hopeless {
+                                let reason = self.unreachable(&last, error.is_tls());
+                                return Err(
+                                    self.fail_run(reason, SendError::GaveUp { attempts, last })
+                                );
+                            }
                             Retry::Error {
-                                last: format!("{kind}: {}", error_chain(&*error)),
+                                last,
                                 at_least: Duration::ZERO,
                             }
                         }
@@ -410,6 +432,18 @@ impl StoreClient {
             Ok(answer) => answer.map_err(|error| AttemptError::Http(HttpError(error))),
             Err(_) => Err(AttemptError::Timeout),
         }
+    }
+
+    /// Why the run stops when the store cannot be reached at all, and what to check.
+    fn unreachable(&self, last: &str, tls: bool) -> String {
+        let remedy = if tls {
+            "check that the URL's scheme matches the server (https for TLS), that the \
+             server's certificate is valid for its name, and that its CA is trusted"
+        } else {
+            "check the URL (host and port), that the store is up, and any proxy or firewall \
+             between"
+        };
+        format!("cannot reach {}: {last}; {remedy}", self.base)
     }
 
     fn unauthorized(&self, status: u16, message: String) -> SendError {

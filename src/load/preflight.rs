@@ -67,10 +67,10 @@ pub async fn check(client: &StoreClient, settings: Settings<'_>) -> anyhow::Resu
                  gcloud healthcare fhir-stores create STORE --dataset=DATASET \
                  --location=LOCATION --version=R4"
         ))),
-        (_, Err(SendError::Cancelled | SendError::Unauthorized { .. })) => {
-            // The client has stopped the run and says why (a refused credential, Ctrl-C).
-            Ok(StoreFacts::default())
-        }
+        // The client has stopped the run and says why (a refused credential, an unreachable
+        // store, Ctrl-C).
+        (_, Err(_)) if client.fatal().is_some() => Ok(StoreFacts::default()),
+        (_, Err(SendError::Cancelled)) => Ok(StoreFacts::default()),
         (Settings::Google { .. }, Err(error)) => {
             eprintln!(
                 "note: the store's settings could not be read ({error}); going on as with \
