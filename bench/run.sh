@@ -149,6 +149,28 @@ emu_main_res=$(rate resources_per_second)
 timed "$BIN" load --emulator --mode create --count 50000 --workers 64 --json --quiet
 emu_create_rps=$(rate requests_per_second)
 
+# 8. Riding a quota: a store that admits Q operations per fixed window and answers 429 with no
+# Retry-After beyond it (Google's per-minute quota, in shorter windows). Each mode loads six
+# windows' worth; the time the quota allows is count / (Q / window).
+quota_rows=""
+quota_row() {
+    local mode=$1 ops=$2 window=$3 workers=$4 windows=6
+    local store count
+    store=$(start_sink --latency-ms 20 --quota-ops "$ops" --quota-window "$window")
+    count=$((ops * windows))
+    timed "$BIN" load --fhir-url "$store/fhir" --mode "$mode" --workers "$workers" --count "$count" --json --quiet
+    local elapsed requests throttled failed bound
+    elapsed=$(field elapsed_seconds)
+    requests=$(field requests)
+    throttled=$(python3 -c "import json; print(json.load(open('$WORK/out'))['status_counts'].get('429', 0))")
+    failed=$(field failed)
+    bound=$(calc "$count / ($ops / $window)")
+    quota_rows+="| $mode, $workers workers | $ops per ${window} s | $count | $elapsed s = $(calc "round($elapsed / $bound, 3)")x the $bound s the quota allows | $throttled of $requests = $(calc "round($throttled / $requests * 100, 1)")% | $failed |"$'\n'
+}
+quota_row transaction 40000 5 32
+quota_row create 10000 5 64
+quota_row update 10000 5 64
+
 cat <<TABLE
 | measurement | result | target |
 |---|---|---|
@@ -172,6 +194,11 @@ HTTP/1.1 connection pools against HTTP/2 multiplexing, same sink:
 | create, 64 workers | $h1_create_rps requests/s, $h1_create_cpu_us µs CPU per request | $h2_create_rps requests/s, $h2_create_cpu_us µs |
 | transaction, 32 workers | $h1_tx_res resources/s, $h1_tx_cpu_us µs CPU per resource | $h2_tx_res resources/s, $h2_tx_cpu_us µs |
 
+Riding a quota (20 ms latency, 429 without Retry-After once a window's operations are spent):
+
+| mode | quota | resources | time | 429s | failed |
+|---|---|---|---|---|---|
+${quota_rows}
 Workers, create mode, 20 ms:
 
 | --workers | throughput | CPU per request | peak RSS |
