@@ -43,6 +43,14 @@ impl Resource {
         self.body["resourceType"].as_str().unwrap_or_default()
     }
 
+    /// Whether [`Self::conditional_query`] finds one, without building it.
+    pub fn has_conditional_identifier(&self) -> bool {
+        self.body["identifier"].as_array().is_some_and(|ids| {
+            ids.iter()
+                .any(|id| id["system"].is_string() && id["value"].is_string())
+        })
+    }
+
     /// The search that finds this resource again (`identifier=system|value`), from its first
     /// identifier that has both; conditional creates use it so that re-runs store nothing twice.
     pub fn conditional_query(&self) -> Option<String> {
@@ -454,6 +462,11 @@ mod tests {
             "identifier": [{"value": "no-system"}, {"system": "https://x.org/a|b", "value": "1,2"}]
         }));
         assert_eq!(r.key, "Patient/p1");
+        assert!(r.has_conditional_identifier());
+        let no_system = Resource::new(json!({"resourceType": "Patient",
+            "identifier": [{"value": "no-system"}]}));
+        assert!(!no_system.has_conditional_identifier());
+        assert_eq!(no_system.conditional_query(), None);
         assert_eq!(
             r.conditional_query().as_deref(),
             Some(r"identifier=https://x.org/a\|b|1\,2")

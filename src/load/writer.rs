@@ -406,33 +406,32 @@ impl RecordWriter {
         let index = node.index;
         let prepared = {
             let state = node.dag.state.lock().expect("record lock");
-            self.prepare(&state.resources[index], &state.job)
-                .map(|prepared| (prepared, state.resources[index].resource_type().to_owned()))
+            let resource = &state.resources[index];
+            self.prepare(resource, &state.job)
+                .map(|prepared| (prepared, resource.resource_type().to_owned()))
         };
-        let result = match &prepared {
+        // Sent without holding the record: its other resources may be settling meanwhile.
+        let result: Result<Result<Written, Failure>, String> = match prepared {
+            Err(missing) => Err(missing),
             Ok((prepared, resource_type)) => {
-                let result = self.execute(prepared, resource_type, stats).await;
-                if matches!(result, Err(WriteError::Cancelled)) {
-                    outcome.not_sent += 1;
-                    return Vec::new();
+                match self.execute(&prepared, &resource_type, stats).await {
+                    Err(WriteError::Cancelled) => {
+                        outcome.not_sent += 1;
+                        return Vec::new();
+                    }
+                    Err(WriteError::Failed(failure)) => Ok(Err(failure)),
+                    Ok(written) => Ok(Ok(written)),
                 }
-                Some(result)
             }
-            Err(_) => None,
         };
         let written_body = {
             let mut state = node.dag.state.lock().expect("record lock");
             let DagState { resources, job } = &mut *state;
             let resource = &resources[index];
-            match (result, prepared) {
-                (Some(Ok(written)), _) => self.settle(resource, written, job, outcome),
-                (Some(Err(WriteError::Failed(failure))), _) => {
-                    self.fail(resource, None, job, outcome, failure)
-                }
-                (_, Err(missing)) => self.not_send(resource, None, job, outcome, &missing),
-                (Some(Err(WriteError::Cancelled)), Ok(_)) | (None, Ok(_)) => {
-                    unreachable!("cancelled writes returned above; prepared ones were sent")
-                }
+            match result {
+                Ok(Ok(written)) => self.settle(resource, written, job, outcome),
+                Ok(Err(failure)) => self.fail(resource, None, job, outcome, failure),
+                Err(missing) => self.not_send(resource, None, job, outcome, &missing),
             }
             std::mem::take(&mut resources[index].body)
         };
@@ -622,7 +621,7 @@ impl RecordWriter {
                     .iter()
                     .map(|&i| EntryKind {
                         resource_type: job.resources[i].resource_type().to_owned(),
-                        put: job.resources[i].conditional_query().is_none(),
+                        put: !job.resources[i].has_conditional_identifier(),
                     })
                     .collect();
                 if !keep_bodies {
@@ -685,7 +684,7 @@ impl RecordWriter {
     /// Whether `resource` must be written on its own after the bundle: a transaction cannot
     /// search for a resource by tag before creating it.
     fn leaves_bundle(&self, resource: &Resource, deferred_keys: &HashSet<String>) -> bool {
-        if resource.conditional_query().is_none() && !self.update_create {
+        if !self.update_create && !resource.has_conditional_identifier() {
             return true;
         }
         !deferred_keys.is_empty()
