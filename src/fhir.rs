@@ -14,6 +14,11 @@ pub const IDENTIFIER_SYSTEM_BASE: &str = "https://fhirgen.dev/sid";
 /// Content-Type for FHIR JSON bodies, as the Healthcare API documents it.
 pub const FHIR_JSON: &str = "application/fhir+json;charset=utf-8";
 
+/// The `meta.tag` system that finds a resource without an identifier again: conditional
+/// creates and updates only search by identifier, so such resources are looked up by this tag
+/// before they are created.
+pub const SOURCE_KEY_SYSTEM: &str = "https://fhirgen.dev/sid/source-key";
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Resource {
     /// How the rest of the data set refers to this resource: `Type/id` for generated and
@@ -36,6 +41,14 @@ impl Resource {
 
     pub fn resource_type(&self) -> &str {
         self.body["resourceType"].as_str().unwrap_or_default()
+    }
+
+    /// Whether [`Self::conditional_query`] finds one, without building it.
+    pub fn has_conditional_identifier(&self) -> bool {
+        self.body["identifier"].as_array().is_some_and(|ids| {
+            ids.iter()
+                .any(|id| id["system"].is_string() && id["value"].is_string())
+        })
     }
 
     /// The search that finds this resource again (`identifier=system|value`), from its first
@@ -87,6 +100,21 @@ impl Resource {
             .to_owned()
     }
 
+    /// The code of this resource's source-key tag: the one it carries, else a UUID v5 of its
+    /// JSON as read (before references are rewritten), the same on every run and in every mode.
+    pub fn source_tag(&self) -> String {
+        let carried = self.body["meta"]["tag"].as_array().and_then(|tags| {
+            tags.iter()
+                .find(|tag| tag["system"] == SOURCE_KEY_SYSTEM)
+                .and_then(|tag| tag["code"].as_str())
+        });
+        if let Some(code) = carried {
+            return code.to_owned();
+        }
+        let json = serde_json::to_vec(&self.body).expect("JSON values always serialize");
+        uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_URL, &json).to_string()
+    }
+
     /// A reference that finds this resource by identifier (`Type?identifier=system|value`):
     /// what patient bundles use for shared resources whose server ids they cannot know.
     pub fn conditional_reference(&self) -> Option<String> {
@@ -96,6 +124,47 @@ impl Resource {
             self.conditional_query()?
         ))
     }
+}
+
+/// `body` with the source-key tag `code` in its `meta.tag`, added when it is not there.
+pub fn with_source_tag(body: &Value, code: &str) -> Value {
+    let mut tagged = body.clone();
+    let tag = serde_json::json!({"system": SOURCE_KEY_SYSTEM, "code": code});
+    let Some(resource) = tagged.as_object_mut() else {
+        return tagged;
+    };
+    let meta = resource
+        .entry("meta")
+        .or_insert_with(|| Value::Object(Default::default()));
+    if !meta.is_object() {
+        *meta = Value::Object(Default::default());
+    }
+    let tags = meta
+        .as_object_mut()
+        .expect("meta was just made an object")
+        .entry("tag")
+        .or_insert_with(|| Value::Array(Vec::new()));
+    match tags {
+        Value::Array(tags) if tags.contains(&tag) => {}
+        Value::Array(tags) => tags.push(tag),
+        other => *other = Value::Array(vec![tag]),
+    }
+    tagged
+}
+
+/// A search or condition (`identifier=system|value`, `_tag=system|code`) made fit for a URL's
+/// query: FHIR's `|` and `\` escapes, which a header carries as they are, percent-encoded.
+pub fn query_for_url(condition: &str) -> String {
+    let mut out = String::with_capacity(condition.len() + 8);
+    for c in condition.chars() {
+        match c {
+            '|' => out.push_str("%7C"),
+            '\\' => out.push_str("%5C"),
+            '"' | '<' | '>' | '^' | '`' | '{' | '}' => out.push_str(&format!("%{:02X}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 /// FHIR's `id` datatype: 1 to 64 of `A-Z a-z 0-9 - .`.
@@ -393,6 +462,11 @@ mod tests {
             "identifier": [{"value": "no-system"}, {"system": "https://x.org/a|b", "value": "1,2"}]
         }));
         assert_eq!(r.key, "Patient/p1");
+        assert!(r.has_conditional_identifier());
+        let no_system = Resource::new(json!({"resourceType": "Patient",
+            "identifier": [{"value": "no-system"}]}));
+        assert!(!no_system.has_conditional_identifier());
+        assert_eq!(no_system.conditional_query(), None);
         assert_eq!(
             r.conditional_query().as_deref(),
             Some(r"identifier=https://x.org/a\|b|1\,2")
@@ -486,5 +560,44 @@ mod tests {
         );
         assert_eq!(entries[1]["fullUrl"], full_url("Encounter/enc-1"));
         assert!(entries[1]["request"].get("ifNoneExist").is_none());
+    }
+
+    #[test]
+    fn a_source_tag_is_kept_or_derived_from_the_content_as_read() {
+        let provenance = Resource::new(json!({"resourceType": "Provenance", "id": "p1",
+            "target": [{"reference": "Encounter/e1"}]}));
+        let code = provenance.source_tag();
+        assert_eq!(code, provenance.clone().source_tag());
+        let other = Resource::new(json!({"resourceType": "Provenance", "id": "p2",
+            "target": [{"reference": "Encounter/e1"}]}));
+        assert_ne!(code, other.source_tag());
+
+        let tagged = with_source_tag(&provenance.body, &code);
+        assert_eq!(
+            tagged["meta"]["tag"],
+            json!([{"system": SOURCE_KEY_SYSTEM, "code": code}])
+        );
+        // Already tagged (by the input reader, or by the line above): the tag is reused.
+        let again = Resource::new(tagged.clone());
+        assert_eq!(again.source_tag(), code);
+        assert_eq!(with_source_tag(&tagged, &code), tagged);
+        let with_meta = json!({"resourceType": "AuditEvent",
+            "meta": {"tag": [{"system": "https://x", "code": "y"}]}});
+        assert_eq!(
+            with_source_tag(&with_meta, "c")["meta"]["tag"]
+                .as_array()
+                .unwrap()
+                .len(),
+            2
+        );
+    }
+
+    #[test]
+    fn queries_are_escaped_for_urls() {
+        assert_eq!(
+            query_for_url(r"identifier=https://x.org/a\|b|1\,2"),
+            "identifier=https://x.org/a%5C%7Cb%7C1%5C,2"
+        );
+        assert_eq!(query_for_url("_tag=s|c"), "_tag=s%7Cc");
     }
 }

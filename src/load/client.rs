@@ -198,17 +198,26 @@ impl StoreClient {
         &self.base
     }
 
-    /// `path` ("Patient", "Patient/1" or "") under the base; an absolute URL (the store's own
-    /// settings, beside its FHIR base) as it is.
+    /// `path` ("Patient", "Patient/1", "" or "Patient?identifier=..." with a query already
+    /// encoded for a URL) under the base; an absolute URL (the store's own settings, beside
+    /// its FHIR base) as it is.
     fn uri(&self, path: &str) -> Result<Uri, String> {
         if path.starts_with("https://") || path.starts_with("http://") {
             return Uri::try_from(path).map_err(|e| format!("`{path}` is not a URL: {e}"));
         }
+        let (segments, query) = match path.split_once('?') {
+            Some((segments, query)) => (segments, Some(query)),
+            None => (path, None),
+        };
         let mut uri = String::with_capacity(self.base.len() + 1 + path.len());
         uri.push_str(&self.base);
-        for segment in path.split('/').filter(|s| !s.is_empty()) {
+        for segment in segments.split('/').filter(|s| !s.is_empty()) {
             uri.push('/');
             uri.extend(utf8_percent_encode(segment, SEGMENT));
+        }
+        if let Some(query) = query {
+            uri.push('?');
+            uri.push_str(query);
         }
         Uri::try_from(uri).map_err(|e| format!("cannot make a request URL for `{path}`: {e}"))
     }

@@ -9,12 +9,18 @@ use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use anyhow::Context;
 use serde_json::{Value, json};
 
 pub struct FailedSink {
     path: PathBuf,
-    out: Mutex<BufWriter<File>>,
+    out: Mutex<Output>,
+}
+
+/// The file, and why writing to it stopped, if it did: a full disk is said once, and the
+/// load goes on (failures are still counted).
+struct Output {
+    file: BufWriter<File>,
+    error: Option<String>,
 }
 
 /// Why one resource was not stored.
@@ -36,7 +42,10 @@ impl FailedSink {
         })?;
         Ok(Self {
             path: path.to_owned(),
-            out: Mutex::new(BufWriter::new(file)),
+            out: Mutex::new(Output {
+                file: BufWriter::new(file),
+                error: None,
+            }),
         })
     }
 
@@ -44,7 +53,8 @@ impl FailedSink {
         &self.path
     }
 
-    pub fn write(&self, resource: &Value, failure: &Failure) -> anyhow::Result<()> {
+    /// Adds a line; once writing has failed, nothing more is written (the error was said).
+    pub fn write(&self, resource: &Value, failure: &Failure) {
         let mut reason = json!({"message": failure.message});
         if let Some(status) = failure.status {
             reason["status"] = status.into();
@@ -54,17 +64,36 @@ impl FailedSink {
         }
         let line = json!({"resource": resource, "failure": reason});
         let mut out = self.out.lock().expect("failed-file lock");
-        serde_json::to_writer(&mut *out, &line)?;
-        out.write_all(b"\n")
-            .with_context(|| format!("writing to {}", self.path.display()))
+        if out.error.is_some() {
+            return;
+        }
+        let written = serde_json::to_writer(&mut out.file, &line)
+            .map_err(std::io::Error::from)
+            .and_then(|()| out.file.write_all(b"\n"));
+        if let Err(error) = written {
+            self.stop_writing(&mut out, &error);
+        }
     }
 
-    pub fn flush(&self) -> anyhow::Result<()> {
-        self.out
-            .lock()
-            .expect("failed-file lock")
-            .flush()
-            .with_context(|| format!("writing to {}", self.path.display()))
+    /// Writes out what is buffered; the error that stopped writing, if any.
+    pub fn flush(&self) -> Option<String> {
+        let mut out = self.out.lock().expect("failed-file lock");
+        if out.error.is_none() {
+            if let Err(error) = out.file.flush() {
+                self.stop_writing(&mut out, &error);
+            }
+        }
+        out.error.clone()
+    }
+
+    fn stop_writing(&self, out: &mut Output, error: &std::io::Error) {
+        let message = format!(
+            "cannot write the --failed file {}: {error}; the failures are counted but not all \
+             are kept there",
+            self.path.display()
+        );
+        eprintln!("error: {message}");
+        out.error = Some(message);
     }
 }
 

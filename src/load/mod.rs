@@ -82,7 +82,7 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<ExitCode> {
         },
         (None, None) => preflight::Settings::Fhir,
     };
-    let _facts = preflight::check(&client, settings).await?;
+    let facts = preflight::check(&client, settings).await?;
     let progress = Arc::new(Progress::default());
     let reporter = Arc::new(ProgressReporter::start(
         source.total,
@@ -93,6 +93,8 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<ExitCode> {
         client: client.clone(),
         mode: args.mode,
         bundle_size: args.bundle_size as usize,
+        // Create-on-PUT only where the store said so: a new Google store has it off.
+        update_create: facts.update_create == Some(true),
         ids: Arc::new(IdMap::default()),
         failed: failed_sink.clone(),
         failures: Arc::new(FailureLog::new(
@@ -129,9 +131,7 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<ExitCode> {
     .await?;
     let elapsed = started.elapsed();
     signals.abort();
-    if let Some(sink) = &failed_sink {
-        sink.flush()?;
-    }
+    let failed_file_error = failed_sink.as_ref().and_then(|sink| sink.flush());
     if let Ok(reporter) = Arc::try_unwrap(reporter) {
         reporter.finish();
     }
@@ -141,21 +141,33 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<ExitCode> {
 
     let interrupted = interruption.exit_code();
     let fatal = client.fatal().map(|f| f.0);
-    let JobOutcome {
-        stored,
-        failed,
-        not_sent,
-    } = run.outcome;
+    let outcome = run.outcome;
+    let (stored, failed) = (outcome.stored(), outcome.failed);
+    let unstored_reference = outcome.not_sent_unstored_reference;
     // With a known total, whatever was never generated also counts as not sent.
-    let not_sent = match total {
-        Some(total) => total.saturating_sub(stored + failed).max(not_sent),
-        None => not_sent,
+    let stopped = match total {
+        Some(total) => total
+            .saturating_sub(stored + failed + unstored_reference)
+            .max(outcome.not_sent),
+        None => outcome.not_sent,
     };
+    let not_sent = stopped + unstored_reference;
     let seconds = elapsed.as_secs_f64().max(1e-9);
     let summary = Summary {
         stored,
+        created: outcome.created,
+        already_present: outcome.already_present,
+        updated: outcome.updated,
         failed,
         not_sent,
+        not_sent_reasons: [
+            (report::NOT_SENT_STOPPED, stopped),
+            (report::NOT_SENT_UNSTORED_REFERENCE, unstored_reference),
+        ]
+        .into_iter()
+        .filter(|(_, n)| *n > 0)
+        .map(|(reason, n)| (reason.to_owned(), n))
+        .collect(),
         requests: run.stats.requests,
         retries: run.stats.retries,
         elapsed_seconds: round3(seconds),
@@ -176,6 +188,7 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<ExitCode> {
         interrupted: interrupted.is_some(),
         fatal_error: fatal.clone(),
         failed_file: failed_sink.map(|s| s.path().display().to_string()),
+        failed_file_error: failed_file_error.clone(),
     };
     if !args.quiet {
         summary.print_text();
@@ -192,7 +205,7 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<ExitCode> {
     }
     let code = if let Some(code) = interrupted {
         code
-    } else if fatal.is_some() || failed > 0 || not_sent > 0 {
+    } else if fatal.is_some() || failed > 0 || not_sent > 0 || failed_file_error.is_some() {
         exit::FAILURE
     } else {
         exit::SUCCESS
@@ -459,7 +472,7 @@ impl Pipeline {
                             message,
                             source: Some(source),
                         };
-                        sink.write(&content, &failure)?;
+                        sink.write(&content, &failure);
                     }
                 }
             }
@@ -499,6 +512,9 @@ impl Pipeline {
                 .as_mut()
                 .map(|s| s.by_ref().take(chunk.len()).collect());
             split.push(Job {
+                // Independent of each other: a transaction refused for one is sent again
+                // without it.
+                record_ends: (1..=chunk.len()).collect(),
                 sources: chunk_sources,
                 publish: Publish::KeysAndIdentifiers,
                 ..Job::new(chunk)
@@ -647,6 +663,8 @@ impl FollowUps {
 #[derive(Default)]
 struct Pack {
     resources: Vec<Resource>,
+    /// Where each record added ends in `resources`.
+    record_ends: Vec<usize>,
     /// `path:line` per resource, while every record added had them.
     sources: Option<Vec<String>>,
 }
@@ -666,6 +684,7 @@ impl Pack {
             _ => None,
         };
         self.resources.extend(resources);
+        self.record_ends.push(self.resources.len());
     }
 
     fn take(&mut self, publish: Publish) -> Option<Job> {
@@ -674,6 +693,7 @@ impl Pack {
         }
         Some(Job {
             sources: self.sources.take(),
+            record_ends: std::mem::take(&mut self.record_ends),
             publish,
             ..Job::new(std::mem::take(&mut self.resources))
         })

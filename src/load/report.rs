@@ -13,10 +13,20 @@ use super::stats::{Progress, RequestStats};
 /// The end-of-run summary; `--json` prints exactly this object on stdout.
 #[derive(Debug, Serialize)]
 pub struct Summary {
+    /// What the store holds of the data set: `created + already_present + updated`.
     pub stored: u64,
+    /// New in the store.
+    pub created: u64,
+    /// There already: a conditional create that matched, a transaction entry answered 200
+    /// for its `ifNoneExist`, a resource found by its source-key tag.
+    pub already_present: u64,
+    /// Written over what the store held (update mode).
+    pub updated: u64,
     pub failed: u64,
-    /// Resources never attempted because the run stopped early.
+    /// Resources never sent: the run stopped early, or something they refer to was not stored.
     pub not_sent: u64,
+    /// Why they were not sent, with how many each.
+    pub not_sent_reasons: BTreeMap<String, u64>,
     pub requests: u64,
     pub retries: u64,
     pub elapsed_seconds: f64,
@@ -33,7 +43,13 @@ pub struct Summary {
     /// Why the run stopped early, when it did for a reason other than Ctrl-C.
     pub fatal_error: Option<String>,
     pub failed_file: Option<String>,
+    /// Why the `--failed` file does not hold every failure, when it does not.
+    pub failed_file_error: Option<String>,
 }
+
+/// `not_sent_reasons` keys.
+pub const NOT_SENT_STOPPED: &str = "the run stopped before sending them";
+pub const NOT_SENT_UNSTORED_REFERENCE: &str = "they refer to a resource that was not stored";
 
 #[derive(Debug, Serialize)]
 pub struct Latency {
@@ -78,10 +94,27 @@ impl Summary {
             "Mode:",
             format!("{} with {} workers", self.mode, self.workers),
         );
-        line(&mut out, "Stored:", self.stored.to_string());
+        line(
+            &mut out,
+            "Stored:",
+            format!(
+                "{} ({} created, {} already present, {} updated)",
+                self.stored, self.created, self.already_present, self.updated
+            ),
+        );
         line(&mut out, "Failed:", self.failed.to_string());
         if self.not_sent > 0 {
-            line(&mut out, "Not sent:", self.not_sent.to_string());
+            let reasons: Vec<String> = self
+                .not_sent_reasons
+                .iter()
+                .filter(|(_, n)| **n > 0)
+                .map(|(reason, n)| format!("{n}: {reason}"))
+                .collect();
+            line(
+                &mut out,
+                "Not sent:",
+                format!("{} ({})", self.not_sent, reasons.join("; ")),
+            );
         }
         line(&mut out, "Requests:", self.requests.to_string());
         line(&mut out, "Retries:", self.retries.to_string());
@@ -121,11 +154,16 @@ impl Summary {
                 out.push_str(&format!("  [{n}] {kind}\n"));
             }
         }
-        if let Some(path) = &self.failed_file {
-            if self.failed > 0 {
+        // A file that could not be written was said so when it happened, with its path.
+        if let (Some(path), None) = (&self.failed_file, &self.failed_file_error) {
+            let kept = self.failed
+                + self
+                    .not_sent_reasons
+                    .get(NOT_SENT_UNSTORED_REFERENCE)
+                    .unwrap_or(&0);
+            if kept > 0 {
                 out.push_str(&format!(
-                    "\n{} resources that were not stored are in {path}; fix them and load it again with --input {path}\n",
-                    self.failed
+                    "\n{kept} resources that were not stored are in {path}; fix them and load it again with --input {path}\n",
                 ));
             }
         }
@@ -218,9 +256,9 @@ impl ProgressReporter {
         let ticker = tokio::spawn(async move {
             loop {
                 ticking.set_position(progress.stored());
-                let failed = progress.failed();
-                if failed > 0 {
-                    ticking.set_message(format!("{failed} failed"));
+                let (failed, not_sent) = (progress.failed(), progress.not_sent());
+                if failed + not_sent > 0 {
+                    ticking.set_message(format!("{failed} failed, {not_sent} not sent"));
                 }
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
@@ -245,5 +283,76 @@ impl ProgressReporter {
             ticker.abort();
         }
         self.bar.finish_and_clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn summary(stats: &RequestStats, elapsed_seconds: f64, stored: u64) -> Summary {
+        Summary {
+            stored,
+            created: stored,
+            already_present: 0,
+            updated: 0,
+            failed: 0,
+            not_sent: 0,
+            not_sent_reasons: BTreeMap::new(),
+            requests: stats.requests,
+            retries: 0,
+            elapsed_seconds: round3(elapsed_seconds),
+            resources_per_second: round3(stored as f64 / elapsed_seconds),
+            requests_per_second: round3(stats.requests as f64 / elapsed_seconds),
+            latency_ms: Latency::from_stats(stats),
+            status_counts: BTreeMap::from([("201".to_owned(), stats.requests)]),
+            errors: BTreeMap::new(),
+            seed: Some(1),
+            mode: "create".into(),
+            workers: 1,
+            target: "t".into(),
+            interrupted: false,
+            fatal_error: None,
+            failed_file: None,
+            failed_file_error: None,
+        }
+    }
+
+    /// A script reading `--json` gets one number type per key, whatever the values: floats
+    /// stay floats at 0.0 and at whole values, counts stay integers.
+    #[test]
+    fn json_numbers_keep_their_type() {
+        const FLOATS: [&str; 3] = [
+            "elapsed_seconds",
+            "resources_per_second",
+            "requests_per_second",
+        ];
+        let mut answered = RequestStats::default();
+        answered.record_answer(201, Duration::from_millis(2));
+        for (stats, elapsed, stored) in [
+            (RequestStats::default(), 1e-9, 0),
+            (answered.clone(), 2.0, 4),
+            (answered, 0.5, 1000),
+        ] {
+            let json = serde_json::to_value(summary(&stats, elapsed, stored)).unwrap();
+            for (key, value) in json.as_object().unwrap() {
+                match value {
+                    serde_json::Value::Number(n) if FLOATS.contains(&key.as_str()) => {
+                        assert!(n.is_f64(), "{key} = {n} is not a float")
+                    }
+                    serde_json::Value::Number(n) => assert!(n.is_u64(), "{key} = {n}"),
+                    _ => {}
+                }
+            }
+            for (key, value) in json["latency_ms"].as_object().unwrap() {
+                assert!(value.is_f64(), "latency_ms.{key} = {value}");
+            }
+            for value in json["status_counts"].as_object().unwrap().values() {
+                assert!(value.is_u64());
+            }
+            // Exactly as printed, too.
+            let text = serde_json::to_string(&json).unwrap();
+            assert!(!text.contains("\"elapsed_seconds\":0,"), "{text}");
+        }
     }
 }

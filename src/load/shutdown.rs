@@ -44,10 +44,9 @@ pub fn watch(
         );
         if let Some(second) = next_signal().await {
             eprintln!("{}: aborted", second.name);
+            // A write error has been reported already, when it happened.
             if let Some(sink) = &failed {
-                if let Err(error) = sink.flush() {
-                    eprintln!("warning: {error:#}");
-                }
+                sink.flush();
             }
             std::process::exit(second.code.into());
         }

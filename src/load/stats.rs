@@ -12,6 +12,7 @@ use hdrhistogram::Histogram;
 pub struct Progress {
     stored: AtomicU64,
     failed: AtomicU64,
+    not_sent: AtomicU64,
 }
 
 impl Progress {
@@ -21,6 +22,15 @@ impl Progress {
 
     pub fn add_failed(&self, n: u64) {
         self.failed.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Resources left unsent because something they refer to was not stored.
+    pub fn add_not_sent(&self, n: u64) {
+        self.not_sent.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub fn not_sent(&self) -> u64 {
+        self.not_sent.load(Ordering::Relaxed)
     }
 
     pub fn stored(&self) -> u64 {

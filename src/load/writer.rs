@@ -1,6 +1,8 @@
 //! How one job (patient records packed into bundles, one resource of a record written
 //! resource by resource, a record read from a file, or a slice of shared resources) is
-//! written in each mode, keeping every reference pointing at something already stored.
+//! written in each mode, keeping every reference pointing at something already stored, on a
+//! store with Google's default settings: conditional creates and updates by identifier, and
+//! search-then-create by a source-key tag for resources that have no identifier.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -16,7 +18,10 @@ use super::failed::{FailedSink, Failure};
 use super::report::FailureLog;
 use super::stats::{Progress, RequestStats};
 use crate::cli::LoadMode;
-use crate::fhir::{IdField, Resource, Rewritten, for_each_reference_mut, write_transaction_bundle};
+use crate::fhir::{
+    IdField, Resource, Rewritten, SOURCE_KEY_SYSTEM, for_each_reference_mut, query_for_url,
+    with_source_tag, write_transaction_bundle,
+};
 
 /// executeBundle requests are capped at 50 MB; stay clear of it.
 const MAX_BUNDLE_BYTES: usize = 45 * 1024 * 1024;
@@ -26,6 +31,9 @@ pub struct Job {
     pub resources: Vec<Resource>,
     /// `path:line` each resource came from, when it came from a file.
     pub sources: Option<Vec<String>>,
+    /// Where each record packed into the job ends (an index into `resources`, exclusive): a
+    /// transaction refused because of one record is sent again without it.
+    pub record_ends: Vec<usize>,
     /// What of the ids this job gets the rest of the run may need.
     pub publish: Publish,
     /// Marked when the job is finished and its ids are published, for jobs that refer to it.
@@ -159,6 +167,7 @@ impl Completion {
 impl Job {
     pub fn new(resources: Vec<Resource>) -> Self {
         Self {
+            record_ends: vec![resources.len()],
             resources,
             sources: None,
             publish: Publish::Nothing,
@@ -199,19 +208,46 @@ impl IdMap {
     }
 }
 
+/// What became of a job's resources.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct JobOutcome {
-    pub stored: u64,
+    /// New in the store.
+    pub created: u64,
+    /// In the store already: a conditional create that matched, a transaction entry answered
+    /// 200 for its `ifNoneExist`, or a resource found by its source-key tag.
+    pub already_present: u64,
+    /// Written over what the store held (update mode, PUTs).
+    pub updated: u64,
     pub failed: u64,
     /// Not attempted because the run was stopping.
     pub not_sent: u64,
+    /// Not sent because something they refer to was not stored.
+    pub not_sent_unstored_reference: u64,
+}
+
+impl JobOutcome {
+    /// Resources the store holds after the job: created, already present or updated.
+    pub fn stored(&self) -> u64 {
+        self.created + self.already_present + self.updated
+    }
+
+    fn book(&mut self, stored: Stored) {
+        match stored {
+            Stored::Created => self.created += 1,
+            Stored::AlreadyPresent => self.already_present += 1,
+            Stored::Updated => self.updated += 1,
+        }
+    }
 }
 
 impl std::ops::AddAssign for JobOutcome {
     fn add_assign(&mut self, more: Self) {
-        self.stored += more.stored;
+        self.created += more.created;
+        self.already_present += more.already_present;
+        self.updated += more.updated;
         self.failed += more.failed;
         self.not_sent += more.not_sent;
+        self.not_sent_unstored_reference += more.not_sent_unstored_reference;
     }
 }
 
@@ -219,6 +255,9 @@ pub struct RecordWriter {
     pub client: Arc<StoreClient>,
     pub mode: LoadMode,
     pub bundle_size: usize,
+    /// Whether the store creates a resource PUT to an id it does not hold
+    /// (`enableUpdateCreate`); false unless known to be true, as on a new Google store.
+    pub update_create: bool,
     pub ids: Arc<IdMap>,
     pub failed: Option<Arc<FailedSink>>,
     pub failures: Arc<FailureLog>,
@@ -229,8 +268,54 @@ pub struct RecordWriter {
 #[derive(Debug, Default)]
 struct JobState {
     targets: HashMap<String, String>,
+    /// Resources that failed or were not sent: what refers to them is not sent either.
     failed_keys: HashSet<String>,
 }
+
+/// How a stored resource got there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stored {
+    Created,
+    AlreadyPresent,
+    Updated,
+}
+
+/// A resource the store holds, and where.
+#[derive(Debug, PartialEq)]
+struct Written {
+    target: String,
+    stored: Stored,
+}
+
+enum WriteError {
+    /// The run is stopping: not sent.
+    Cancelled,
+    Failed(Failure),
+}
+
+/// The requests that write one resource.
+enum Prepared {
+    /// A conditional create, a conditional update, or a PUT to a stable id.
+    One(StoreRequest),
+    /// A resource with no identifier, on a store that does not create on PUT: found by its
+    /// source-key tag, or created once.
+    SearchThenCreate {
+        search: StoreRequest,
+        create: StoreRequest,
+        tag: String,
+    },
+}
+
+/// How a resource goes into a transaction, known before its body may be dropped.
+struct EntryKind {
+    resource_type: String,
+    /// A PUT to a stable id (no identifier), not a conditional create.
+    put: bool,
+}
+
+/// How many times a resource found by no search is created after an ambiguous failure (the
+/// store may have written it): each round searches first, so it is never stored twice.
+const CREATE_ROUNDS: usize = 2;
 
 impl RecordWriter {
     /// Writes `job`; hands back the jobs that it made ready (resources of the same record
@@ -248,8 +333,9 @@ impl RecordWriter {
                     .await
             }
             LoadMode::Create | LoadMode::Update => {
-                self.write_one_by_one(&job, &mut state, &mut outcome, stats)
-                    .await
+                let all: Vec<usize> = (0..job.resources.len()).collect();
+                self.write_each(&job, &all, &mut state, &mut outcome, stats)
+                    .await;
             }
         }
         if job.publish != Publish::Nothing {
@@ -276,28 +362,38 @@ impl RecordWriter {
         (outcome, Vec::new())
     }
 
-    async fn write_one_by_one(
+    /// Writes the resources at `indices` of `job` one request (or search and create) each.
+    async fn write_each(
         &self,
         job: &Job,
+        indices: &[usize],
         state: &mut JobState,
         outcome: &mut JobOutcome,
         stats: &mut RequestStats,
     ) {
-        for (index, resource) in job.resources.iter().enumerate() {
+        for (done, &index) in indices.iter().enumerate() {
+            let resource = &job.resources[index];
             let source = job.sources.as_ref().map(|s| s[index].as_str());
-            let request = match self.prepare(resource, state) {
-                Ok(request) => request,
-                Err(failure) => {
-                    self.fail(resource, source, state, outcome, failure);
+            let prepared = match self.prepare(resource, state) {
+                Ok(prepared) => prepared,
+                Err(missing) => {
+                    self.not_send(resource, source, state, outcome, &missing);
                     continue;
                 }
             };
-            let sent = self.client.send(&request, stats).await;
-            if matches!(sent, Err(SendError::Cancelled)) {
-                outcome.not_sent += (job.resources.len() - index) as u64;
-                return;
+            match self
+                .execute(&prepared, resource.resource_type(), stats)
+                .await
+            {
+                Err(WriteError::Cancelled) => {
+                    outcome.not_sent += (indices.len() - done) as u64;
+                    return;
+                }
+                Err(WriteError::Failed(failure)) => {
+                    self.fail(resource, source, state, outcome, failure)
+                }
+                Ok(written) => self.settle(resource, written, state, outcome),
             }
-            self.settle(resource, &request, source, sent, state, outcome);
         }
     }
 
@@ -310,110 +406,167 @@ impl RecordWriter {
         let index = node.index;
         let prepared = {
             let state = node.dag.state.lock().expect("record lock");
-            self.prepare(&state.resources[index], &state.job)
+            let resource = &state.resources[index];
+            self.prepare(resource, &state.job)
+                .map(|prepared| (prepared, resource.resource_type().to_owned()))
         };
-        let written_body = match prepared {
-            Ok(request) => {
-                let sent = self.client.send(&request, stats).await;
-                if matches!(sent, Err(SendError::Cancelled)) {
-                    outcome.not_sent += 1;
-                    return Vec::new();
+        // Sent without holding the record: its other resources may be settling meanwhile.
+        let result: Result<Result<Written, Failure>, String> = match prepared {
+            Err(missing) => Err(missing),
+            Ok((prepared, resource_type)) => {
+                match self.execute(&prepared, &resource_type, stats).await {
+                    Err(WriteError::Cancelled) => {
+                        outcome.not_sent += 1;
+                        return Vec::new();
+                    }
+                    Err(WriteError::Failed(failure)) => Ok(Err(failure)),
+                    Ok(written) => Ok(Ok(written)),
                 }
-                let mut state = node.dag.state.lock().expect("record lock");
-                let DagState { resources, job } = &mut *state;
-                self.settle(&resources[index], &request, None, sent, job, outcome);
-                std::mem::take(&mut resources[index].body)
             }
-            Err(failure) => {
-                let mut state = node.dag.state.lock().expect("record lock");
-                let DagState { resources, job } = &mut *state;
-                self.fail(&resources[index], None, job, outcome, failure);
-                std::mem::take(&mut resources[index].body)
+        };
+        let written_body = {
+            let mut state = node.dag.state.lock().expect("record lock");
+            let DagState { resources, job } = &mut *state;
+            let resource = &resources[index];
+            match result {
+                Ok(Ok(written)) => self.settle(resource, written, job, outcome),
+                Ok(Err(failure)) => self.fail(resource, None, job, outcome, failure),
+                Err(missing) => self.not_send(resource, None, job, outcome, &missing),
             }
+            std::mem::take(&mut resources[index].body)
         };
         // Freed outside the lock: the record's other resources may be settling meanwhile.
         drop(written_body);
         node.dag.release(index)
     }
 
-    /// The request that writes `resource`, with its references pointing at what is stored;
-    /// a failure when something it refers to was not stored.
-    fn prepare(&self, resource: &Resource, state: &JobState) -> Result<StoreRequest, Failure> {
+    /// The requests that write `resource`, with its references pointing at what is stored;
+    /// `Err` names what it refers to that was not stored.
+    fn prepare(&self, resource: &Resource, state: &JobState) -> Result<Prepared, String> {
         if let Some(missing) = self.missing_dependency(resource, state) {
-            return Err(dependency_failure(&missing));
+            return Err(missing);
         }
         let resolve = |reference: &str| self.resolve(reference, state);
-        // Without an identifier a create cannot be made conditional, so such resources are
-        // PUT to a stable id in every mode: a retry or a re-run must not store them twice.
-        let condition = match self.mode {
-            LoadMode::Update => None,
-            _ => resource.conditional_query(),
+        let resource_type = resource.resource_type();
+        let body = |body: &Value, id: IdField| {
+            to_bytes(&Rewritten {
+                body,
+                resolve: &resolve,
+                id,
+            })
         };
-        let request = match condition {
-            Some(condition) => StoreRequest {
-                method: Method::POST,
-                path: resource.resource_type().to_owned(),
-                body: to_bytes(&Rewritten {
-                    body: &resource.body,
-                    resolve: &resolve,
-                    id: IdField::Remove,
-                }),
-                if_none_exist: Some(condition),
+        let prepared = match (resource.conditional_query(), self.mode) {
+            // Conditional update: updates the one match, creates with a server id when there
+            // is none; no `enableUpdateCreate` needed, and the same resource whichever mode
+            // stored it before.
+            (Some(condition), LoadMode::Update) => Prepared::One(StoreRequest {
+                method: Method::PUT,
+                path: format!("{resource_type}?{}", query_for_url(&condition)),
+                body: body(&resource.body, IdField::Remove),
+                if_none_exist: None,
                 operations: 1,
-            },
-            None => {
+            }),
+            (Some(condition), LoadMode::Create | LoadMode::Transaction) => {
+                Prepared::One(StoreRequest {
+                    method: Method::POST,
+                    path: resource_type.to_owned(),
+                    body: body(&resource.body, IdField::Remove),
+                    if_none_exist: Some(condition),
+                    operations: 1,
+                })
+            }
+            (None, _) if self.update_create => {
                 let id = resource.stable_id();
-                StoreRequest {
+                Prepared::One(StoreRequest {
                     method: Method::PUT,
-                    path: format!("{}/{id}", resource.resource_type()),
-                    body: to_bytes(&Rewritten {
-                        body: &resource.body,
-                        resolve: &resolve,
-                        id: IdField::Set(&id),
-                    }),
+                    path: format!("{resource_type}/{id}"),
+                    body: body(&resource.body, IdField::Set(&id)),
                     if_none_exist: None,
                     operations: 1,
+                })
+            }
+            (None, _) => {
+                let tag = resource.source_tag();
+                let tagged = with_source_tag(&resource.body, &tag);
+                let search = format!("_tag={SOURCE_KEY_SYSTEM}|{tag}");
+                Prepared::SearchThenCreate {
+                    search: StoreRequest {
+                        method: Method::GET,
+                        path: format!("{resource_type}?{}", query_for_url(&search)),
+                        body: Bytes::new(),
+                        if_none_exist: None,
+                        operations: 1,
+                    },
+                    create: StoreRequest {
+                        method: Method::POST,
+                        path: resource_type.to_owned(),
+                        body: body(&tagged, IdField::Remove),
+                        if_none_exist: None,
+                        operations: 1,
+                    },
+                    tag,
                 }
             }
         };
-        Ok(request)
+        Ok(prepared)
     }
 
-    /// Books the answer to one resource's request.
+    async fn execute(
+        &self,
+        prepared: &Prepared,
+        resource_type: &str,
+        stats: &mut RequestStats,
+    ) -> Result<Written, WriteError> {
+        let (search, create, tag) = match prepared {
+            Prepared::One(request) => {
+                let reply = self
+                    .client
+                    .send(request, stats)
+                    .await
+                    .map_err(write_error)?;
+                return written(request, resource_type, &reply).map_err(WriteError::Failed);
+            }
+            Prepared::SearchThenCreate {
+                search,
+                create,
+                tag,
+            } => (search, create, tag),
+        };
+        let mut ambiguous = None;
+        for _ in 0..CREATE_ROUNDS {
+            let reply = self.client.send(search, stats).await.map_err(write_error)?;
+            if let Some(target) =
+                found_by_tag(&reply, resource_type, tag).map_err(WriteError::Failed)?
+            {
+                return Ok(Written {
+                    target,
+                    stored: Stored::AlreadyPresent,
+                });
+            }
+            match self.client.send(create, stats).await {
+                Ok(reply) => {
+                    return written(create, resource_type, &reply).map_err(WriteError::Failed);
+                }
+                // Retries outlasted: the store may have written it. Look before sending again.
+                Err(error @ SendError::GaveUp { .. }) => ambiguous = Some(error),
+                Err(error) => return Err(write_error(error)),
+            }
+        }
+        Err(write_error(
+            ambiguous.expect("every round that does not return is ambiguous"),
+        ))
+    }
+
+    /// Books a resource the store holds.
     fn settle(
         &self,
         resource: &Resource,
-        request: &StoreRequest,
-        source: Option<&str>,
-        sent: Result<Reply, SendError>,
+        written: Written,
         state: &mut JobState,
         outcome: &mut JobOutcome,
     ) {
-        let reply = match sent {
-            Ok(reply) => reply,
-            Err(error) => return self.fail(resource, source, state, outcome, failure_of(&error)),
-        };
-        // A PUT's path is where the resource now is; a create's answer says where it went.
-        let target = match request.method {
-            Method::PUT => Some(request.path.clone()),
-            _ => reply
-                .location
-                .as_deref()
-                .and_then(target_from_location)
-                .or_else(|| target_from_body(&reply.body)),
-        };
-        let Some(target) = target else {
-            let failure = Failure {
-                status: Some(reply.status),
-                message: "the store stored the resource but did not say where \
-                          (no Location, no id in the body)"
-                    .to_owned(),
-                source: None,
-            };
-            return self.fail(resource, source, state, outcome, failure);
-        };
-        state.targets.insert(resource.key.clone(), target);
-        outcome.stored += 1;
+        state.targets.insert(resource.key.clone(), written.target);
+        outcome.book(written.stored);
         self.progress.add_stored(1);
     }
 
@@ -425,88 +578,148 @@ impl RecordWriter {
         stats: &mut RequestStats,
     ) {
         // Once in a bundle, a body is needed again only for --failed or to publish its
-        // identifier; otherwise it is dropped, not held (~8 KiB each) while the store answers.
+        // identifier; otherwise it is dropped, not held (~8 KiB each) while the store answers,
+        // and read back from the bundle in the rare case that the bundle is split.
         let keep_bodies = self.failed.is_some() || job.publish != Publish::Nothing;
-        let Job {
-            resources, sources, ..
-        } = job;
-        let source = |index: usize| sources.as_ref().map(|s| s[index].as_str());
+        let record_of = record_numbers(&job.record_ends, job.resources.len());
+        let len = job.resources.len();
         let mut next = 0;
         // Resources checked for a bundle that did not fit in it: first in the next one.
         let mut carried: Vec<usize> = Vec::new();
-        while next < resources.len() || !carried.is_empty() {
-            // Resources whose dependencies failed are reported, not sent.
+        // Resources a bundle cannot hold (no identifier on a store that does not create on
+        // PUT), and what refers to them: written one by one after the bundles.
+        let mut deferred: Vec<usize> = Vec::new();
+        let mut deferred_keys: HashSet<String> = HashSet::new();
+        while next < len || !carried.is_empty() {
             let mut chunk: Vec<usize> = std::mem::take(&mut carried);
-            while next < resources.len() && chunk.len() < self.bundle_size {
-                let resource = &resources[next];
-                match self.missing_dependency(resource, state) {
-                    Some(missing) => self.fail(
-                        resource,
-                        source(next),
-                        state,
-                        outcome,
-                        dependency_failure(&missing),
-                    ),
-                    None => chunk.push(next),
+            while next < len && chunk.len() < self.bundle_size {
+                let resource = &job.resources[next];
+                let source = job.sources.as_ref().map(|s| s[next].as_str());
+                if let Some(missing) = self.missing_dependency(resource, state) {
+                    self.not_send(resource, source, state, outcome, &missing);
+                } else if self.leaves_bundle(resource, &deferred_keys) {
+                    deferred_keys.insert(resource.key.clone());
+                    deferred.push(next);
+                } else {
+                    chunk.push(next);
                 }
                 next += 1;
             }
             if chunk.is_empty() {
                 continue;
             }
-            let (sent, body) = self.bundle_within_limit(resources, &chunk, state);
-            carried = chunk.split_off(sent);
-            let chunk = &chunk[..];
-            if !keep_bodies {
-                for &index in chunk {
-                    resources[index].body = Value::Null;
+            let (fits, body) = self.bundle_within_limit(&job.resources, &chunk, state);
+            carried = chunk.split_off(fits);
+            // Parts still to send, last first; a part refused for one of its records is
+            // split by record and sent again, so that only the wrong record fails.
+            let mut parts = vec![(chunk, Some(body))];
+            while let Some((part, body)) = parts.pop() {
+                let part = match body {
+                    Some(_) => part,
+                    None => self.still_sendable(job, part, state, outcome),
+                };
+                if part.is_empty() {
+                    continue;
                 }
-            }
-            let request = StoreRequest {
-                method: Method::POST,
-                path: String::new(),
-                body,
-                if_none_exist: None,
-                operations: chunk.len() as u32,
-            };
-            match self.client.send(&request, stats).await {
-                Ok(reply) => match transaction_targets(&reply.body, chunk.len()) {
-                    Ok(targets) => {
-                        for (&index, target) in chunk.iter().zip(targets) {
-                            state.targets.insert(resources[index].key.clone(), target);
-                        }
-                        outcome.stored += chunk.len() as u64;
-                        self.progress.add_stored(chunk.len() as u64);
+                let body = body.unwrap_or_else(|| self.bundle(&job.resources, &part, state));
+                let kinds: Vec<EntryKind> = part
+                    .iter()
+                    .map(|&i| EntryKind {
+                        resource_type: job.resources[i].resource_type().to_owned(),
+                        put: !job.resources[i].has_conditional_identifier(),
+                    })
+                    .collect();
+                if !keep_bodies {
+                    for &index in &part {
+                        job.resources[index].body = Value::Null;
                     }
-                    Err(message) => {
-                        let failure = Failure {
-                            status: Some(reply.status),
-                            message,
-                            source: None,
-                        };
-                        for &index in chunk {
-                            let resource = &resources[index];
-                            self.fail(resource, source(index), state, outcome, failure.clone());
-                        }
-                    }
-                },
-                Err(SendError::Cancelled) => {
-                    outcome.not_sent +=
-                        (chunk.len() + carried.len() + resources.len() - next) as u64;
-                    return;
                 }
-                Err(error) => {
-                    let failure = failure_of(&error);
-                    for &index in chunk {
-                        let resource = &resources[index];
-                        self.fail(resource, source(index), state, outcome, failure.clone());
+                let request = StoreRequest {
+                    method: Method::POST,
+                    path: String::new(),
+                    body,
+                    if_none_exist: None,
+                    operations: part.len() as u32,
+                };
+                let failure = match self.client.send(&request, stats).await {
+                    Ok(reply) => match transaction_results(&reply, &kinds) {
+                        Ok(results) => {
+                            for (&index, written) in part.iter().zip(results) {
+                                self.settle(&job.resources[index], written, state, outcome);
+                            }
+                            continue;
+                        }
+                        Err(failure) => failure,
+                    },
+                    Err(SendError::Cancelled) => {
+                        let queued: usize = parts.iter().map(|(p, _)| p.len()).sum();
+                        outcome.not_sent +=
+                            (part.len() + queued + carried.len() + (len - next) + deferred.len())
+                                as u64;
+                        return;
                     }
+                    Err(SendError::Rejected { status, .. })
+                        if (400..500).contains(&status)
+                            && spans_records(&part, &record_of)
+                            && (keep_bodies
+                                || restore_bodies(&mut job.resources, &part, &request.body)) =>
+                    {
+                        let (first, second) = split_by_record(part, &record_of);
+                        parts.push((second, None));
+                        parts.push((first, None));
+                        continue;
+                    }
+                    Err(error) => failure_of(&error),
+                };
+                let failure = name_entry(failure, &part, job);
+                for &index in &part {
+                    let source = job.sources.as_ref().map(|s| s[index].as_str());
+                    self.fail(
+                        &job.resources[index],
+                        source,
+                        state,
+                        outcome,
+                        failure.clone(),
+                    );
                 }
             }
         }
+        self.write_each(job, &deferred, state, outcome, stats).await;
     }
 
-    /// The bundle for the longest prefix of `chunk` that stays under the request size cap.
+    /// Whether `resource` must be written on its own after the bundle: a transaction cannot
+    /// search for a resource by tag before creating it.
+    fn leaves_bundle(&self, resource: &Resource, deferred_keys: &HashSet<String>) -> bool {
+        if !self.update_create && !resource.has_conditional_identifier() {
+            return true;
+        }
+        !deferred_keys.is_empty()
+            && crate::fhir::any_reference(&resource.body, &mut |r| deferred_keys.contains(r))
+    }
+
+    /// The resources of `part` whose references are all stored; the others are not sent.
+    fn still_sendable(
+        &self,
+        job: &Job,
+        part: Vec<usize>,
+        state: &mut JobState,
+        outcome: &mut JobOutcome,
+    ) -> Vec<usize> {
+        part.into_iter()
+            .filter(|&index| {
+                let resource = &job.resources[index];
+                let Some(missing) = self.missing_dependency(resource, state) else {
+                    return true;
+                };
+                let source = job.sources.as_ref().map(|s| s[index].as_str());
+                self.not_send(resource, source, state, outcome, &missing);
+                false
+            })
+            .collect()
+    }
+
+    /// The bundle for the longest prefix of `chunk` that stays under the request size cap,
+    /// and how long that prefix is.
     fn bundle_within_limit(
         &self,
         resources: &[Resource],
@@ -515,17 +728,22 @@ impl RecordWriter {
     ) -> (usize, Bytes) {
         let mut take = chunk.len();
         loop {
-            let resources: Vec<&Resource> = chunk[..take].iter().map(|&i| &resources[i]).collect();
-            let mut body = Vec::with_capacity(take * 1024);
-            write_transaction_bundle(&mut body, &resources, &|reference| {
-                self.resolve(reference, state)
-            })
-            .expect("JSON values always serialize");
+            let body = self.bundle(resources, &chunk[..take], state);
             if body.len() <= MAX_BUNDLE_BYTES || take == 1 {
-                return (take, Bytes::from(body));
+                return (take, body);
             }
             take /= 2;
         }
+    }
+
+    fn bundle(&self, resources: &[Resource], part: &[usize], state: &JobState) -> Bytes {
+        let resources: Vec<&Resource> = part.iter().map(|&i| &resources[i]).collect();
+        let mut body = Vec::with_capacity(resources.len() * 1024);
+        write_transaction_bundle(&mut body, &resources, &|reference| {
+            self.resolve(reference, state)
+        })
+        .expect("JSON values always serialize");
+        Bytes::from(body)
     }
 
     fn resolve(&self, reference: &str, state: &JobState) -> Option<String> {
@@ -568,11 +786,42 @@ impl RecordWriter {
         source: Option<&str>,
         state: &mut JobState,
         outcome: &mut JobOutcome,
+        failure: Failure,
+    ) {
+        outcome.failed += 1;
+        self.progress.add_failed(1);
+        self.report(resource, source, state, failure);
+    }
+
+    /// A resource left unsent because `missing`, which it refers to, was not stored.
+    fn not_send(
+        &self,
+        resource: &Resource,
+        source: Option<&str>,
+        state: &mut JobState,
+        outcome: &mut JobOutcome,
+        missing: &str,
+    ) {
+        outcome.not_sent_unstored_reference += 1;
+        self.progress.add_not_sent(1);
+        let failure = Failure {
+            status: None,
+            message: format!("not sent: it refers to {missing}, which was not stored"),
+            source: None,
+        };
+        self.report(resource, source, state, failure);
+    }
+
+    /// Says why `resource` is not stored, keeps it in `--failed`, and holds back what refers
+    /// to it.
+    fn report(
+        &self,
+        resource: &Resource,
+        source: Option<&str>,
+        state: &mut JobState,
         mut failure: Failure,
     ) {
         state.failed_keys.insert(resource.key.clone());
-        outcome.failed += 1;
-        self.progress.add_failed(1);
         let what = match source {
             Some(source) => format!("{} ({source})", resource.key),
             None => resource.key.clone(),
@@ -582,19 +831,94 @@ impl RecordWriter {
             failure.source = source.map(str::to_owned);
             // Keep the original id so that re-fed dependents still find this resource, and
             // point references at what is already stored so that they resolve on re-feed.
-            let body = self.resolved_body(resource, state);
-            if let Err(e) = sink.write(&body, &failure) {
-                eprintln!("warning: {e:#}");
-            }
+            sink.write(&self.resolved_body(resource, state), &failure);
         }
     }
 }
 
-fn dependency_failure(missing: &str) -> Failure {
-    Failure {
-        status: None,
-        message: format!("not sent: it refers to {missing}, which was not stored"),
-        source: None,
+/// The record each resource of a job belongs to, from where each record ends.
+fn record_numbers(record_ends: &[usize], len: usize) -> Vec<u32> {
+    let mut numbers = Vec::with_capacity(len);
+    let mut record = 0u32;
+    for index in 0..len {
+        while (record as usize) < record_ends.len() && record_ends[record as usize] <= index {
+            record += 1;
+        }
+        numbers.push(record);
+    }
+    numbers
+}
+
+fn spans_records(part: &[usize], record_of: &[u32]) -> bool {
+    match (part.first(), part.last()) {
+        (Some(&first), Some(&last)) => record_of[first] != record_of[last],
+        _ => false,
+    }
+}
+
+/// `part` cut in two at the record boundary nearest its middle record.
+fn split_by_record(mut part: Vec<usize>, record_of: &[u32]) -> (Vec<usize>, Vec<usize>) {
+    let first = record_of[part[0]];
+    let last = record_of[part[part.len() - 1]];
+    let middle = first + (last - first).div_ceil(2);
+    let cut = part
+        .iter()
+        .position(|&index| record_of[index] >= middle)
+        .unwrap_or(part.len());
+    let second = part.split_off(cut);
+    (part, second)
+}
+
+/// Puts back the bodies of `part` (dropped once bundled) from the bundle that carried them,
+/// to send them again in smaller bundles. Their references already point where the bundle
+/// said; their fullUrls are derived from their keys as before.
+fn restore_bodies(resources: &mut [Resource], part: &[usize], bundle: &[u8]) -> bool {
+    let Ok(mut bundle) = serde_json::from_slice::<Value>(bundle) else {
+        return false;
+    };
+    let Some(entries) = bundle["entry"].as_array_mut() else {
+        return false;
+    };
+    if entries.len() != part.len() {
+        return false;
+    }
+    for (entry, &index) in entries.iter_mut().zip(part) {
+        resources[index].body = entry["resource"].take();
+    }
+    true
+}
+
+/// Names the resource behind "entry N" in a store's message about a bundle.
+fn name_entry(mut failure: Failure, part: &[usize], job: &Job) -> Failure {
+    let entry = failure
+        .message
+        .match_indices("entry ")
+        .find_map(|(at, word)| {
+            let digits: String = failure.message[at + word.len()..]
+                .chars()
+                .take_while(char::is_ascii_digit)
+                .collect();
+            digits.parse::<usize>().ok()
+        });
+    if let Some(&index) = entry.and_then(|entry| part.get(entry)) {
+        let key = &job.resources[index].key;
+        let named = match job.sources.as_ref() {
+            Some(sources) => format!("{key} ({})", sources[index]),
+            None => key.clone(),
+        };
+        failure.message = format!(
+            "{} [entry {} is {named}]",
+            failure.message,
+            entry.unwrap_or_default()
+        );
+    }
+    failure
+}
+
+fn write_error(error: SendError) -> WriteError {
+    match error {
+        SendError::Cancelled => WriteError::Cancelled,
+        error => WriteError::Failed(failure_of(&error)),
     }
 }
 
@@ -613,6 +937,132 @@ fn to_bytes(value: &impl serde::Serialize) -> Bytes {
     Bytes::from(body)
 }
 
+/// Where the store put the resource `request` wrote, and how, from a 2xx answer; a failure
+/// when the answer is not the FHIR answer to that request.
+fn written(request: &StoreRequest, resource_type: &str, reply: &Reply) -> Result<Written, Failure> {
+    let wanted = format!("the {resource_type} that was sent");
+    let body = answered_resource(reply, resource_type, &wanted)?;
+    let located = match reply.location.as_deref() {
+        Some(location) => match target_from_location(location) {
+            Some(target) if is_of_type(&target, resource_type) => Some(target),
+            Some(target) => {
+                return Err(not_the_answer(
+                    reply,
+                    &format!("{wanted} (its Location names {target})"),
+                ));
+            }
+            None => None,
+        },
+        None => None,
+    };
+    let put_to_id = request.method == Method::PUT && !request.path.contains('?');
+    let target = if put_to_id {
+        Some(request.path.clone())
+    } else {
+        located.or_else(|| {
+            let id = body.as_ref()?["id"].as_str()?;
+            Some(format!("{resource_type}/{id}"))
+        })
+    };
+    let Some(target) = target else {
+        return Err(Failure {
+            status: Some(reply.status),
+            message: "the store stored the resource but did not say where \
+                      (no Location, no id in the body)"
+                .to_owned(),
+            source: None,
+        });
+    };
+    let stored = match (&request.method, reply.status) {
+        (_, 201) => Stored::Created,
+        (&Method::POST, _) if request.if_none_exist.is_some() => Stored::AlreadyPresent,
+        (&Method::POST, _) => Stored::Created,
+        _ => Stored::Updated,
+    };
+    Ok(Written { target, stored })
+}
+
+fn is_of_type(target: &str, resource_type: &str) -> bool {
+    target
+        .strip_prefix(resource_type)
+        .is_some_and(|rest| rest.starts_with('/'))
+}
+
+/// The resource in a 2xx answer's body, `None` for an empty body (`return=minimal`); a
+/// failure when the body is anything but a `resource_type`.
+fn answered_resource(
+    reply: &Reply,
+    resource_type: &str,
+    wanted: &str,
+) -> Result<Option<Value>, Failure> {
+    if reply.body.trim_ascii().is_empty() {
+        return Ok(None);
+    }
+    match serde_json::from_slice::<Value>(&reply.body) {
+        Ok(value) if value["resourceType"] == resource_type => Ok(Some(value)),
+        _ => Err(not_the_answer(reply, wanted)),
+    }
+}
+
+/// The store's id for the resource tagged `tag`, when the search answer holds it.
+fn found_by_tag(reply: &Reply, resource_type: &str, tag: &str) -> Result<Option<String>, Failure> {
+    let wanted = "a searchset Bundle";
+    let bundle: Value =
+        serde_json::from_slice(&reply.body).map_err(|_| not_the_answer(reply, wanted))?;
+    if bundle["resourceType"] != "Bundle" || bundle["type"] != "searchset" {
+        return Err(not_the_answer(reply, wanted));
+    }
+    let entries = bundle["entry"].as_array().map(Vec::as_slice).unwrap_or(&[]);
+    // Checked here too: a server that ignored `_tag` would answer with every resource.
+    Ok(entries.iter().find_map(|entry| {
+        let resource = &entry["resource"];
+        let tagged = resource["meta"]["tag"]
+            .as_array()?
+            .iter()
+            .any(|t| t["system"] == SOURCE_KEY_SYSTEM && t["code"] == tag);
+        (tagged && resource["resourceType"] == resource_type)
+            .then(|| {
+                format!(
+                    "{resource_type}/{}",
+                    resource["id"].as_str().unwrap_or_default()
+                )
+            })
+            .filter(|target| !target.ends_with('/'))
+    }))
+}
+
+/// A failure for a 2xx answer that is not what was asked for: what came back, so that a
+/// person can tell a proxy's login page from a store's bug.
+fn not_the_answer(reply: &Reply, wanted: &str) -> Failure {
+    let text = String::from_utf8_lossy(&reply.body);
+    let text = text.trim();
+    let what = if text.is_empty() {
+        "an empty body".to_owned()
+    } else if text.starts_with('<') {
+        "an HTML or XML page (not FHIR JSON)".to_owned()
+    } else {
+        match serde_json::from_str::<Value>(text) {
+            Ok(value) => match (value["resourceType"].as_str(), value["type"].as_str()) {
+                (Some("Bundle"), Some(kind)) => format!("a {kind} Bundle"),
+                (Some(kind), _) => format!("a {kind}"),
+                (None, _) => "JSON that is not a FHIR resource".to_owned(),
+            },
+            Err(_) => "a body that is not JSON".to_owned(),
+        }
+    };
+    let mut start: String = text.chars().take(200).collect();
+    start = start.split_whitespace().collect::<Vec<_>>().join(" ");
+    Failure {
+        status: Some(reply.status),
+        message: format!(
+            "the store answered HTTP {} with {what}, not {wanted}; not counted as stored. \
+             The answer starts: {start}",
+            reply.status
+        ),
+        source: None,
+    }
+}
+
 /// `Type/id` from a Location such as `https://host/v1/.../fhir/Patient/123/_history/1`.
 pub fn target_from_location(location: &str) -> Option<String> {
     let path = location.split(['?', '#']).next()?;
@@ -629,45 +1079,48 @@ pub fn target_from_location(location: &str) -> Option<String> {
         .then(|| format!("{kind}/{id}"))
 }
 
-fn target_from_body(body: &[u8]) -> Option<String> {
-    let value: Value = serde_json::from_slice(body).ok()?;
-    Some(format!(
-        "{}/{}",
-        value["resourceType"].as_str()?,
-        value["id"].as_str()?
-    ))
-}
-
-/// Where each entry of a transaction went, from the `transaction-response` Bundle.
-fn transaction_targets(body: &[u8], expected: usize) -> Result<Vec<String>, String> {
-    let response: Value = serde_json::from_slice(body)
-        .map_err(|e| format!("the store's answer to a transaction is not JSON: {e}"))?;
+/// Where each entry of a transaction went and how, from the `transaction-response` Bundle;
+/// `kinds` says what each entry sent.
+fn transaction_results(reply: &Reply, kinds: &[EntryKind]) -> Result<Vec<Written>, Failure> {
+    let wanted = "a transaction-response Bundle";
+    let response: Value =
+        serde_json::from_slice(&reply.body).map_err(|_| not_the_answer(reply, wanted))?;
+    if response["resourceType"] != "Bundle" || response["type"] != "transaction-response" {
+        return Err(not_the_answer(reply, wanted));
+    }
+    let failure = |message: String| Failure {
+        status: Some(reply.status),
+        message,
+        source: None,
+    };
     let entries = response["entry"]
         .as_array()
         .map(Vec::as_slice)
         .unwrap_or(&[]);
-    if response["resourceType"] != "Bundle" || entries.len() != expected {
-        return Err(format!(
-            "the store answered a transaction of {expected} entries with {} entries; \
+    if entries.len() != kinds.len() {
+        return Err(failure(format!(
+            "the store answered a transaction of {} entries with {} entries; \
              it is not known what was stored; re-running stores nothing twice",
+            kinds.len(),
             entries.len()
-        ));
+        )));
     }
     entries
         .iter()
+        .zip(kinds)
         .enumerate()
-        .map(|(i, entry)| {
+        .map(|(i, (entry, kind))| {
             let response = &entry["response"];
             let status = response["status"].as_str().unwrap_or_default();
             if !status.starts_with('2') {
                 let reason = serde_json::to_vec(&response["outcome"])
                     .map(|outcome| super::client::store_message(&outcome))
                     .unwrap_or_default();
-                return Err(format!(
+                return Err(failure(format!(
                     "entry {i} of the transaction answered `{status}`: {reason}"
-                ));
+                )));
             }
-            response["location"]
+            let target = response["location"]
                 .as_str()
                 .and_then(target_from_location)
                 .or_else(|| {
@@ -678,7 +1131,22 @@ fn transaction_targets(body: &[u8], expected: usize) -> Result<Vec<String>, Stri
                         resource["id"].as_str()?
                     ))
                 })
-                .ok_or_else(|| format!("entry {i} has no location"))
+                .ok_or_else(|| failure(format!("entry {i} of the transaction has no location")))?;
+            if !is_of_type(&target, &kind.resource_type) {
+                return Err(failure(format!(
+                    "entry {i} of the transaction, a {}, was answered with {target}; \
+                     it is not known what was stored",
+                    kind.resource_type
+                )));
+            }
+            let stored = if status.starts_with("201") {
+                Stored::Created
+            } else if kind.put {
+                Stored::Updated
+            } else {
+                Stored::AlreadyPresent
+            };
+            Ok(Written { target, stored })
         })
         .collect()
 }
@@ -734,16 +1202,147 @@ mod tests {
         assert_eq!(target_from_location("nonsense"), None);
     }
 
+    fn reply(status: u16, location: Option<&str>, body: &str) -> Reply {
+        Reply {
+            status,
+            location: location.map(str::to_owned),
+            body: Bytes::from(body.to_owned()),
+        }
+    }
+
+    fn kinds(types: &[(&str, bool)]) -> Vec<EntryKind> {
+        types
+            .iter()
+            .map(|&(resource_type, put)| EntryKind {
+                resource_type: resource_type.to_owned(),
+                put,
+            })
+            .collect()
+    }
+
     #[test]
     fn transaction_answers_are_checked() {
-        let ok = br#"{"resourceType":"Bundle","type":"transaction-response","entry":[
+        let ok = r#"{"resourceType":"Bundle","type":"transaction-response","entry":[
             {"response":{"status":"201 Created","location":"Patient/1/_history/1"}},
-            {"response":{"status":"200 OK","location":"Encounter/2/_history/3"}}]}"#;
+            {"response":{"status":"200 OK","location":"Encounter/2/_history/3"}},
+            {"response":{"status":"200 OK","location":"Provenance/x/_history/2"}}]}"#;
+        let three = kinds(&[
+            ("Patient", false),
+            ("Encounter", false),
+            ("Provenance", true),
+        ]);
+        let results = transaction_results(&reply(200, None, ok), &three).unwrap();
+        let stored: Vec<(&str, Stored)> = results
+            .iter()
+            .map(|w| (w.target.as_str(), w.stored))
+            .collect();
         assert_eq!(
-            transaction_targets(ok, 2).unwrap(),
-            ["Patient/1", "Encounter/2"]
+            stored,
+            [
+                ("Patient/1", Stored::Created),
+                ("Encounter/2", Stored::AlreadyPresent),
+                ("Provenance/x", Stored::Updated)
+            ]
         );
-        assert!(transaction_targets(ok, 3).is_err());
-        assert!(transaction_targets(b"{}", 1).is_err());
+        assert!(transaction_results(&reply(200, None, ok), &three[..2]).is_err());
+        let swapped = kinds(&[
+            ("Encounter", false),
+            ("Patient", false),
+            ("Provenance", true),
+        ]);
+        assert!(transaction_results(&reply(200, None, ok), &swapped).is_err());
+    }
+
+    #[test]
+    fn a_success_that_is_not_the_answer_asked_for_is_a_failure() {
+        let html = reply(200, None, "<html><body>Sign in to continue</body></html>");
+        let one = kinds(&[("Patient", false)]);
+        let message = transaction_results(&html, &one).unwrap_err().message;
+        assert!(message.contains("HTTP 200 with an HTML"), "{message}");
+        assert!(message.contains("Sign in to continue"), "{message}");
+        let batch = reply(
+            200,
+            None,
+            r#"{"resourceType":"Bundle","type":"batch-response","entry":[{"response":{"status":"201 Created","location":"Patient/1"}}]}"#,
+        );
+        let message = transaction_results(&batch, &one).unwrap_err().message;
+        assert!(message.contains("a batch-response Bundle"), "{message}");
+        assert!(transaction_results(&reply(200, None, r#"{"ok":true}"#), &one).is_err());
+
+        let create = StoreRequest {
+            method: Method::POST,
+            path: "Patient".into(),
+            body: Bytes::new(),
+            if_none_exist: Some("identifier=s|1".into()),
+            operations: 1,
+        };
+        // Location alone (return=minimal), the resource alone, and a match of the condition.
+        let by_location = written(
+            &create,
+            "Patient",
+            &reply(201, Some("Patient/7/_history/1"), ""),
+        );
+        assert_eq!(
+            by_location.unwrap(),
+            Written {
+                target: "Patient/7".into(),
+                stored: Stored::Created
+            }
+        );
+        let by_body = written(
+            &create,
+            "Patient",
+            &reply(200, None, r#"{"resourceType":"Patient","id":"8"}"#),
+        );
+        assert_eq!(
+            by_body.unwrap(),
+            Written {
+                target: "Patient/8".into(),
+                stored: Stored::AlreadyPresent
+            }
+        );
+        for wrong in [
+            reply(201, None, "<html>proxy</html>"),
+            reply(201, None, r#"{"status":"ok"}"#),
+            reply(201, None, r#"{"resourceType":"Observation","id":"9"}"#),
+            reply(201, Some("Observation/9"), ""),
+        ] {
+            let message = written(&create, "Patient", &wrong).unwrap_err().message;
+            assert!(message.contains("not counted as stored"), "{message}");
+        }
+        // Said to be stored, a Patient indeed, but not where: only then is it said so.
+        let nowhere = written(
+            &create,
+            "Patient",
+            &reply(201, None, r#"{"resourceType":"Patient"}"#),
+        );
+        assert!(nowhere.unwrap_err().message.contains("did not say where"));
+
+        let search = |body: &str| found_by_tag(&reply(200, None, body), "Provenance", "t1");
+        let tagged = r#"{"resourceType":"Bundle","type":"searchset","entry":[
+            {"resource":{"resourceType":"Provenance","id":"a","meta":{"tag":[{"system":"https://fhirgen.dev/sid/source-key","code":"t0"}]}}},
+            {"resource":{"resourceType":"Provenance","id":"b","meta":{"tag":[{"system":"https://fhirgen.dev/sid/source-key","code":"t1"}]}}}]}"#;
+        assert_eq!(search(tagged).unwrap().as_deref(), Some("Provenance/b"));
+        assert_eq!(
+            search(r#"{"resourceType":"Bundle","type":"searchset"}"#).unwrap(),
+            None
+        );
+        assert!(search("<html></html>").is_err());
+    }
+
+    #[test]
+    fn refused_parts_split_at_record_boundaries() {
+        let record_of = record_numbers(&[2, 3, 6, 7], 7);
+        assert_eq!(record_of, [0, 0, 1, 2, 2, 2, 3]);
+        let all: Vec<usize> = (0..7).collect();
+        assert!(spans_records(&all, &record_of));
+        let (first, second) = split_by_record(all, &record_of);
+        assert_eq!(
+            (first.as_slice(), second.as_slice()),
+            (&[0, 1, 2][..], &[3, 4, 5, 6][..])
+        );
+        assert!(!spans_records(&[3, 4, 5], &record_of));
+        let (first, second) = split_by_record(vec![2, 3, 4], &record_of);
+        assert_eq!((first, second), (vec![2], vec![3, 4]));
     }
 }
