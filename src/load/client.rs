@@ -42,6 +42,13 @@ impl StoreRequest {
     pub fn is_bundle(&self) -> bool {
         self.path.is_empty() && self.method == Method::POST
     }
+
+    /// Whether sending it twice stores nothing twice: PUTs, reads, conditional creates and
+    /// bundles (whose entries are conditional or PUTs) are; a bare POST is not, so after an
+    /// answer that leaves it unknown whether the store wrote, its caller looks first.
+    pub fn is_idempotent(&self) -> bool {
+        !(self.method == Method::POST && !self.is_bundle() && self.if_none_exist.is_none())
+    }
 }
 
 #[derive(Debug)]
@@ -324,6 +331,7 @@ impl StoreClient {
                         Retry::Error {
                             last: format!("HTTP {code}: {message}"),
                             at_least: retry_after.unwrap_or_default().max(wait),
+                            maybe_written: true,
                         }
                     }
                 }
@@ -344,6 +352,7 @@ impl StoreClient {
                             Retry::Error {
                                 last: format!("timeout: no answer within {:?}", self.timeout),
                                 at_least: Duration::ZERO,
+                                maybe_written: true,
                             }
                         }
                         AttemptError::Http(error) => {
@@ -370,6 +379,8 @@ impl StoreClient {
                             Retry::Error {
                                 last,
                                 at_least: Duration::ZERO,
+                                // Refused connections never carried the request.
+                                maybe_written: !error.is_connect(),
                             }
                         }
                     }
@@ -377,7 +388,14 @@ impl StoreClient {
             };
             let wait = match retry {
                 Retry::Throttled(wait) => wait,
-                Retry::Error { last, at_least } => {
+                Retry::Error {
+                    last,
+                    at_least,
+                    maybe_written,
+                } => {
+                    if maybe_written && !request.is_idempotent() {
+                        return Err(SendError::GaveUp { attempts, last });
+                    }
                     let Some(backoff) = delays.next() else {
                         return Err(SendError::GaveUp { attempts, last });
                     };
@@ -480,7 +498,12 @@ enum Retry {
     /// Throttled: waits as the limiter says, without spending a retry.
     Throttled(Duration),
     /// Failed in a way that may heal: spends a retry, waits its backoff (or longer if told).
-    Error { last: String, at_least: Duration },
+    Error {
+        last: String,
+        at_least: Duration,
+        /// The store may have written it before failing.
+        maybe_written: bool,
+    },
 }
 
 /// What one attempt got back: only the parts a writer or a retry needs.

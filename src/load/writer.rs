@@ -313,9 +313,10 @@ struct EntryKind {
     put: bool,
 }
 
-/// How many times a resource found by no search is created after an ambiguous failure (the
-/// store may have written it): each round searches first, so it is never stored twice.
-const CREATE_ROUNDS: usize = 2;
+/// How many times a resource found by no search is created (the client hands back at once an
+/// answer that leaves it unknown whether the store wrote): each round searches first, so it is
+/// never stored twice; as many rounds as a request has tries by default.
+const CREATE_ROUNDS: usize = 9;
 
 impl RecordWriter {
     /// Writes `job`; hands back the jobs that it made ready (resources of the same record
