@@ -5,7 +5,6 @@
 pub mod auth;
 pub mod client;
 pub mod failed;
-pub mod input;
 pub mod report;
 pub mod retry;
 pub mod source;
@@ -36,7 +35,7 @@ use writer::{Completion, IdMap, Job, JobOutcome, Publish, RecordDag, RecordWrite
 
 pub async fn run(args: LoadArgs) -> anyhow::Result<ExitCode> {
     check_flags(&args)?;
-    let source = source::open(&args)?;
+    let source = source::open(&args).await?;
     let target = target::resolve(&args).await?;
     // Created only once everything else checked out, so a mistake never wipes an old file.
     let failed_sink = args
