@@ -84,6 +84,7 @@ fn write_canonical(value: &Value, depth: usize, out: &mut Vec<u8>) {
             for key in keys {
                 let child = &map[key.as_str()];
                 let left_out = match (depth, key.as_str()) {
+                    (0, "meta") => !describes_the_resource(child),
                     (1, "versionId" | "lastUpdated" | "source") => true,
                     _ => false,
                 };
@@ -118,6 +119,20 @@ fn write_canonical(value: &Value, depth: usize, out: &mut Vec<u8>) {
         }
         scalar => serde_json::to_writer(&mut *out, scalar).expect("scalars serialize"),
     }
+}
+
+/// Whether `meta` holds more than what an export stamps on its copy and a source-key tag.
+fn describes_the_resource(meta: &Value) -> bool {
+    let Some(meta) = meta.as_object() else {
+        return true;
+    };
+    meta.iter().any(|(key, value)| match key.as_str() {
+        "versionId" | "lastUpdated" | "source" => false,
+        "tag" => value
+            .as_array()
+            .is_none_or(|tags| tags.iter().any(|tag| !is_source_key_system(&tag["system"]))),
+        _ => true,
+    })
 }
 
 fn write_list_without_source_keys(items: &[Value], out: &mut Vec<u8>) {
@@ -511,9 +526,11 @@ mod tests {
         let document =
             json!({"resourceType": "Bundle", "id": "d", "type": "document", "entry": []});
         let resource = single(document.clone());
+        assert_eq!(resource.key, "Bundle/d");
+        assert_eq!(resource.body["entry"], document["entry"]);
         assert_eq!(
-            (resource.key.as_str(), resource.body),
-            ("Bundle/d", document)
+            resource.body["meta"]["tag"][0]["system"],
+            "https://fhirgen.dev/sid/source-key"
         );
     }
 }
