@@ -129,8 +129,8 @@ impl<I: Iterator<Item = SourceItem>> InOrder<I> {
                 Err(e) => {
                     self.spill_failed = true;
                     eprintln!(
-                        "warning: cannot write records that wait for what they refer to to a \
-                         temporary file ({e}); they wait in memory instead (set TMPDIR to a \
+                        "warning: cannot set records aside in a temporary file ({e}); those \
+                         that wait for what they refer to now wait in memory (set TMPDIR to a \
                          folder with room)"
                     );
                 }
@@ -695,7 +695,7 @@ mod tests {
 
     #[test]
     fn cycles_go_as_they_are_in_input_order() {
-        let items = vec![
+        let items = [
             record(&[json!({"resourceType": "Encounter", "id": "e",
                 "diagnosis": [{"condition": {"reference": "Condition/c"}}]})]),
             record(&[json!({"resourceType": "Condition", "id": "c",
