@@ -3,10 +3,12 @@
 //! Reads NDJSON of resources (bulk-data exports, `--failed` files), NDJSON of Bundles, JSON
 //! files of one resource or Bundle (pretty-printed or not), any of these gzipped, a folder of
 //! them (recursively, in an order where what is referred to comes first), or stdin. Everything
-//! streams: a file is read, parsed and handed on as it goes, so memory stays flat whatever the
-//! size of the input.
+//! streams: a file is read, parsed and handed on as it goes; what has to wait for what it
+//! refers to is held within a bound and then goes to disk, and only the keys read (as hashes)
+//! grow with the size of the input.
 //!
-//! Records: a transaction, batch, collection or searchset Bundle is one record of its entries.
+//! Records: a transaction, batch, collection or searchset Bundle is one record of its entries
+//! (split, when it has to wait, into the parts that can wait apart).
 //! NDJSON lines that refer to a resource of the record being built join it (a patient's lines
 //! in `fhirgen generate` output); any other line starts a new record (every line of a bulk
 //! per-type file). Consecutive shared resources (Organizations, Practitioners...) make one
