@@ -295,6 +295,40 @@ async fn any_order_loads_completely_and_once(export: &Path) {
     }
 }
 
+/// `fhirgen generate` output upside down (`tac`): the shared Organizations, Practitioners and
+/// PractitionerRoles come last, each role before what it refers to, every patient's record
+/// after its observations. It loads whole in the modes that write one resource per request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn generated_data_upside_down_loads_whole() {
+    let generated = fhirgen()
+        .args(["generate", "--count", "300", "--seed", "2"])
+        .output()
+        .unwrap();
+    assert_exit(&generated, 0);
+    let mut lines: Vec<String> = String::from_utf8(generated.stdout)
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    lines.reverse();
+    for mode in ["create", "update"] {
+        let emulator = start_emulator(EmulatorOptions::default()).await;
+        let output = load_lines(
+            &emulator.fhir_base_url(),
+            mode,
+            &lines,
+            Through::Stdin,
+            None,
+        )
+        .await;
+        assert_exit(&output, 0);
+        assert_eq!(summary(&output)["stored"], 300, "{mode}");
+        assert_eq!(total_resources(&emulator).await, 300, "{mode}");
+        assert_store_consistent(&emulator).await;
+        emulator.shutdown().await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn synthea_bulk_export_in_any_order_loads_completely_and_once() {
     any_order_loads_completely_and_once(&unlicensed("bulk-ndjson/ktmtwm-sytheadata")).await;

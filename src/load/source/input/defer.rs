@@ -100,24 +100,19 @@ impl<I: Iterator<Item = SourceItem>> InOrder<I> {
     fn offer(&mut self, record: Record, sources: Option<Vec<String>>) {
         let provided = self.provided(&record);
         let missing = self.missing(&record, &provided);
+        let parts = self.parts(&record);
         if missing.is_empty() || self.stage == Stage::Flushing {
+            // Whole, but with what is referred to first: shared records go out one resource
+            // per job, each job once the jobs before it that it refers to are done.
+            let order: Vec<usize> = parts.into_iter().flatten().collect();
+            let (record, sources) = match order.windows(2).all(|w| w[0] < w[1]) {
+                true => (record, sources),
+                false => take_parts(record, sources, vec![order]).remove(0),
+            };
             return self.pass_on(record, sources, provided);
         }
-        let parts = self.parts(&record);
         if parts.len() > 1 {
-            let mut resources: Vec<Option<Resource>> =
-                record.resources.into_iter().map(Some).collect();
-            let mut sources: Option<Vec<Option<String>>> =
-                sources.map(|s| s.into_iter().map(Some).collect());
-            for part in parts {
-                let resources = part.iter().filter_map(|&i| resources[i].take()).collect();
-                let sources = sources
-                    .as_mut()
-                    .map(|s| part.iter().filter_map(|&i| s[i].take()).collect());
-                let record = Record {
-                    kind: record.kind,
-                    resources,
-                };
+            for (record, sources) in take_parts(record, sources, parts) {
                 self.offer(record, sources);
             }
             return;
@@ -153,8 +148,8 @@ impl<I: Iterator<Item = SourceItem>> InOrder<I> {
         );
     }
 
-    /// The resources of a record that has to wait, in the smallest parts that can wait apart,
-    /// each after those it refers to. Lines of a file gathered into a record because they refer
+    /// The resources of a record in the smallest parts that can wait apart, each after those
+    /// it refers to. Lines of a file gathered into a record because they refer
     /// to each other (a Patient and the Observations after it) must not wait together for what
     /// only some of them refer to: records could then wait for each other in a cycle that the
     /// data does not have. Resources that refer to each other in a cycle stay together (only a
@@ -387,6 +382,30 @@ impl<I: Iterator<Item = SourceItem>> Iterator for InOrder<I> {
             }
         }
     }
+}
+
+/// The resources of `record` (and their sources) at the indices of each part, as records.
+fn take_parts(
+    record: Record,
+    sources: Option<Vec<String>>,
+    parts: Vec<Vec<usize>>,
+) -> Vec<(Record, Option<Vec<String>>)> {
+    let mut resources: Vec<Option<Resource>> = record.resources.into_iter().map(Some).collect();
+    let mut sources: Option<Vec<Option<String>>> =
+        sources.map(|s| s.into_iter().map(Some).collect());
+    parts
+        .into_iter()
+        .map(|part| {
+            let taken = Record {
+                kind: record.kind,
+                resources: part.iter().filter_map(|&i| resources[i].take()).collect(),
+            };
+            let taken_sources = sources
+                .as_mut()
+                .map(|s| part.iter().filter_map(|&i| s[i].take()).collect());
+            (taken, taken_sources)
+        })
+        .collect()
 }
 
 /// The strongly connected parts of a graph (Tarjan's algorithm), each part after the parts it
@@ -747,6 +766,37 @@ mod tests {
             strongly_connected(&edges),
             [vec![2], vec![0], vec![1, 3], vec![4]]
         );
+    }
+
+    #[test]
+    fn a_record_goes_with_what_is_referred_to_first() {
+        let shared = SourceItem::Record {
+            record: Record {
+                kind: RecordKind::Shared,
+                resources: [
+                    json!({"resourceType": "PractitionerRole", "id": "r",
+                        "practitioner": {"reference": "Practitioner/d"}}),
+                    json!({"resourceType": "Practitioner", "id": "d"}),
+                    json!({"resourceType": "Organization", "id": "o"}),
+                ]
+                .into_iter()
+                .map(Resource::new)
+                .collect(),
+            },
+            sources: Some(vec!["in:1".into(), "in:2".into(), "in:3".into()]),
+        };
+        let mut ordered = InOrder::new(std::iter::once(shared), DEFAULT_MEMORY);
+        let Some(SourceItem::Record { record, sources }) = ordered.next() else {
+            panic!("no record")
+        };
+        let keys: Vec<&str> = record.resources.iter().map(|r| r.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            ["Practitioner/d", "PractitionerRole/r", "Organization/o"]
+        );
+        assert_eq!(sources.unwrap(), ["in:2", "in:1", "in:3"]);
+        assert_eq!(record.kind, RecordKind::Shared);
+        assert!(ordered.next().is_none());
     }
 
     #[test]
