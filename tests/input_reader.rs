@@ -3,24 +3,19 @@
 
 mod common;
 
+#[path = "data/samples.rs"]
+mod samples;
+
+use std::collections::BTreeMap;
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
 use common::*;
-use fhirgen::emulator::EmulatorOptions;
+use fhirgen::emulator::{Emulator, EmulatorOptions};
+use fhirgen::load::source::input::DEFER_MEMORY_ENV;
+use samples::{bundled, unlicensed};
 use serde_json::{Value, json};
-
-/// A folder of the shared third-party samples, or `None` (with a note) when it is absent.
-fn sample(name: &str) -> Option<PathBuf> {
-    let path = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/data/")).join(name);
-    if path.is_dir() {
-        Some(path)
-    } else {
-        eprintln!("note: {} is absent; test skipped", path.display());
-        None
-    }
-}
 
 #[test]
 fn missing_input_is_a_usage_error() {
@@ -85,12 +80,10 @@ async fn loads_completely_and_once_in_every_mode(
 /// Synthea's output folder (shared hospital and practitioner batches, then patient bundles
 /// with conditional references) loads whole in every mode, with every reference resolved;
 /// loading it again stores nothing twice: resources without an identifier get one from their
-/// place in the input, and those that cannot carry one (Provenance) are PUT to a stable id.
+/// content, and those that cannot carry one (Provenance) are PUT to a stable id.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn synthea_folder_loads_completely_and_once_in_every_mode() {
-    let Some(dir) = sample("synthea-bundles") else {
-        return;
-    };
+    let dir = unlicensed("synthea-bundles");
     // The hospital and practitioner batches, then the three patients' bundles.
     let held = loads_completely_and_once_in_every_mode(&dir, 68 + 68 + 269 + 253 + 379).await;
     assert!(held.iter().all(|counts| counts["Patient"] == 3), "{held:?}");
@@ -100,9 +93,7 @@ async fn synthea_folder_loads_completely_and_once_in_every_mode() {
 /// referred to first, in every mode, and a second run adds nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bulk_export_folder_loads_in_dependency_order_in_every_mode() {
-    let Some(dir) = sample("bulk-ndjson/ktmtwm-sytheadata") else {
-        return;
-    };
+    let dir = unlicensed("bulk-ndjson/ktmtwm-sytheadata");
     // 989 lines of NDJSON plus the 16 entries of the two batch bundles.
     let held = loads_completely_and_once_in_every_mode(&dir, 989 + 16).await;
     assert!(held.iter().all(|counts| counts["Patient"] == 1), "{held:?}");
@@ -111,15 +102,241 @@ async fn bulk_export_folder_loads_in_dependency_order_in_every_mode() {
 /// The SMART sample: Patients, then AllergyIntolerances and Devices that point at them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn smart_bulk_sample_loads() {
-    let Some(dir) = sample("bulk-ndjson/smart-10-patients") else {
-        return;
-    };
+    let dir = bundled("smart-10-patients");
     let emulator = start_emulator(EmulatorOptions::default()).await;
     let output = run(load_input(&emulator.fhir_base_url(), "create", &dir)).await;
     assert_exit(&output, 0);
     assert_eq!(summary(&output)["stored"], 13 + 11 + 16);
     assert_store_consistent(&emulator).await;
     emulator.shutdown().await;
+}
+
+/// How the data reaches `--input`.
+#[derive(Debug, Clone, Copy)]
+enum Through {
+    /// A file of this name in a fresh folder.
+    File(&'static str),
+    Stdin,
+}
+
+/// Loads NDJSON `lines` into `base`; `memory` (when given) bounds what waits in memory for
+/// what it refers to, so that a bound of 0 sends every waiting record to disk.
+async fn load_lines(
+    base: &str,
+    mode: &str,
+    lines: &[String],
+    through: Through,
+    memory: Option<&str>,
+) -> std::process::Output {
+    let data = (lines.join("\n") + "\n").into_bytes();
+    let folder = tempfile::tempdir().unwrap();
+    let input = match through {
+        Through::File(name) => {
+            let path = folder.path().join(name);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(&path, &data).unwrap();
+            path
+        }
+        Through::Stdin => PathBuf::from("-"),
+    };
+    let mut command = load_input(base, mode, &input);
+    if let Some(memory) = memory {
+        command.env(DEFER_MEMORY_ENV, memory);
+    }
+    command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    tokio::task::spawn_blocking(move || {
+        let mut child = command.spawn().unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        if matches!(through, Through::Stdin) {
+            stdin.write_all(&data).unwrap();
+        }
+        drop(stdin);
+        let output = child.wait_with_output().unwrap();
+        drop(folder);
+        output
+    })
+    .await
+    .unwrap()
+}
+
+/// A bulk export as `cat export/*` gives it: the NDJSON files in name order, their lines as
+/// they are, Bundles (pretty JSON) one line each.
+fn concatenated(export: &Path) -> Vec<String> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(export)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    let mut lines = Vec::new();
+    for file in files {
+        let text = std::fs::read_to_string(&file).unwrap();
+        if file.extension().is_some_and(|e| e == "ndjson") {
+            lines.extend(text.lines().map(str::to_owned));
+        } else {
+            lines.push(serde_json::from_str::<Value>(&text).unwrap().to_string());
+        }
+    }
+    lines
+}
+
+/// Resources per type in `lines` (a Bundle's entries counted as theirs).
+fn counts_of(lines: &[String]) -> BTreeMap<String, u64> {
+    let mut counts = BTreeMap::new();
+    for line in lines {
+        let value: Value = serde_json::from_str(line).unwrap();
+        let resources: Vec<&Value> = match value["entry"].as_array() {
+            Some(entries) => entries.iter().map(|e| &e["resource"]).collect(),
+            None => vec![&value],
+        };
+        for resource in resources {
+            let resource_type = resource["resourceType"].as_str().unwrap().to_owned();
+            *counts.entry(resource_type).or_default() += 1;
+        }
+    }
+    counts
+}
+
+/// The same lines in an order fixed by `seed`.
+fn shuffled(lines: &[String], seed: u64) -> Vec<String> {
+    let mut out = lines.to_vec();
+    let mut state = seed;
+    for i in (1..out.len()).rev() {
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        out.swap(i, (state >> 33) as usize % (i + 1));
+    }
+    out
+}
+
+/// Every source key in the store (identifier values and tag codes of the source-key system)
+/// is a bare UUID: no `urn:uuid:`, nothing a server rewrites inside a transaction.
+async fn assert_source_keys_are_plain(emulator: &Emulator) -> usize {
+    let base = emulator.fhir_base_url();
+    let mut checked = 0;
+    for resource_type in resource_counts(emulator).await.keys() {
+        for resource in all_of_type(&base, resource_type).await {
+            let identifiers = resource["identifier"].as_array().into_iter().flatten();
+            let tags = resource["meta"]["tag"].as_array().into_iter().flatten();
+            for key in identifiers.chain(tags) {
+                if key["system"] != "https://fhirgen.dev/sid/source-key" {
+                    continue;
+                }
+                let value = key["value"].as_str().or(key["code"].as_str()).unwrap();
+                assert!(
+                    uuid::Uuid::try_parse(value).is_ok() && value.len() == 36,
+                    "{resource_type}: source key {value:?}"
+                );
+                checked += 1;
+            }
+        }
+    }
+    checked
+}
+
+/// A bulk export concatenated in name order (`cat export/*`: AllergyIntolerance before
+/// Patient, the shared Bundles last), reversed, and shuffled, loads completely in every mode,
+/// through a file or stdin, with everything that waits for what it refers to sent to disk;
+/// the same data again under another name, and through stdin, stores nothing new.
+async fn any_order_loads_completely_and_once(export: &Path) {
+    let in_name_order = concatenated(export);
+    let expected = counts_of(&in_name_order);
+    let total: u64 = expected.values().sum();
+    let mut reversed = in_name_order.clone();
+    reversed.reverse();
+    let orders = [
+        (
+            "name order",
+            in_name_order.clone(),
+            Through::File("export.ndjson"),
+        ),
+        ("reversed", reversed, Through::Stdin),
+        (
+            "shuffled",
+            shuffled(&in_name_order, 11),
+            Through::File("a/b.json"),
+        ),
+    ];
+    for mode in ["transaction", "create", "update"] {
+        for (order, lines, through) in &orders {
+            let what = format!("{} {mode} {order} {through:?}", export.display());
+            let emulator = start_emulator(EmulatorOptions::default()).await;
+            let base = emulator.fhir_base_url();
+            let output = load_lines(&base, mode, lines, *through, Some("0")).await;
+            assert_exit(&output, 0);
+            let summary = summary(&output);
+            assert_eq!(
+                (summary["stored"].as_u64(), summary["failed"].as_u64()),
+                (Some(total), Some(0)),
+                "{what}: {summary}"
+            );
+            assert_eq!(resource_counts(&emulator).await, expected, "{what}");
+            assert_store_consistent(&emulator).await;
+            if *order == "shuffled" {
+                assert!(assert_source_keys_are_plain(&emulator).await > 0, "{what}");
+                for again in [
+                    Through::File("elsewhere/renamed.ndjson.txt"),
+                    Through::Stdin,
+                ] {
+                    let output = load_lines(&base, mode, &in_name_order, again, None).await;
+                    assert_exit(&output, 0);
+                    assert_eq!(
+                        resource_counts(&emulator).await,
+                        expected,
+                        "{what}, then again {again:?}"
+                    );
+                }
+            }
+            emulator.shutdown().await;
+        }
+    }
+}
+
+/// `fhirgen generate` output upside down (`tac`): the shared Organizations, Practitioners and
+/// PractitionerRoles come last, each role before what it refers to, every patient's record
+/// after its observations. It loads whole in the modes that write one resource per request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn generated_data_upside_down_loads_whole() {
+    let generated = fhirgen()
+        .args(["generate", "--count", "300", "--seed", "2"])
+        .output()
+        .unwrap();
+    assert_exit(&generated, 0);
+    let mut lines: Vec<String> = String::from_utf8(generated.stdout)
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    lines.reverse();
+    for mode in ["create", "update"] {
+        let emulator = start_emulator(EmulatorOptions::default()).await;
+        let output = load_lines(
+            &emulator.fhir_base_url(),
+            mode,
+            &lines,
+            Through::Stdin,
+            None,
+        )
+        .await;
+        assert_exit(&output, 0);
+        assert_eq!(summary(&output)["stored"], 300, "{mode}");
+        assert_eq!(total_resources(&emulator).await, 300, "{mode}");
+        assert_store_consistent(&emulator).await;
+        emulator.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn synthea_bulk_export_in_any_order_loads_completely_and_once() {
+    any_order_loads_completely_and_once(&unlicensed("bulk-ndjson/ktmtwm-sytheadata")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn smart_bulk_export_in_any_order_loads_completely_and_once() {
+    any_order_loads_completely_and_once(&bundled("smart-10-patients")).await;
 }
 
 /// `fhirgen generate | fhirgen load --input -` stores exactly what was generated, as NDJSON

@@ -6,7 +6,6 @@ pub mod auth;
 pub mod client;
 pub mod descriptors;
 pub mod failed;
-pub mod input;
 pub mod limiter;
 pub mod preflight;
 pub mod report;
@@ -42,7 +41,7 @@ use writer::{Completion, IdMap, Job, JobOutcome, Publish, RecordDag, RecordWrite
 pub async fn run(args: LoadArgs) -> anyhow::Result<ExitCode> {
     check_flags(&args)?;
     descriptors::ensure_room_for(args.workers, args.target.emulator)?;
-    let source = source::open(&args)?;
+    let source = source::open(&args).await?;
     let target = target::resolve(&args).await?;
     // Created only once everything else checked out, so a mistake never wipes an old file.
     let failed_sink = args

@@ -3,19 +3,25 @@
 //! Reads NDJSON of resources (bulk-data exports, `--failed` files), NDJSON of Bundles, JSON
 //! files of one resource or Bundle (pretty-printed or not), any of these gzipped, a folder of
 //! them (recursively, in an order where what is referred to comes first), or stdin. Everything
-//! streams: a file is read, parsed and handed on as it goes, so memory stays flat whatever the
-//! size of the input.
+//! streams: a file is read, parsed and handed on as it goes; what has to wait for what it
+//! refers to is held within a bound and then goes to disk, and only the keys read (as hashes)
+//! grow with the size of the input.
 //!
-//! Records: a transaction, batch, collection or searchset Bundle is one record of its entries.
+//! Records: a transaction, batch, collection or searchset Bundle is one record of its entries
+//! (split, when it has to wait, into the parts that can wait apart).
 //! NDJSON lines that refer to a resource of the record being built join it (a patient's lines
 //! in `fhirgen generate` output); any other line starts a new record (every line of a bulk
 //! per-type file). Consecutive shared resources (Organizations, Practitioners...) make one
 //! shared record.
 //!
-//! Keys: a Bundle entry's `fullUrl`, else `Type/id`, else a `urn:uuid` derived from where the
-//! resource sits in the input, the same on every run. Resources without a usable identifier
-//! get that key as one, so that re-runs find them instead of storing them again.
+//! Order: whatever order the input has, a record comes out only after every record it refers
+//! to (see `defer`), so that a bulk export concatenated in any order loads whole.
+//!
+//! Keys: a Bundle entry's `fullUrl`, else `Type/id`, else `Type/<source key>`. Resources
+//! without a usable identifier get a source key that depends only on their content (see
+//! `resources`), so that re-runs find them instead of storing them again.
 
+mod defer;
 mod order;
 mod read;
 mod resources;
@@ -26,18 +32,24 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-use super::source::{RecordSource, SourceItem};
+use super::{RecordSource, SourceItem};
 use crate::fhir::{Record, RecordKind, Resource};
 use read::{Step, ValueReader};
 use resources::{Origin, Unpacked};
+
+/// Sets how much memory records waiting for what they refer to may take before they are
+/// written to a temporary file (bytes; `k`, `M`, `G` suffixes allowed).
+pub const DEFER_MEMORY_ENV: &str = "FHIRGEN_INPUT_DEFER_MEMORY";
 
 /// NDJSON records are cut at this many resources, however they refer to each other.
 const MAX_RECORD: usize = 500;
 
 /// Opens `path` (a file, a folder, or `-` for stdin) for reading as it is loaded. A path that
 /// does not exist, or a folder without files, is a usage error; anything wrong inside the
-/// files is reported item by item while the rest loads.
+/// files is reported item by item while the rest loads. Blocking: it walks the folder and
+/// reads the head of its files.
 pub fn open(path: &Path) -> anyhow::Result<RecordSource> {
+    let memory = defer_memory()?;
     let inputs = if path.as_os_str() == "-" {
         vec![Input::Stdin]
     } else {
@@ -57,38 +69,54 @@ pub fn open(path: &Path) -> anyhow::Result<RecordSource> {
                     path.display()
                 )));
             }
-            files
-                .into_iter()
-                .map(|file| Input::File {
-                    path: file.path,
-                    stable: file.relative,
-                })
-                .collect()
+            files.into_iter().map(Input::File).collect()
         } else {
-            let stable = path
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            vec![Input::File {
-                path: path.to_owned(),
-                stable,
-            }]
+            vec![Input::File(path.to_owned())]
         }
+    };
+    let read = InputItems {
+        inputs: inputs.into_iter(),
+        current: None,
     };
     Ok(RecordSource {
         prerequisites: Vec::new(),
-        items: Box::new(InputItems {
-            inputs: inputs.into_iter(),
-            current: None,
-        }),
+        items: Box::new(defer::InOrder::new(read, memory)),
         total: None,
         seed: None,
     })
 }
 
+fn defer_memory() -> anyhow::Result<usize> {
+    let Ok(text) = std::env::var(DEFER_MEMORY_ENV) else {
+        return Ok(defer::DEFAULT_MEMORY);
+    };
+    parse_bytes(&text).ok_or_else(|| {
+        crate::exit::usage(format!(
+            "{DEFER_MEMORY_ENV}={text}: expected a number of bytes, such as 268435456 or 256M"
+        ))
+    })
+}
+
+/// `1024`, `64k`, `256M`, `2G` (powers of 1024).
+fn parse_bytes(text: &str) -> Option<usize> {
+    let text = text.trim();
+    let (digits, unit) = match text.char_indices().last()? {
+        (at, c) if c.is_ascii_alphabetic() => (&text[..at], c.to_ascii_uppercase()),
+        _ => (text, 'B'),
+    };
+    let shift = match unit {
+        'B' => 0,
+        'K' => 10,
+        'M' => 20,
+        'G' => 30,
+        _ => return None,
+    };
+    digits.trim().parse::<usize>().ok()?.checked_mul(1 << shift)
+}
+
 enum Input {
     Stdin,
-    File { path: PathBuf, stable: String },
+    File(PathBuf),
 }
 
 struct InputItems {
@@ -112,7 +140,6 @@ impl Iterator for InputItems {
 /// The items of one file (or of stdin), in file order.
 struct FileItems {
     label: String,
-    stable: String,
     values: Option<ValueReader>,
     building: RecordBuilder,
     ready: VecDeque<SourceItem>,
@@ -121,17 +148,14 @@ struct FileItems {
 impl FileItems {
     fn open(input: Input) -> Self {
         match input {
-            Input::Stdin => Self::new("-".to_owned(), "-".to_owned(), read::stdin()),
-            Input::File { path, stable } => {
-                Self::new(path.display().to_string(), stable, read::open_file(&path))
-            }
+            Input::Stdin => Self::new("-".to_owned(), read::stdin()),
+            Input::File(path) => Self::new(path.display().to_string(), read::open_file(&path)),
         }
     }
 
-    fn new(label: String, stable: String, bytes: std::io::Result<read::Bytes>) -> Self {
+    fn new(label: String, bytes: std::io::Result<read::Bytes>) -> Self {
         let mut items = Self {
             label,
-            stable,
             values: None,
             building: RecordBuilder::default(),
             ready: VecDeque::new(),
@@ -181,7 +205,6 @@ impl FileItems {
     fn accept(&mut self, line: u64, value: Value) {
         let origin = Origin {
             label: &self.label,
-            stable: &self.stable,
             line,
         };
         match resources::unpack(value, &origin) {

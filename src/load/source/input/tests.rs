@@ -1,6 +1,5 @@
 use std::collections::HashMap;
 use std::io::{Cursor, Write};
-use std::path::PathBuf;
 
 use serde_json::{Value, json};
 
@@ -58,19 +57,18 @@ fn read_path(path: &Path) -> Read {
 
 fn read_text(label: &str, text: &[u8]) -> Read {
     let bytes = read::decompressed(Cursor::new(text.to_vec()));
-    let mut file = FileItems::new(label.to_owned(), label.to_owned(), bytes);
+    let mut file = FileItems::new(label.to_owned(), bytes);
     collect(std::iter::from_fn(move || file.next()))
 }
 
-/// A folder of the shared third-party samples, or `None` (with a note) when it is absent.
-fn sample(name: &str) -> Option<PathBuf> {
-    let path = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/data/")).join(name);
-    if path.is_dir() {
-        Some(path)
-    } else {
-        eprintln!("note: {} is absent; test skipped", path.display());
-        None
-    }
+#[path = "../../../../tests/data/samples.rs"]
+mod samples;
+use samples::{bundled, unlicensed};
+
+/// A source key is a bare UUID: never a `urn:uuid:` or anything else a server rewrites.
+fn assert_is_source_key(key: &str) {
+    assert!(uuid::Uuid::try_parse(key).is_ok(), "{key:?}");
+    assert_eq!(key.len(), 36, "{key:?}");
 }
 
 fn lines(resources: &[Value]) -> Vec<u8> {
@@ -98,9 +96,7 @@ fn literal_references(body: &Value) -> Vec<String> {
 
 #[test]
 fn synthea_bundles_shared_first_then_patients() {
-    let Some(dir) = sample("synthea-bundles") else {
-        return;
-    };
+    let dir = unlicensed("synthea-bundles");
     let read = read_path(&dir);
     assert!(read.invalid.is_empty(), "{:?}", read.invalid);
     use RecordKind::{Patient, Shared};
@@ -114,19 +110,23 @@ fn synthea_bundles_shared_first_then_patients() {
     assert!(sources[67].ends_with("#entry 67"));
 
     // Keys are the fullUrls; resources keep their own identifiers first, and those without
-    // one (the PractitionerRoles) get their key as one.
+    // one (the PractitionerRoles) get a source key from their content: never the fullUrl.
     for resource in read.resources() {
         assert!(resource.key.starts_with("urn:uuid:"), "{}", resource.key);
         let query = resource.conditional_query().unwrap_or_default();
         match resource.resource_type() {
-            "Provenance" => assert!(resource.body.get("identifier").is_none()),
-            "PractitionerRole" => assert_eq!(
-                query,
-                format!(
-                    "identifier=https://fhirgen.dev/sid/source-key|{}",
-                    resource.key
-                )
-            ),
+            "Provenance" => {
+                assert!(resource.body.get("identifier").is_none());
+                let tag = &resource.body["meta"]["tag"][0];
+                assert_eq!(tag["system"], "https://fhirgen.dev/sid/source-key");
+                assert_is_source_key(tag["code"].as_str().unwrap_or_default());
+            }
+            "PractitionerRole" => {
+                let key = query
+                    .strip_prefix("identifier=https://fhirgen.dev/sid/source-key|")
+                    .unwrap_or_default();
+                assert_is_source_key(key);
+            }
             "Practitioner" => {
                 assert!(query.starts_with("identifier=http://hl7.org/fhir/sid/us-npi|"))
             }
@@ -155,9 +155,7 @@ fn synthea_bundles_shared_first_then_patients() {
 
 #[test]
 fn bulk_export_references_point_backwards() {
-    let Some(dir) = sample("bulk-ndjson/ktmtwm-sytheadata") else {
-        return;
-    };
+    let dir = unlicensed("bulk-ndjson/ktmtwm-sytheadata");
     let read = read_path(&dir);
     assert!(read.invalid.is_empty(), "{:?}", read.invalid);
     assert_eq!(read.kinds()[..2], [RecordKind::Shared, RecordKind::Shared]);
@@ -199,9 +197,7 @@ fn bulk_export_references_point_backwards() {
 
 #[test]
 fn smart_patients_before_what_refers_to_them() {
-    let Some(dir) = sample("bulk-ndjson/smart-10-patients") else {
-        return;
-    };
+    let dir = bundled("smart-10-patients");
     let read = read_path(&dir);
     assert!(read.invalid.is_empty(), "{:?}", read.invalid);
     let types: Vec<&str> = read.resources().map(Resource::resource_type).collect();
@@ -219,26 +215,26 @@ fn smart_patients_before_what_refers_to_them() {
 
 #[test]
 fn hl7_examples_each_read_as_specified() {
-    let Some(dir) = sample("hl7-examples") else {
-        return;
-    };
-    let expected: &[(&str, &[usize])] = &[
-        ("bundle-example.json", &[2]),
-        ("diagnosticreport-hla-genetics-results-example.json", &[22]),
-        ("document-example-dischargesummary.json", &[1]),
-        ("encounter-example.json", &[1]),
-        ("observation-example-bloodpressure.json", &[1]),
-        ("observation-example.json", &[1]),
-        ("organization-example.json", &[1]),
-        ("patient-example.json", &[1]),
-        ("patient-examples-general.json", &[12]),
-        ("practitioner-example.json", &[1]),
-        ("xds-example.json", &[5]),
+    let dir = bundled("hl7-examples");
+    // Resources per file. A Bundle is one record, unless it refers out of the data set: then
+    // its entries wait for that apart, each after what it refers to.
+    let expected: &[(&str, usize)] = &[
+        ("bundle-example.json", 2),
+        ("diagnosticreport-hla-genetics-results-example.json", 22),
+        ("document-example-dischargesummary.json", 1),
+        ("encounter-example.json", 1),
+        ("observation-example-bloodpressure.json", 1),
+        ("observation-example.json", 1),
+        ("organization-example.json", 1),
+        ("patient-example.json", 1),
+        ("patient-examples-general.json", 12),
+        ("practitioner-example.json", 1),
+        ("xds-example.json", 5),
     ];
-    for (name, sizes) in expected {
+    for (name, count) in expected {
         let read = read_path(&dir.join(name));
         assert!(read.invalid.is_empty(), "{name}: {:?}", read.invalid);
-        assert_eq!(read.sizes(), *sizes, "{name}");
+        assert_eq!(read.resources().count(), *count, "{name}");
     }
 
     let document = read_path(&dir.join("document-example-dischargesummary.json"));
@@ -249,9 +245,10 @@ fn hl7_examples_each_read_as_specified() {
 
     let patients = read_path(&dir.join("patient-examples-general.json"));
     assert!(patients.resources().all(|r| r.resource_type() == "Patient"));
-    assert_eq!(
-        patients.records[0].0.resources[0].key,
-        "http://hl7.org/fhir/Patient/1"
+    assert!(
+        patients
+            .resources()
+            .any(|r| r.key == "http://hl7.org/fhir/Patient/1")
     );
 
     let xds = read_path(&dir.join("xds-example.json"));
@@ -262,31 +259,34 @@ fn hl7_examples_each_read_as_specified() {
     assert!(binary.body.get("identifier").is_none());
 
     let search = read_path(&dir.join("bundle-example.json"));
-    let request = &search.records[0].0.resources[0];
+    let request = search
+        .resources()
+        .find(|r| r.resource_type() == "MedicationRequest")
+        .unwrap();
     assert_eq!(
         request.body["medicationReference"]["reference"],
         "https://example.com/base/Medication/example"
     );
 
-    // The folder: shared resources first, plain resources by type, then the bundles.
+    // The folder: what is referred to first (the examples refer out of the set too: those
+    // go once everything else has).
     let read = read_path(&dir);
     assert!(read.invalid.is_empty(), "{:?}", read.invalid);
-    let firsts: Vec<&str> = read
-        .records
-        .iter()
-        .map(|(r, _)| r.resources[0].resource_type())
-        .collect();
-    assert_eq!(
-        firsts[..6],
-        [
-            "Organization",
-            "Practitioner",
-            "Patient",
-            "Encounter",
-            "Observation",
-            "Observation"
-        ]
-    );
+    let keys: HashSet<&str> = read.resources().map(|r| r.key.as_str()).collect();
+    let mut before = HashSet::new();
+    for (record, _) in &read.records {
+        // A record goes whole (one transaction): inside it, references may point anywhere.
+        before.extend(record.resources.iter().map(|r| r.key.as_str()));
+        for resource in &record.resources {
+            for reference in literal_references(&resource.body) {
+                assert!(
+                    before.contains(reference.as_str()) || !keys.contains(reference.as_str()),
+                    "{} refers to {reference}, which does not come before it",
+                    resource.key
+                );
+            }
+        }
+    }
     assert_eq!(read.resources().count(), 2 + 22 + 1 + 5 + 5 + 12 + 1);
 }
 
@@ -519,30 +519,113 @@ fn missing_path_is_a_usage_error() {
 }
 
 #[test]
-fn keys_are_stable_across_reads() {
+fn source_keys_are_the_same_under_any_name() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("Observation.ndjson");
-    std::fs::write(
-        &path,
-        lines(&[
-            json!({"resourceType": "Observation", "status": "final"}),
-            json!({"resourceType": "Observation", "status": "final"}),
-            json!({"resourceType": "Provenance"}),
-        ]),
-    )
-    .unwrap();
-    let keys = |read: &Read| -> Vec<String> { read.resources().map(|r| r.key.clone()).collect() };
-    let first = read_path(&path);
-    let second = read_path(dir.path());
-    assert_eq!(keys(&first), keys(&second));
-    assert_ne!(keys(&first)[0], keys(&first)[1]);
-    let observation = first.resources().next().unwrap();
-    assert_eq!(
-        observation.body["identifier"][0]["value"].as_str(),
-        Some(observation.key.as_str())
-    );
-    let provenance = first.resources().last().unwrap();
-    assert!(provenance.body.get("identifier").is_none());
+    let values = [
+        json!({"resourceType": "Observation", "status": "final"}),
+        json!({"resourceType": "Observation", "status": "amended"}),
+        json!({"resourceType": "Provenance"}),
+    ];
+    std::fs::write(dir.path().join("Observation.ndjson"), lines(&values)).unwrap();
+    std::fs::create_dir(dir.path().join("elsewhere")).unwrap();
+    let renamed = dir.path().join("elsewhere/export-2.json.gz");
+    let mut shuffled = values.to_vec();
+    shuffled.reverse();
+    std::fs::write(&renamed, gzip(&lines(&shuffled))).unwrap();
+    let keys = |read: Read| -> Vec<String> {
+        let mut keys: Vec<String> = read.resources().map(|r| r.key.clone()).collect();
+        keys.sort();
+        keys
+    };
+    let first = keys(read_path(&dir.path().join("Observation.ndjson")));
+    assert_eq!(first.len(), 3);
+    assert_ne!(first[0], first[1]);
+    assert_eq!(keys(read_path(&renamed)), first);
+    assert_eq!(keys(read_text("-", &lines(&values))), first);
+
+    let read = read_path(&renamed);
+    for resource in read.resources() {
+        let (_, key) = resource.key.split_once('/').unwrap();
+        assert_is_source_key(key);
+        match resource.resource_type() {
+            "Provenance" => assert_eq!(resource.body["meta"]["tag"][0]["code"], key),
+            _ => assert_eq!(resource.body["identifier"][0]["value"], key),
+        }
+    }
+}
+
+#[test]
+fn bulk_exports_in_any_order_read_in_dependency_order() {
+    for dir in [
+        unlicensed("bulk-ndjson/ktmtwm-sytheadata"),
+        bundled("smart-10-patients"),
+    ] {
+        let in_order: Vec<Resource> = read_path(&dir).resources().cloned().collect();
+        let keys: HashSet<&str> = in_order.iter().map(|r| r.key.as_str()).collect();
+        // Every file's lines in reverse, the files in alphabetical order (as `cat *` has
+        // them), then shuffled; each through a spill bound of nothing and of plenty.
+        let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "ndjson"))
+            .collect();
+        files.sort();
+        let mut alphabetical: Vec<String> = Vec::new();
+        for file in &files {
+            alphabetical.extend(
+                std::fs::read_to_string(file)
+                    .unwrap()
+                    .lines()
+                    .map(str::to_owned),
+            );
+        }
+        let mut reversed = alphabetical.clone();
+        reversed.reverse();
+        let mut shuffled = alphabetical.clone();
+        let mut state = 7u64;
+        for i in (1..shuffled.len()).rev() {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            shuffled.swap(i, (state >> 33) as usize % (i + 1));
+        }
+        for (order, lines) in [
+            ("alphabetical", &alphabetical),
+            ("reversed", &reversed),
+            ("shuffled", &shuffled),
+        ] {
+            for memory in [0, defer::DEFAULT_MEMORY] {
+                let text = lines.join("\n");
+                let bytes = read::decompressed(Cursor::new(text.into_bytes()));
+                let file = FileItems::new("-".to_owned(), bytes);
+                let items = InputItems {
+                    inputs: Vec::new().into_iter(),
+                    current: Some(file),
+                };
+                let read = collect(defer::InOrder::new(items, memory));
+                assert!(read.invalid.is_empty(), "{:?}", read.invalid);
+                let all: Vec<&Resource> = read.resources().collect();
+                let what = format!("{} {order} {memory}", dir.display());
+                let ndjson_resources = in_order
+                    .iter()
+                    .filter(|r| !r.key.starts_with("urn:uuid:"))
+                    .count();
+                assert_eq!(all.len(), ndjson_resources, "{what}");
+                let mut before = HashSet::new();
+                for resource in &all {
+                    for reference in literal_references(&resource.body) {
+                        assert!(
+                            before.contains(reference.as_str())
+                                || !keys.contains(reference.as_str()),
+                            "{what}: {} refers to {reference}, which does not come before it",
+                            resource.key
+                        );
+                    }
+                    before.insert(resource.key.as_str());
+                }
+            }
+        }
+    }
 }
 
 #[test]

@@ -1,5 +1,7 @@
 //! Where the records to load come from: the generator, or files given with `--input`.
 
+pub mod input;
+
 use crate::cli::LoadArgs;
 use crate::fhir::Record;
 use crate::generate::{Generator, GeneratorConfig};
@@ -28,9 +30,13 @@ pub struct RecordSource {
     pub seed: Option<u64>,
 }
 
-pub fn open(args: &LoadArgs) -> anyhow::Result<RecordSource> {
-    if let Some(path) = &args.input {
-        return super::input::open(path);
+/// Opens the source of a load. Walking an `--input` folder and reading the head of its files
+/// is blocking work: it runs on a blocking thread, not on the async runtime.
+pub async fn open(args: &LoadArgs) -> anyhow::Result<RecordSource> {
+    if let Some(path) = args.input.clone() {
+        return tokio::task::spawn_blocking(move || input::open(&path))
+            .await
+            .map_err(|e| anyhow::anyhow!("reading --input failed: {e}"))?;
     }
     let config = GeneratorConfig::from_args(&args.data)?;
     let generator = Generator::new(config.clone());

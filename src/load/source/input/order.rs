@@ -6,15 +6,15 @@ use std::path::{Path, PathBuf};
 
 use super::{read, types};
 
-pub(super) struct InputFile {
-    pub path: PathBuf,
-    /// The path relative to the folder, with `/` between components: stable across runs.
-    pub relative: String,
+struct InputFile {
+    path: PathBuf,
+    /// The path relative to the folder, with `/` between components: the same on every run.
+    relative: String,
 }
 
 /// Every file under `root`, recursively, in load order. Hidden files and folders (`.name`) are
 /// left out; links to folders are not followed, so a loop of links cannot trap the walk.
-pub(super) fn files_in(root: &Path) -> io::Result<Vec<InputFile>> {
+pub(super) fn files_in(root: &Path) -> io::Result<Vec<PathBuf>> {
     let mut files = Vec::new();
     walk(root, &mut Vec::new(), &mut files)?;
     let mut keyed: Vec<(LoadOrder, InputFile)> = files
@@ -22,7 +22,7 @@ pub(super) fn files_in(root: &Path) -> io::Result<Vec<InputFile>> {
         .map(|file| (load_order(&file.path), file))
         .collect();
     keyed.sort_by(|(a, fa), (b, fb)| a.cmp(b).then_with(|| fa.relative.cmp(&fb.relative)));
-    Ok(keyed.into_iter().map(|(_, file)| file).collect())
+    Ok(keyed.into_iter().map(|(_, file)| file.path).collect())
 }
 
 fn walk(dir: &Path, relative: &mut Vec<String>, out: &mut Vec<InputFile>) -> io::Result<()> {
