@@ -14,8 +14,8 @@ use serde_json::{Value, json};
 use super::faults::{self, CONTROL_PREFIX};
 use super::path::{FhirPath, store_resource};
 use super::query::SearchQuery;
-use super::store::{BundleResult, FhirError, Store, WriteResult};
-use super::wire::{self, fhir_error, fhir_json};
+use super::store::{BundleResult, FhirError, Store, StoredResource, WriteResult};
+use super::wire::{self, fhir_error, fhir_json, write_json};
 use super::{AppState, capability, sink};
 
 pub fn router(state: Arc<AppState>) -> Router {
@@ -65,7 +65,7 @@ async fn fhir(State(state): State<Arc<AppState>>, request: Request) -> Response 
         .map_or_else(|| state.addr.to_string(), str::to_owned);
     let base = format!("http://{host}{}", target.prefix);
     if state.options.sink {
-        return sink::answer(&parts.method, target.rest, &base, body).await;
+        return sink::answer(&parts.method, &parts.headers, target.rest, &base, body).await;
     }
     let store = state.stores.get(&target.store);
     let segments: Vec<&str> = target.rest.split('/').filter(|s| !s.is_empty()).collect();
@@ -150,11 +150,7 @@ async fn read_json(body: Body, headers: &HeaderMap, limit: usize) -> Result<Valu
 
 /// A resource in full, whatever `Prefer` asks: the Healthcare API documents the resource as
 /// the answer of every read, create and update.
-fn resource_response(
-    status: StatusCode,
-    resource: &super::store::StoredResource,
-    base: &str,
-) -> Response {
+fn resource_response(status: StatusCode, resource: &StoredResource, base: &str) -> Response {
     let mut response = fhir_json(status, resource.body.clone());
     let headers = response.headers_mut();
     if let Ok(location) = HeaderValue::try_from(format!("{base}/{}", resource.location())) {
@@ -171,7 +167,7 @@ fn write_response(result: &WriteResult, base: &str) -> Response {
     resource_response(status, &result.resource, base)
 }
 
-pub fn status_line(status: u16) -> String {
+fn status_line(status: u16) -> String {
     let reason = StatusCode::from_u16(status)
         .ok()
         .and_then(|s| s.canonical_reason())
@@ -279,11 +275,6 @@ fn search(
     }
     out.push(b'}');
     Ok(fhir_json(StatusCode::OK, out))
-}
-
-pub fn write_json(out: &mut Vec<u8>, value: &Value) {
-    // Writing a Value into a Vec cannot fail.
-    let _ = serde_json::to_writer(out, value);
 }
 
 #[cfg(test)]

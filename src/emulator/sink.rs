@@ -6,15 +6,14 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use axum::body::Body;
-use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::Response;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
 
-use super::routes::write_json;
 use super::store::FhirError;
-use super::wire::{self, fhir_error, fhir_json};
+use super::wire::{self, fhir_error, fhir_json, write_json};
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
@@ -22,8 +21,19 @@ fn new_id() -> String {
     NEXT_ID.fetch_add(1, Ordering::Relaxed).to_string()
 }
 
-pub async fn answer(method: &Method, rest: &str, base: &str, body: Body) -> Response {
-    let bytes = match wire::collect(body, wire::MAX_BUNDLE_BODY).await {
+pub async fn answer(
+    method: &Method,
+    headers: &HeaderMap,
+    rest: &str,
+    base: &str,
+    body: Body,
+) -> Response {
+    let limit = wire::MAX_BUNDLE_BODY;
+    let bytes = match wire::collect(body, limit).await {
+        Ok(bytes) => wire::decode(bytes, headers, limit),
+        Err(e) => Err(e),
+    };
+    let bytes = match bytes {
         Ok(bytes) => bytes,
         Err(e) => return fhir_error(&e),
     };

@@ -83,3 +83,9 @@ pub fn fhir_error(error: &FhirError) -> Response {
     let status = StatusCode::from_u16(error.status).unwrap_or(StatusCode::BAD_REQUEST);
     fhir_json(status, error.operation_outcome().to_string())
 }
+
+/// Appends `value` as JSON, for answers spliced together from stored bodies.
+pub fn write_json(out: &mut Vec<u8>, value: &Value) {
+    // Writing a Value into a Vec cannot fail.
+    let _ = serde_json::to_writer(out, value);
+}
