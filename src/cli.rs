@@ -221,9 +221,24 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = 0.0)]
     pub fault_after_write_rate: f64,
 
-    /// Requests per minute before answering 429 RESOURCE_EXHAUSTED (0 = unlimited).
-    #[arg(long, default_value_t = 0)]
+    /// FHIR operations per quota window before answering 429 RESOURCE_EXHAUSTED, as Google's
+    /// quota does: each entry of a batch or transaction bundle is one operation, any other
+    /// request one (0 = unlimited).
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub quota_ops: u32,
+
+    /// Length of a quota window in seconds (fractions allowed).
+    #[arg(long, default_value = "60", value_name = "SECS", value_parser = parse_seconds)]
+    pub quota_window: std::time::Duration,
+
+    /// Shorthand for --quota-ops N --quota-window 60.
+    #[arg(long, default_value_t = 0, value_name = "N", conflicts_with_all = ["quota_ops", "quota_window"])]
     pub quota_rpm: u32,
+
+    /// Add a Retry-After header (seconds until the window resets) to quota refusals. Google
+    /// sends none.
+    #[arg(long)]
+    pub quota_retry_after: bool,
 
     /// Require this bearer token on every request.
     #[arg(long, env = "FHIRGEN_EMULATOR_TOKEN", hide_env_values = true)]
@@ -233,9 +248,10 @@ pub struct ServeArgs {
     #[arg(long)]
     pub disable_referential_integrity: bool,
 
-    /// Refuse PUT to an id that does not exist (Google's enableUpdateCreate=false).
+    /// Let PUT create a resource at an id that does not exist (Google's enableUpdateCreate,
+    /// off on a new store).
     #[arg(long)]
-    pub disable_update_create: bool,
+    pub enable_update_create: bool,
 
     /// Seed for fault injection, so fault tests are reproducible.
     #[arg(long, default_value_t = 0)]
@@ -245,6 +261,16 @@ pub struct ServeArgs {
     /// validating it, so that a load test measures the client, not this store.
     #[arg(long)]
     pub sink: bool,
+}
+
+/// Parses a positive number of seconds, fractions allowed: `60`, `0.5`.
+fn parse_seconds(s: &str) -> Result<std::time::Duration, String> {
+    s.trim()
+        .parse::<f64>()
+        .ok()
+        .filter(|secs| *secs > 0.0)
+        .and_then(|secs| std::time::Duration::try_from_secs_f64(secs).ok())
+        .ok_or_else(|| format!("`{s}` is not a positive number of seconds"))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

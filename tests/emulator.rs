@@ -159,16 +159,17 @@ async fn create_read_update() {
     assert_eq!(mismatch.status, 400);
     assert!(mismatch.diagnostics().contains("does not match"));
 
+    // A new Google store does not create on PUT (enableUpdateCreate is off).
     let mut new = patient("2");
     new["id"] = json!("client-chosen");
-    let put_created = send(
+    let put_missing = send(
         client
             .put(format!("{base}/Patient/client-chosen"))
             .json(&new),
     )
     .await;
-    assert_eq!(put_created.status, 201);
-    assert_eq!(put_created.body["id"], "client-chosen");
+    assert_eq!(put_missing.status, 404);
+    assert_eq!(put_missing.body["issue"][0]["code"], "not-found");
 
     let missing = get(&format!("{base}/Patient/nope")).await;
     assert_eq!(missing.status, 404);
@@ -193,23 +194,130 @@ async fn create_read_update() {
             .status,
         201
     );
-    assert_eq!(count(&stats(&emulator).await, "Patient"), 3);
+    assert_eq!(count(&stats(&emulator).await, "Patient"), 2);
     emulator.shutdown().await;
 }
 
 #[tokio::test]
-async fn update_create_can_be_disabled() {
-    let emulator = start(EmulatorOptions {
-        update_create: false,
+async fn put_creates_only_with_enable_update_create() {
+    let mut body = patient("1");
+    body["id"] = json!("p1");
+    let put_entry = json!({"resource": body, "request": {"method": "PUT", "url": "Patient/p1"}});
+    let in_transaction =
+        json!({"resourceType": "Bundle", "type": "transaction", "entry": [put_entry]});
+
+    let google_default = start(EmulatorOptions::default()).await;
+    let base = google_default.fhir_base_url();
+    let client = reqwest::Client::new();
+    let reply = send(client.put(format!("{base}/Patient/p1")).json(&body)).await;
+    assert_eq!(reply.status, 404);
+    assert_eq!(reply.body["resourceType"], "OperationOutcome");
+    assert!(reply.diagnostics().contains("enableUpdateCreate"));
+    let reply = post(&base, &in_transaction).await;
+    assert_eq!(reply.status, 404);
+    assert!(
+        reply.diagnostics().starts_with("entry 0: "),
+        "{}",
+        reply.diagnostics()
+    );
+    assert!(stats(&google_default).await.resources.is_empty());
+    google_default.shutdown().await;
+
+    let update_create = start(EmulatorOptions {
+        update_create: true,
         ..EmulatorOptions::default()
     })
     .await;
-    let mut body = patient("1");
-    body["id"] = json!("p1");
-    let url = format!("{}/Patient/p1", emulator.fhir_base_url());
-    let reply = send(reqwest::Client::new().put(url).json(&body)).await;
-    assert_eq!(reply.status, 404);
-    assert!(reply.diagnostics().contains("enableUpdateCreate"));
+    let base = update_create.fhir_base_url();
+    let created = send(client.put(format!("{base}/Patient/p1")).json(&body)).await;
+    assert_eq!(created.status, 201);
+    assert_eq!(created.body["id"], "p1");
+    assert_eq!(
+        created.header("location"),
+        format!("{base}/Patient/p1/_history/1")
+    );
+    assert_eq!(created.header("etag"), "W/\"1\"");
+    let again = post(&base, &in_transaction).await;
+    assert_eq!(again.status, 200);
+    assert_eq!(again.body["entry"][0]["response"]["status"], "200 OK");
+    assert_eq!(again.body["entry"][0]["resource"]["meta"]["versionId"], "2");
+    update_create.shutdown().await;
+}
+
+#[tokio::test]
+async fn conditional_update_by_identifier() {
+    let emulator = start(EmulatorOptions::default()).await;
+    let base = emulator.fhir_base_url();
+    let client = reqwest::Client::new();
+    let url = format!("{base}/Patient?identifier={SID}|u1");
+    let put = |body: &Value| send(client.put(&url).json(body));
+
+    // No match and no id: created with a server id.
+    let created = put(&patient("u1")).await;
+    assert_eq!(created.status, 201, "{}", created.body);
+    let id = created.body["id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        created.header("location"),
+        format!("{base}/Patient/{id}/_history/1")
+    );
+    assert_eq!(created.header("etag"), "W/\"1\"");
+    assert_eq!(created.body["name"][0]["family"], "Doe");
+
+    // One match: updated, 200, the resource in full.
+    let mut changed = patient("u1");
+    changed["gender"] = json!("other");
+    let updated = put(&changed).await;
+    assert_eq!(updated.status, 200);
+    assert_eq!(updated.body["id"], id.as_str());
+    assert_eq!(updated.body["meta"]["versionId"], "2");
+    assert_eq!(updated.body["gender"], "other");
+    assert_eq!(updated.header("etag"), "W/\"2\"");
+
+    // A body id that is not the match's.
+    changed["id"] = json!("not-the-match");
+    let mismatch = put(&changed).await;
+    assert_eq!(mismatch.status, 400);
+    assert_eq!(mismatch.body["resourceType"], "OperationOutcome");
+
+    // No match with an id in the body: needs enableUpdateCreate.
+    let mut with_id = patient("u2");
+    with_id["id"] = json!("client-u2");
+    let refused = send(
+        client
+            .put(format!("{base}/Patient?identifier={SID}|u2"))
+            .json(&with_id),
+    )
+    .await;
+    assert_eq!(refused.status, 404);
+
+    // Inside a transaction and a batch too.
+    let entry = |value: &str| {
+        json!({"resource": patient(value),
+               "request": {"method": "PUT", "url": format!("Patient?identifier={SID}|{value}")}})
+    };
+    let transaction = json!({"resourceType": "Bundle", "type": "transaction",
+                             "entry": [entry("u1"), entry("u3")]});
+    let reply = post(&base, &transaction).await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert_eq!(reply.body["entry"][0]["response"]["status"], "200 OK");
+    assert_eq!(reply.body["entry"][0]["resource"]["id"], id.as_str());
+    assert_eq!(reply.body["entry"][1]["response"]["status"], "201 Created");
+
+    // Several matches.
+    post(&format!("{base}/Patient"), &patient("u1")).await;
+    let ambiguous = put(&patient("u1")).await;
+    assert_eq!(ambiguous.status, 412);
+    let batch = json!({"resourceType": "Bundle", "type": "batch", "entry": [entry("u1")]});
+    let reply = post(&base, &batch).await;
+    assert_eq!(
+        reply.body["entry"][0]["response"]["status"],
+        "412 Precondition Failed"
+    );
+
+    // A PUT to a type needs a condition.
+    let bare = send(client.put(format!("{base}/Patient")).json(&patient("u4"))).await;
+    assert_eq!(bare.status, 400);
+    assert_eq!(count(&stats(&emulator).await, "Patient"), 3);
     emulator.shutdown().await;
 }
 
@@ -308,19 +416,22 @@ async fn transactions_are_atomic_and_idempotent() {
     }
     let patient_id = entries[0]["resource"]["id"].as_str().unwrap();
     let encounter_id = entries[1]["resource"]["id"].as_str().unwrap();
+    // Locations are absolute, as the Healthcare API's are.
     assert_eq!(
         entries[0]["response"]["location"],
-        format!("Patient/{patient_id}/_history/1")
+        format!("{base}/Patient/{patient_id}/_history/1")
     );
-    let observation = get(&format!(
-        "{base}/{}",
-        entries[2]["response"]["location"]
-            .as_str()
-            .unwrap()
-            .split("/_history")
-            .next()
-            .unwrap()
-    ))
+    assert_eq!(entries[0]["response"]["etag"], "W/\"1\"");
+    assert_eq!(
+        entries[0]["fullUrl"],
+        format!("{base}/Patient/{patient_id}")
+    );
+    let observation = get(entries[2]["response"]["location"]
+        .as_str()
+        .unwrap()
+        .split("/_history")
+        .next()
+        .unwrap())
     .await;
     assert_eq!(
         observation.body["subject"]["reference"],
@@ -371,20 +482,29 @@ async fn transactions_are_atomic_and_idempotent() {
     assert!(failed.diagnostics().contains("urn:uuid:9999"));
     assert_eq!(stats(&emulator).await.resources, before);
 
-    // Prefer: return=minimal leaves the resources out of the answer.
+    // The answers carry the resources whatever Prefer says, as Google's do.
+    let client = reqwest::Client::new();
     let minimal = send(
-        reqwest::Client::new()
+        client
             .post(&base)
             .header("Prefer", "return=minimal")
             .json(&record_bundle("r4")),
     )
     .await;
     assert_eq!(minimal.status, 200);
-    assert!(minimal.body["entry"][0].get("resource").is_none());
     assert_eq!(
-        minimal.body["entry"][0]["response"]["status"],
-        "201 Created"
+        minimal.body["entry"][0]["resource"]["resourceType"],
+        "Patient"
     );
+    let single = send(
+        client
+            .post(format!("{base}/Patient"))
+            .header("Prefer", "return=minimal")
+            .json(&patient("r5")),
+    )
+    .await;
+    assert_eq!(single.status, 201);
+    assert_eq!(single.body["identifier"][0]["value"], "r5");
     emulator.shutdown().await;
 }
 
@@ -540,6 +660,37 @@ async fn search_counts_and_pages() {
     );
     let by_id = get(&format!("{base}/Patient?_id={},{}", created[1], created[2])).await;
     assert_eq!(by_id.body["total"], 2);
+
+    // Resources without identifiers are found by a meta.tag the loader puts on them.
+    let provenance = |tag: &str| {
+        json!({
+            "resourceType": "Provenance",
+            "meta": {"tag": [{"system": "https://fhirgen.dev/load", "code": tag}]},
+            "target": [{"reference": format!("Patient/{}", created[0])}],
+            "recorded": "2024-01-02T10:00:00Z",
+            "agent": [{"who": {"display": "fhirgen"}}]
+        })
+    };
+    for tag in ["run-1", "run-1", "run-2"] {
+        let reply = post(&format!("{base}/Provenance"), &provenance(tag)).await;
+        assert_eq!(reply.status, 201, "{}", reply.body);
+    }
+    let tagged = get(&format!(
+        "{base}/Provenance?_tag=https://fhirgen.dev/load%7Crun-1&_count=1"
+    ))
+    .await;
+    assert_eq!(tagged.status, 200, "{}", tagged.body);
+    assert_eq!(tagged.body["total"], 2);
+    assert_eq!(tagged.body["entry"].as_array().unwrap().len(), 1);
+    let next = tagged.body["link"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["relation"] == "next")
+        .expect("a next page");
+    assert!(next["url"].as_str().unwrap().contains("_tag="));
+    let counted = get(&format!("{base}/Provenance?_tag=run-2&_summary=count")).await;
+    assert_eq!(counted.body["total"], 1);
     assert_eq!(get(&format!("{base}/Patient?name=Doe")).await.status, 400);
     assert_eq!(get(&format!("{base}/Observation")).await.body["total"], 0);
     emulator.shutdown().await;
@@ -637,27 +788,193 @@ async fn faults_after_write_still_write() {
     emulator.shutdown().await;
 }
 
+fn batch_of_patients(prefix: &str, n: usize) -> Value {
+    let entries: Vec<Value> = (0..n)
+        .map(|i| {
+            json!({"resource": patient(&format!("{prefix}{i}")),
+                   "request": {"method": "POST", "url": "Patient"}})
+        })
+        .collect();
+    json!({"resourceType": "Bundle", "type": "batch", "entry": entries})
+}
+
+fn assert_quota_refusal(reply: &Reply) {
+    assert_eq!(reply.status, 429);
+    assert_eq!(reply.body["error"]["code"], 429);
+    assert_eq!(reply.body["error"]["status"], "RESOURCE_EXHAUSTED");
+    let message = reply.body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("Quota exceeded for quota metric 'Number of FHIR operations'"),
+        "{message}"
+    );
+}
+
 #[tokio::test]
-async fn quota_answers_429_with_retry_after() {
+async fn quota_counts_operations_and_sends_no_retry_after() {
     let emulator = start(EmulatorOptions {
-        quota_rpm: 3,
+        quota_ops: 6,
+        ..EmulatorOptions::default()
+    })
+    .await;
+    let base = emulator.fhir_base_url();
+    let client = reqwest::Client::new();
+    assert_eq!(get(&format!("{base}/metadata")).await.status, 200);
+    // Each entry of a bundle is one operation, gzipped or not.
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(batch_of_patients("q", 3).to_string().as_bytes())
+        .unwrap();
+    let batch = send(
+        client
+            .post(&base)
+            .header("Content-Type", "application/fhir+json")
+            .header("Content-Encoding", "gzip")
+            .body(gz.finish().unwrap()),
+    )
+    .await;
+    assert_eq!(batch.status, 200, "{}", batch.body);
+    assert_eq!(count(&stats(&emulator).await, "Patient"), 3);
+    // 4 of 6 used: a bundle of 3 is refused whole, writes nothing and uses nothing.
+    let refused = post(&base, &batch_of_patients("r", 3)).await;
+    assert_quota_refusal(&refused);
+    assert!(refused.headers.get("retry-after").is_none());
+    assert_eq!(count(&stats(&emulator).await, "Patient"), 3);
+    let transaction = json!({"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"resource": patient("t1"), "request": {"method": "POST", "url": "Patient"}},
+    ]});
+    assert_eq!(post(&base, &transaction).await.status, 200);
+    assert_eq!(get(&format!("{base}/Patient")).await.status, 200);
+    assert_quota_refusal(&get(&format!("{base}/Patient")).await);
+    // fhirStores.get is not a FHIR operation.
+    let store = format!("http://{}/v1/{}", emulator.addr(), emulator.store_name());
+    assert_eq!(get(&store).await.status, 200);
+
+    let stats_now = stats(&emulator).await;
+    assert_eq!(stats_now.quota_exceeded, 2);
+    assert_eq!(stats_now.status_counts["429"], 2);
+    // A reset starts a fresh window.
+    send(client.post(format!("http://{}/_emulator/reset", emulator.addr()))).await;
+    assert_eq!(post(&base, &batch_of_patients("s", 6)).await.status, 200);
+    assert_quota_refusal(&get(&format!("{base}/metadata")).await);
+    emulator.shutdown().await;
+}
+
+#[tokio::test]
+async fn quota_retry_after_on_request() {
+    let emulator = start(EmulatorOptions {
+        quota_ops: 1,
+        quota_window: Duration::from_secs(30),
+        quota_retry_after: true,
         ..EmulatorOptions::default()
     })
     .await;
     let url = format!("{}/metadata", emulator.fhir_base_url());
-    for _ in 0..3 {
-        assert_eq!(get(&url).await.status, 200);
-    }
+    assert_eq!(get(&url).await.status, 200);
     let refused = get(&url).await;
-    assert_eq!(refused.status, 429);
-    assert_eq!(refused.body["error"]["status"], "RESOURCE_EXHAUSTED");
+    assert_quota_refusal(&refused);
     let retry_after: u64 = refused.header("retry-after").parse().unwrap();
-    assert!((1..=60).contains(&retry_after), "{retry_after}");
-    let stats = stats(&emulator).await;
-    assert_eq!(stats.quota_exceeded, 1);
-    assert_eq!(stats.status_counts["429"], 1);
-    assert_eq!(stats.status_counts["200"], 3);
+    assert!((1..=30).contains(&retry_after), "{retry_after}");
     emulator.shutdown().await;
+}
+
+#[tokio::test]
+async fn size_and_entry_limits_are_googles() {
+    let emulator = start(EmulatorOptions::default()).await;
+    let base = emulator.fhir_base_url();
+    // 4,500 entries at most in a transaction; the whole of it is refused.
+    let mut too_many = batch_of_patients("l", 4501);
+    too_many["type"] = json!("transaction");
+    let refused = post(&base, &too_many).await;
+    assert_eq!(refused.status, 400);
+    assert_eq!(refused.body["resourceType"], "OperationOutcome");
+    assert!(
+        refused.diagnostics().contains("4500"),
+        "{}",
+        refused.diagnostics()
+    );
+    assert!(stats(&emulator).await.resources.is_empty());
+
+    // 10 MB for a single resource, 50 MB for executeBundle (bodies built as text: serializing
+    // tens of megabytes through serde_json is slow in a debug build).
+    let padded = |json_head: &str, megabytes: usize| {
+        let padding = "x".repeat(megabytes * 1024 * 1024);
+        format!(r#"{json_head},"implicitRules":"{padding}"}}"#)
+    };
+    let client = reqwest::Client::new();
+    let big_patient = padded(r#"{"resourceType":"Patient""#, 11);
+    let refused = send(client.post(format!("{base}/Patient")).body(big_patient)).await;
+    assert_eq!(refused.status, 413);
+    let bundle_head = r#"{"resourceType":"Bundle","type":"batch","entry":[]"#;
+    let accepted = send(client.post(&base).body(padded(bundle_head, 11))).await;
+    assert_eq!(accepted.status, 200, "{}", accepted.body);
+    assert_eq!(accepted.body["type"], "batch-response");
+    let refused = send(client.post(&base).body(padded(bundle_head, 51))).await;
+    assert_eq!(refused.status, 413);
+    emulator.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_store_resource_and_metadata_describe_the_emulator() {
+    let google_default = start(EmulatorOptions::default()).await;
+    let path = "projects/p/locations/l/datasets/d/fhirStores/s";
+    let store = get(&format!("http://{}/v1/{path}", google_default.addr())).await;
+    assert_eq!(store.status, 200);
+    assert_eq!(store.body["name"], path);
+    assert_eq!(store.body["version"], "R4");
+    // False settings are left out, as in Google's JSON.
+    assert!(
+        store.body.get("enableUpdateCreate").is_none(),
+        "{}",
+        store.body
+    );
+    assert!(store.body.get("disableReferentialIntegrity").is_none());
+    assert_eq!(store.body["disableResourceVersioning"], true);
+    let metadata = get(&format!("{}/metadata", google_default.fhir_base_url())).await;
+    assert_eq!(metadata.body["resourceType"], "CapabilityStatement");
+    assert_eq!(metadata.body["fhirVersion"], "4.0.1");
+    let patient_caps = metadata.body["rest"][0]["resource"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["type"] == "Patient")
+        .unwrap()
+        .clone();
+    assert_eq!(patient_caps["updateCreate"], false);
+    assert_eq!(patient_caps["conditionalCreate"], true);
+    assert_eq!(patient_caps["conditionalUpdate"], true);
+    assert_eq!(patient_caps["conditionalDelete"], "not-supported");
+    let params: Vec<&str> = patient_caps["searchParam"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(params, ["_id", "identifier", "_tag"]);
+    assert_eq!(
+        get(&format!(
+            "http://{}/v1/projects/p/locations/l",
+            google_default.addr()
+        ))
+        .await
+        .status,
+        404
+    );
+    google_default.shutdown().await;
+
+    let relaxed = start(EmulatorOptions {
+        update_create: true,
+        referential_integrity: false,
+        ..EmulatorOptions::default()
+    })
+    .await;
+    let store = get(&format!("http://{}/v1/{path}", relaxed.addr())).await;
+    assert_eq!(store.body["enableUpdateCreate"], true);
+    assert_eq!(store.body["disableReferentialIntegrity"], true);
+    let metadata = get(&format!("{}/metadata", relaxed.fhir_base_url())).await;
+    assert_eq!(
+        metadata.body["rest"][0]["resource"][0]["updateCreate"],
+        true
+    );
+    relaxed.shutdown().await;
 }
 
 #[tokio::test]
@@ -758,7 +1075,19 @@ async fn the_benchmark_sink_answers_writes_without_keeping_them() {
         .unwrap();
     assert_eq!(created.status(), 201);
     let location = created.headers()["location"].to_str().unwrap().to_owned();
-    assert!(location.starts_with("Patient/"), "{location}");
+    assert!(
+        location.starts_with(&format!("{base}/Patient/")),
+        "{location}"
+    );
+    let resource: Value = created.json().await.unwrap();
+    assert_eq!(resource["resourceType"], "Patient");
+    assert_eq!(
+        location,
+        format!(
+            "{base}/Patient/{}/_history/1",
+            resource["id"].as_str().unwrap()
+        )
+    );
     let bundle = json!({"resourceType": "Bundle", "type": "transaction", "entry": [
         {"resource": {"resourceType": "Patient"}, "request": {"method": "POST", "url": "Patient"}},
         {"resource": {"resourceType": "Observation"}, "request": {"method": "POST", "url": "Observation"}},
@@ -779,8 +1108,10 @@ async fn the_benchmark_sink_answers_writes_without_keeping_them() {
         entries[1]["response"]["location"]
             .as_str()
             .unwrap()
-            .starts_with("Observation/")
+            .starts_with(&format!("{base}/Observation/"))
     );
+    assert_eq!(entries[1]["resource"]["resourceType"], "Observation");
+    assert_eq!(entries[1]["resource"]["meta"]["versionId"], "1");
     let stats = emulator.stats();
     assert_eq!(stats.requests, 2);
     assert!(

@@ -1,11 +1,12 @@
 //! What stands between a request and the store: in-flight tracking, added latency, the bearer
-//! token check, the per-minute quota and injected faults, plus the counters tests read back.
+//! token check, the operations quota and injected faults, plus the counters tests read back.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
+use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
@@ -13,13 +14,13 @@ use axum::response::Response;
 use rand::rngs::ChaCha8Rng;
 use rand::{RngExt, SeedableRng};
 
-use super::routes::google_error;
-use super::{AppState, EmulatorOptions};
+use super::google_error::google_error;
+use super::path::FhirPath;
+use super::quota::{QuotaLimit, Refusal};
+use super::{AppState, EmulatorOptions, wire};
 
 /// Paths under here are the emulator's own and pass through untouched and uncounted.
 pub const CONTROL_PREFIX: &str = "/_emulator/";
-
-const QUOTA_WINDOW: Duration = Duration::from_secs(60);
 
 /// Request counters, lock-free so that counting never slows the store down.
 #[derive(Debug)]
@@ -114,18 +115,11 @@ enum Fault {
     AfterWrite,
 }
 
-/// Seeded fault decisions and the quota window.
+/// Seeded fault decisions.
 #[derive(Debug)]
 pub struct Faults {
     seed: u64,
     rng: Mutex<ChaCha8Rng>,
-    quota: Mutex<QuotaWindow>,
-}
-
-#[derive(Debug, Default)]
-struct QuotaWindow {
-    started: Option<Instant>,
-    used: u32,
 }
 
 impl Faults {
@@ -133,15 +127,13 @@ impl Faults {
         Self {
             seed,
             rng: Mutex::new(ChaCha8Rng::seed_from_u64(seed)),
-            quota: Mutex::default(),
         }
     }
 
-    /// Back to the state right after start: same seed, fresh quota window.
+    /// Back to the state right after start: same seed, same sequence.
     pub fn reset(&self) {
         *self.rng.lock().unwrap_or_else(PoisonError::into_inner) =
             ChaCha8Rng::seed_from_u64(self.seed);
-        *self.quota.lock().unwrap_or_else(PoisonError::into_inner) = QuotaWindow::default();
     }
 
     /// One draw per write, so the sequence of decisions depends only on the seed.
@@ -163,29 +155,6 @@ impl Faults {
             Some(Fault::AfterWrite)
         } else {
             None
-        }
-    }
-
-    /// Admits a request into the current one-minute window, or says how many seconds until
-    /// the next window opens.
-    fn admit(&self, limit: u32, now: Instant) -> Result<(), u64> {
-        let mut window = self.quota.lock().unwrap_or_else(PoisonError::into_inner);
-        let started = match window.started {
-            Some(started) if now.duration_since(started) < QUOTA_WINDOW => started,
-            _ => {
-                *window = QuotaWindow {
-                    started: Some(now),
-                    used: 0,
-                };
-                now
-            }
-        };
-        if window.used < limit {
-            window.used += 1;
-            Ok(())
-        } else {
-            let left = QUOTA_WINDOW.saturating_sub(now.duration_since(started));
-            Err(left.as_secs_f64().ceil().max(1.0) as u64)
         }
     }
 }
@@ -231,27 +200,20 @@ async fn admit(state: &AppState, request: Request, next: Next) -> Response {
             return response;
         }
     }
-    let quota = match options.quota_rpm {
-        0 => Ok(()),
-        limit => state.faults.admit(limit, Instant::now()),
+    let request = match options.quota_limit() {
+        None => request,
+        Some(limit) => {
+            let (request, operations) = match count_operations(request).await {
+                Ok(counted) => counted,
+                Err(response) => return response,
+            };
+            if let Err(refusal) = state.quota.admit(limit, operations, Instant::now()) {
+                metrics.quota_exceeded.fetch_add(1, Ordering::Relaxed);
+                return quota_exceeded(options, limit, refusal);
+            }
+            request
+        }
     };
-    if let Err(retry_after) = quota {
-        metrics.quota_exceeded.fetch_add(1, Ordering::Relaxed);
-        let mut response = google_error(
-            StatusCode::TOO_MANY_REQUESTS,
-            "RESOURCE_EXHAUSTED",
-            &format!(
-                "Quota exceeded for quota metric 'Number of FHIR operations' and limit \
-                 'Number of FHIR operations per minute' of service \
-                 'healthcare.googleapis.com' ({} per minute).",
-                options.quota_rpm
-            ),
-        );
-        response
-            .headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
-        return response;
-    }
     if !matches!(*request.method(), Method::POST | Method::PUT) {
         return next.run(request).await;
     }
@@ -269,6 +231,59 @@ async fn admit(state: &AppState, request: Request, next: Next) -> Response {
             transient(StatusCode::SERVICE_UNAVAILABLE)
         }
     }
+}
+
+/// How many operations the request is: one per entry of an executeBundle, one for any other
+/// FHIR request, none for what is not FHIR (`fhirStores.get`). A bundle's body is read (and
+/// gunzipped) here to count its entries and handed on decoded.
+async fn count_operations(request: Request) -> Result<(Request, u64), Response> {
+    let path = request.uri().path();
+    let Some(target) = FhirPath::parse(path) else {
+        return Ok((request, 0));
+    };
+    if request.method() != Method::POST || !target.is_base() {
+        return Ok((request, 1));
+    }
+    #[derive(serde::Deserialize)]
+    struct Entries {
+        #[serde(default)]
+        entry: Vec<serde::de::IgnoredAny>,
+    }
+    let (mut parts, body) = request.into_parts();
+    let decoded = match wire::collect(body, wire::MAX_BUNDLE_BODY).await {
+        Ok(raw) => wire::decode(raw, &parts.headers, wire::MAX_BUNDLE_BODY),
+        Err(e) => Err(e),
+    }
+    .map_err(|e| wire::fhir_error(&e))?;
+    // What is not a Bundle is still one request; the handler says what is wrong with it.
+    let operations = serde_json::from_slice::<Entries>(&decoded)
+        .map_or(1, |bundle| bundle.entry.len().max(1) as u64);
+    parts.headers.remove(header::CONTENT_ENCODING);
+    parts.headers.remove(header::CONTENT_LENGTH);
+    Ok((Request::from_parts(parts, Body::from(decoded)), operations))
+}
+
+/// Google's quota answer: no `Retry-After` unless asked for.
+fn quota_exceeded(options: &EmulatorOptions, limit: QuotaLimit, refusal: Refusal) -> Response {
+    let mut response = google_error(
+        StatusCode::TOO_MANY_REQUESTS,
+        "RESOURCE_EXHAUSTED",
+        &format!(
+            "Quota exceeded for quota metric 'Number of FHIR operations' and limit \
+             'Number of FHIR operations per minute per region' of service \
+             'healthcare.googleapis.com' for consumer 'project_number:0'. (emulator quota: {} \
+             operations per {} s window)",
+            limit.operations,
+            limit.window.as_secs_f64()
+        ),
+    );
+    if options.quota_retry_after {
+        response.headers_mut().insert(
+            header::RETRY_AFTER,
+            HeaderValue::from(refusal.retry_after_secs()),
+        );
+    }
+    response
 }
 
 fn transient(status: StatusCode) -> Response {
@@ -290,17 +305,6 @@ fn transient(status: StatusCode) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn quota_window_resets_after_a_minute() {
-        let faults = Faults::new(0);
-        let t0 = Instant::now();
-        assert!(faults.admit(2, t0).is_ok());
-        assert!(faults.admit(2, t0 + Duration::from_secs(1)).is_ok());
-        assert_eq!(faults.admit(2, t0 + Duration::from_millis(10_500)), Err(50));
-        assert_eq!(faults.admit(2, t0 + Duration::from_millis(59_999)), Err(1));
-        assert!(faults.admit(2, t0 + Duration::from_secs(60)).is_ok());
-    }
 
     #[test]
     fn fault_draws_follow_the_seed_and_the_rates() {

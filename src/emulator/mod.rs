@@ -3,23 +3,32 @@
 //! It serves the Cloud Healthcare API FHIR REST surface at
 //! `/v1/projects/{p}/locations/{l}/datasets/{d}/fhirStores/{s}/fhir/...` (each store path is its
 //! own store, created on first use) and at `/fhir/...` (the store named [`STORE_NAME`]):
-//! create (with `If-None-Exist`), update, read, vread, search (`_id`, `identifier`, `_count`,
-//! `_offset`, `_summary=count`), executeBundle (atomic transactions with `urn:uuid` rewriting
-//! and `ifNoneExist`; batches), conditional references, referential integrity, and structural
-//! validation. For tests it can add latency, require a bearer token, enforce a per-minute quota
-//! and inject transient faults from a seed.
+//! create (with `If-None-Exist`), update and conditional update by identifier, read, vread,
+//! search (`_id`, `identifier`, `_tag`, `_count`, `_offset`, `_summary=count`), executeBundle
+//! (atomic transactions with `urn:uuid` rewriting and `ifNoneExist`; batches), conditional
+//! references, referential integrity, structural validation, `metadata`, and the store
+//! resource itself (`fhirStores.get`). Its defaults are a new Google store's
+//! (`enableUpdateCreate` off, referential integrity on); options relax them. For tests it can
+//! add latency, require a bearer token, enforce an operations quota and inject transient
+//! faults from a seed.
 //!
 //! Outside the FHIR paths, `GET /_emulator/stats` returns [`EmulatorStats`] as JSON and
 //! `POST /_emulator/reset` empties every store and zeroes the counters. Both are exempt from
 //! latency, auth, quota and faults, and are not counted. Counters and resource counts are
 //! aggregated over all stores.
 
+mod capability;
 mod delay;
 mod faults;
+mod google_error;
+mod path;
 mod query;
+mod quota;
 mod routes;
+mod sink;
 mod store;
 mod validate;
+mod wire;
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -38,6 +47,7 @@ use tokio::task::JoinHandle;
 use crate::cli::ServeArgs;
 use crate::secret::SecretString;
 use faults::{Faults, Metrics};
+use quota::{Quota, QuotaLimit};
 use store::{StoreOptions, Stores};
 
 /// The store `/fhir` addresses, and the one [`Emulator::fhir_base_url`] points at.
@@ -51,12 +61,17 @@ pub struct EmulatorOptions {
     pub fault_rate: f64,
     /// Fraction of writes that are written but answered 503, as if the reply were lost.
     pub fault_after_write_rate: f64,
-    /// FHIR requests per minute before answering 429 with `Retry-After` (0 = unlimited).
-    pub quota_rpm: u32,
+    /// FHIR operations per quota window before answering 429 RESOURCE_EXHAUSTED (0 =
+    /// unlimited); each entry of an executeBundle is one operation.
+    pub quota_ops: u32,
+    /// The length of a quota window.
+    pub quota_window: Duration,
+    /// Add `Retry-After` (seconds until the window resets) to quota refusals; Google does not.
+    pub quota_retry_after: bool,
     /// When set, every FHIR request needs `Authorization: Bearer <token>`.
     pub require_token: Option<SecretString>,
     pub referential_integrity: bool,
-    /// PUT creates missing resources (`enableUpdateCreate`).
+    /// PUT creates missing resources (`enableUpdateCreate`, false on a new Google store).
     pub update_create: bool,
     /// Seed of the fault decisions: the same seed gives the same sequence of faults.
     pub fault_seed: u64,
@@ -71,10 +86,12 @@ impl Default for EmulatorOptions {
             latency: Duration::ZERO,
             fault_rate: 0.0,
             fault_after_write_rate: 0.0,
-            quota_rpm: 0,
+            quota_ops: 0,
+            quota_window: Duration::from_secs(60),
+            quota_retry_after: false,
             require_token: None,
             referential_integrity: true,
-            update_create: true,
+            update_create: false,
             fault_seed: 0,
             sink: false,
         }
@@ -87,10 +104,20 @@ impl From<&ServeArgs> for EmulatorOptions {
             latency: Duration::from_millis(args.latency_ms),
             fault_rate: args.fault_rate,
             fault_after_write_rate: args.fault_after_write_rate,
-            quota_rpm: args.quota_rpm,
+            quota_ops: if args.quota_rpm > 0 {
+                args.quota_rpm
+            } else {
+                args.quota_ops
+            },
+            quota_window: if args.quota_rpm > 0 {
+                Duration::from_secs(60)
+            } else {
+                args.quota_window
+            },
+            quota_retry_after: args.quota_retry_after,
             require_token: args.require_token.clone(),
             referential_integrity: !args.disable_referential_integrity,
-            update_create: !args.disable_update_create,
+            update_create: args.enable_update_create,
             fault_seed: args.fault_seed,
             sink: args.sink,
         }
@@ -98,7 +125,20 @@ impl From<&ServeArgs> for EmulatorOptions {
 }
 
 impl EmulatorOptions {
+    /// The quota, when there is one.
+    fn quota_limit(&self) -> Option<QuotaLimit> {
+        (self.quota_ops > 0).then_some(QuotaLimit {
+            operations: self.quota_ops,
+            window: self.quota_window,
+        })
+    }
+
     fn check(&self) -> anyhow::Result<()> {
+        if self.quota_ops > 0 && self.quota_window.is_zero() {
+            return Err(crate::exit::usage(
+                "--quota-window must be a positive number of seconds",
+            ));
+        }
         for (flag, rate) in [
             ("--fault-rate", self.fault_rate),
             ("--fault-after-write-rate", self.fault_after_write_rate),
@@ -131,7 +171,7 @@ pub struct EmulatorStats {
     pub max_in_flight: u64,
     /// Writes answered with an injected 429/503 (before or after writing).
     pub faults_injected: u64,
-    /// Requests refused with 429 because the per-minute quota was used up.
+    /// Requests refused with 429 because the operations quota was used up.
     pub quota_exceeded: u64,
     /// Requests refused with 401.
     pub auth_failures: u64,
@@ -151,6 +191,7 @@ struct AppState {
     stores: Stores,
     metrics: Metrics,
     faults: Faults,
+    quota: Quota,
     /// Present when requests wait `options.latency` before being answered.
     delays: Option<delay::Delays>,
 }
@@ -188,6 +229,7 @@ impl AppState {
         self.stores.clear();
         self.metrics.reset();
         self.faults.reset();
+        self.quota.reset();
     }
 }
 
@@ -215,6 +257,7 @@ impl Emulator {
             }),
             metrics: Metrics::default(),
             faults: Faults::new(options.fault_seed),
+            quota: Quota::default(),
             delays: if options.latency.is_zero() {
                 None
             } else {
@@ -304,4 +347,65 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         .context("cannot listen for Ctrl-C")?;
     emulator.shutdown().await;
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+    use crate::cli::{Cli, Command};
+
+    fn serve_options(args: &[&str]) -> Result<EmulatorOptions, clap::Error> {
+        let cli = Cli::try_parse_from(["fhirgen", "serve"].iter().chain(args))?;
+        let Command::Serve(serve) = cli.command else {
+            panic!("expected serve")
+        };
+        Ok(EmulatorOptions::from(&serve))
+    }
+
+    #[test]
+    fn defaults_are_a_new_google_store() {
+        let options = serve_options(&[]).unwrap();
+        assert!(!options.update_create);
+        assert!(options.referential_integrity);
+        assert_eq!(options.quota_limit(), None);
+        assert!(!options.quota_retry_after);
+        let relaxed =
+            serve_options(&["--enable-update-create", "--disable-referential-integrity"]).unwrap();
+        assert!(relaxed.update_create && !relaxed.referential_integrity);
+        assert!(serve_options(&["--disable-update-create"]).is_err());
+    }
+
+    #[test]
+    fn quota_flags() {
+        let options = serve_options(&[
+            "--quota-ops",
+            "500",
+            "--quota-window",
+            "0.5",
+            "--quota-retry-after",
+        ])
+        .unwrap();
+        assert_eq!(
+            options.quota_limit(),
+            Some(QuotaLimit {
+                operations: 500,
+                window: Duration::from_millis(500)
+            })
+        );
+        assert!(options.quota_retry_after);
+        let rpm = serve_options(&["--quota-rpm", "1200"]).unwrap();
+        assert_eq!(
+            rpm.quota_limit(),
+            Some(QuotaLimit {
+                operations: 1200,
+                window: Duration::from_secs(60)
+            })
+        );
+        assert!(serve_options(&["--quota-rpm", "1", "--quota-ops", "2"]).is_err());
+        assert!(serve_options(&["--quota-window", "0"]).is_err());
+        assert!(serve_options(&["--quota-window", "-1"]).is_err());
+        assert!(serve_options(&["--quota-window", "soon"]).is_err());
+    }
 }

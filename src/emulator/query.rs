@@ -1,5 +1,6 @@
 //! FHIR search syntax the emulator understands: query strings, `identifier` tokens with FHIR's
-//! backslash escaping, conditional references (`Type?identifier=...`) and search parameters.
+//! backslash escaping, conditional references and updates (`Type?identifier=...`) and search
+//! parameters.
 
 /// Default page size, as the Healthcare API uses.
 pub const DEFAULT_COUNT: usize = 100;
@@ -48,9 +49,9 @@ pub fn parse_query(raw: &str) -> Vec<(String, String)> {
         .collect()
 }
 
-/// One `identifier` search token.
+/// One token search value, as `identifier` and `_tag` take: a system and a value (or code).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum IdentifierToken {
+pub enum Token {
     /// `system|value`
     SystemValue(String, String),
     /// `value`: any system.
@@ -61,7 +62,7 @@ pub enum IdentifierToken {
     System(String),
 }
 
-impl IdentifierToken {
+impl Token {
     pub fn matches(&self, system: Option<&str>, value: &str) -> bool {
         match self {
             Self::SystemValue(s, v) => system == Some(s.as_str()) && value == v,
@@ -80,20 +81,19 @@ impl IdentifierToken {
     }
 }
 
-/// Parses a decoded `identifier` parameter value: comma-separated tokens (any may match).
-pub fn parse_identifier(value: &str) -> Result<Vec<IdentifierToken>, String> {
+/// Parses a decoded token parameter value: comma-separated tokens (any may match).
+pub fn parse_tokens(value: &str) -> Result<Vec<Token>, String> {
     split_escaped(value, ',')
         .into_iter()
         .map(|token| {
             let parts = split_escaped(token, '|');
             match parts.as_slice() {
-                [value] if !value.is_empty() => Ok(IdentifierToken::Value(unescape(value))),
-                ["", value] if !value.is_empty() => Ok(IdentifierToken::NoSystem(unescape(value))),
-                [system, ""] if !system.is_empty() => Ok(IdentifierToken::System(unescape(system))),
-                [system, value] if !system.is_empty() => Ok(IdentifierToken::SystemValue(
-                    unescape(system),
-                    unescape(value),
-                )),
+                [value] if !value.is_empty() => Ok(Token::Value(unescape(value))),
+                ["", value] if !value.is_empty() => Ok(Token::NoSystem(unescape(value))),
+                [system, ""] if !system.is_empty() => Ok(Token::System(unescape(system))),
+                [system, value] if !system.is_empty() => {
+                    Ok(Token::SystemValue(unescape(system), unescape(value)))
+                }
                 _ => Err(format!(
                     "`{token}` is not an identifier token (system|value, |value, system| or value)"
                 )),
@@ -104,10 +104,10 @@ pub fn parse_identifier(value: &str) -> Result<Vec<IdentifierToken>, String> {
 
 /// Parses the query of a conditional create or reference: only `identifier=...` is allowed, as
 /// on the Healthcare API.
-pub fn parse_condition(query: &str) -> Result<Vec<IdentifierToken>, String> {
+pub fn parse_condition(query: &str) -> Result<Vec<Token>, String> {
     let params = parse_query(query);
     match params.as_slice() {
-        [(name, value)] if name == "identifier" => parse_identifier(value),
+        [(name, value)] if name == "identifier" => parse_tokens(value),
         _ => Err(format!(
             "`{query}` is not a supported condition: only identifier=system|value is"
         )),
@@ -155,7 +155,9 @@ pub struct SearchQuery {
     /// `_id`: any of these ids.
     pub ids: Option<Vec<String>>,
     /// `identifier`: each parameter must match (AND); tokens within one parameter are ORed.
-    pub identifiers: Vec<Vec<IdentifierToken>>,
+    pub identifiers: Vec<Vec<Token>>,
+    /// `_tag` (a `meta.tag` coding), combined like `identifier`.
+    pub tags: Vec<Vec<Token>>,
     pub count: usize,
     pub offset: usize,
     /// `_summary=count`: the total only.
@@ -167,6 +169,7 @@ impl Default for SearchQuery {
         Self {
             ids: None,
             identifiers: Vec::new(),
+            tags: Vec::new(),
             count: DEFAULT_COUNT,
             offset: 0,
             summary_count: false,
@@ -186,13 +189,14 @@ impl SearchQuery {
                     let ids = value.split(',').map(str::to_owned);
                     query.ids.get_or_insert_with(Vec::new).extend(ids);
                 }
-                "identifier" => query.identifiers.push(parse_identifier(&value)?),
+                "identifier" => query.identifiers.push(parse_tokens(&value)?),
+                "_tag" => query.tags.push(parse_tokens(&value)?),
                 // Formatting hints that do not change which resources match.
                 "_format" | "_pretty" | "_total" => {}
                 _ => {
                     return Err(format!(
                         "search parameter `{name}` is not supported by the emulator \
-                         (supported: _id, identifier, _count, _offset, _summary=count)"
+                         (supported: _id, identifier, _tag, _count, _offset, _summary=count)"
                     ));
                 }
             }
@@ -206,9 +210,11 @@ impl SearchQuery {
         if let Some(ids) = &self.ids {
             parts.push(format!("_id={}", encode(&ids.join(","))));
         }
-        for tokens in &self.identifiers {
-            let joined: Vec<String> = tokens.iter().map(token_text).collect();
-            parts.push(format!("identifier={}", encode(&joined.join(","))));
+        for (name, values) in [("identifier", &self.identifiers), ("_tag", &self.tags)] {
+            for tokens in values {
+                let joined: Vec<String> = tokens.iter().map(token_text).collect();
+                parts.push(format!("{name}={}", encode(&joined.join(","))));
+            }
         }
         parts.push(format!("_count={}", self.count));
         if offset > 0 {
@@ -224,7 +230,7 @@ fn number(name: &str, value: &str) -> Result<usize, String> {
         .map_err(|_| format!("{name}={value} is not a non-negative integer"))
 }
 
-fn token_text(token: &IdentifierToken) -> String {
+fn token_text(token: &Token) -> String {
     let esc = |s: &str| {
         s.replace('\\', "\\\\")
             .replace('|', "\\|")
@@ -232,10 +238,10 @@ fn token_text(token: &IdentifierToken) -> String {
             .replace('$', "\\$")
     };
     match token {
-        IdentifierToken::SystemValue(s, v) => format!("{}|{}", esc(s), esc(v)),
-        IdentifierToken::Value(v) => esc(v),
-        IdentifierToken::NoSystem(v) => format!("|{}", esc(v)),
-        IdentifierToken::System(s) => format!("{}|", esc(s)),
+        Token::SystemValue(s, v) => format!("{}|{}", esc(s), esc(v)),
+        Token::Value(v) => esc(v),
+        Token::NoSystem(v) => format!("|{}", esc(v)),
+        Token::System(s) => format!("{}|", esc(s)),
     }
 }
 
@@ -267,33 +273,27 @@ mod tests {
     #[test]
     fn identifier_tokens_with_escapes() {
         assert_eq!(
-            parse_identifier(r"https://x.org/a\|b|1\,2").unwrap(),
-            [IdentifierToken::SystemValue(
-                "https://x.org/a|b".into(),
-                "1,2".into()
-            )]
+            parse_tokens(r"https://x.org/a\|b|1\,2").unwrap(),
+            [Token::SystemValue("https://x.org/a|b".into(), "1,2".into())]
         );
         assert_eq!(
-            parse_identifier(r"s|1,|2,s|,v\\").unwrap(),
+            parse_tokens(r"s|1,|2,s|,v\\").unwrap(),
             [
-                IdentifierToken::SystemValue("s".into(), "1".into()),
-                IdentifierToken::NoSystem("2".into()),
-                IdentifierToken::System("s".into()),
-                IdentifierToken::Value(r"v\".into()),
+                Token::SystemValue("s".into(), "1".into()),
+                Token::NoSystem("2".into()),
+                Token::System("s".into()),
+                Token::Value(r"v\".into()),
             ]
         );
-        assert!(parse_identifier("a|b|c").is_err());
-        assert!(parse_identifier("").is_err());
+        assert!(parse_tokens("a|b|c").is_err());
+        assert!(parse_tokens("").is_err());
     }
 
     #[test]
     fn conditions_accept_only_identifier() {
         assert_eq!(
             parse_condition("identifier=https%3A%2F%2Fs%7Cv%26w").unwrap(),
-            [IdentifierToken::SystemValue(
-                "https://s".into(),
-                "v&w".into()
-            )]
+            [Token::SystemValue("https://s".into(), "v&w".into())]
         );
         assert!(parse_condition("?identifier=s|v").is_ok());
         assert!(parse_condition("name=x").is_err());
@@ -302,15 +302,26 @@ mod tests {
 
     #[test]
     fn search_parameters() {
-        let q = SearchQuery::parse("identifier=s|v&_count=5&_offset=10&_summary=count").unwrap();
+        let q = SearchQuery::parse(
+            "identifier=s|v&_tag=https%3A%2F%2Ft|load-1&_count=5&_offset=10&_summary=count",
+        )
+        .unwrap();
         assert_eq!(q.count, 5);
         assert_eq!(q.offset, 10);
         assert!(q.summary_count);
         assert_eq!(q.identifiers.len(), 1);
+        assert_eq!(
+            q.tags,
+            [vec![Token::SystemValue(
+                "https://t".into(),
+                "load-1".into()
+            )]]
+        );
         assert!(SearchQuery::parse("name=x").is_err());
         assert!(SearchQuery::parse("_count=-1").is_err());
         let round = SearchQuery::parse(&q.to_query_string(20)).unwrap();
         assert_eq!(round.identifiers, q.identifiers);
+        assert_eq!(round.tags, q.tags);
         assert_eq!(round.offset, 20);
     }
 }

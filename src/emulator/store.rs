@@ -13,9 +13,13 @@ use std::sync::{Arc, PoisonError, RwLock};
 use bytes::Bytes;
 use serde_json::{Map, Value};
 
-use super::query::{self, IdentifierToken, SearchQuery};
+use super::query::{self, SearchQuery, Token};
 use super::validate;
 use crate::fhir::for_each_reference_mut;
+
+/// Transactions with more entries are refused at once, as on the Healthcare API (its quotas
+/// page: "FHIR executeBundle size limits").
+pub const MAX_TRANSACTION_ENTRIES: usize = 4500;
 
 /// A failure to report as an OperationOutcome with this HTTP status.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -73,11 +77,12 @@ pub struct StoreOptions {
     pub update_create: bool,
 }
 
+/// A new Google store's settings.
 impl Default for StoreOptions {
     fn default() -> Self {
         Self {
             referential_integrity: true,
-            update_create: true,
+            update_create: false,
         }
     }
 }
@@ -134,11 +139,11 @@ pub struct WriteEntry {
 #[derive(Debug, Clone, PartialEq)]
 pub enum WriteMethod {
     /// POST; with a condition, nothing is created when exactly one resource matches it.
-    Create {
-        if_none_exist: Option<Vec<IdentifierToken>>,
-    },
+    Create { if_none_exist: Option<Vec<Token>> },
     /// PUT to this id.
     Update { id: String },
+    /// PUT `Type?identifier=...`: updates the one match, or creates when nothing matches.
+    ConditionalUpdate { condition: Vec<Token> },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -172,8 +177,11 @@ struct Stored {
     body: Bytes,
     /// Kept to maintain the identifier index on update.
     identifiers: Box<[Identifier]>,
+    /// `meta.tag` codings, for `_tag` searches.
+    tags: Box<[Identifier]>,
 }
 
+/// A system and a value: an identifier, or a tag's system and code.
 #[derive(Debug)]
 struct Identifier {
     system: Option<Box<str>>,
@@ -197,7 +205,7 @@ struct TypeTable {
 
 impl TypeTable {
     /// Ids of the resources matching any of `tokens`, without duplicates.
-    fn find(&self, tokens: &[IdentifierToken]) -> Vec<Arc<str>> {
+    fn find(&self, tokens: &[Token]) -> Vec<Arc<str>> {
         let mut found: Vec<Arc<str>> = Vec::new();
         for token in tokens {
             match token.value() {
@@ -265,8 +273,12 @@ impl Stored {
         }
     }
 
-    fn matches(&self, tokens: &[IdentifierToken]) -> bool {
+    fn matches(&self, tokens: &[Token]) -> bool {
         any_matches(&self.identifiers, tokens)
+    }
+
+    fn tagged(&self, tokens: &[Token]) -> bool {
+        any_matches(&self.tags, tokens)
     }
 }
 
@@ -282,7 +294,7 @@ impl Tables {
             .is_some_and(|t| t.by_id.contains_key(id))
     }
 
-    fn find(&self, resource_type: &str, tokens: &[IdentifierToken]) -> Vec<Arc<str>> {
+    fn find(&self, resource_type: &str, tokens: &[Token]) -> Vec<Arc<str>> {
         self.by_type
             .get(resource_type)
             .map(|t| t.find(tokens))
@@ -390,6 +402,24 @@ impl Store {
         Ok(self.write(vec![entry], Scope::Single)?.remove(0))
     }
 
+    /// `PUT {base}/{type}?identifier=...`.
+    pub fn conditional_update(
+        &self,
+        resource_type: &str,
+        condition: &str,
+        resource: Value,
+    ) -> Result<WriteResult, FhirError> {
+        let entry = WriteEntry {
+            resource_type: resource_type.to_owned(),
+            method: WriteMethod::ConditionalUpdate {
+                condition: parse_update_condition(condition)?,
+            },
+            full_url: None,
+            resource,
+        };
+        Ok(self.write(vec![entry], Scope::Single)?.remove(0))
+    }
+
     pub fn read(&self, resource_type: &str, id: &str) -> Result<StoredResource, FhirError> {
         check_type(resource_type)?;
         self.lock_read()
@@ -423,12 +453,7 @@ impl Store {
                 .map(|id| table.by_id[id].view(resource_type, id))
                 .collect()
         };
-        if query.ids.is_none() && query.identifiers.is_empty() {
-            return Ok(SearchPage {
-                total: table.order.len(),
-                resources: page(&table.order),
-            });
-        }
+        // Start from the narrowest index there is, then keep what matches everything.
         let mut ids: Vec<Arc<str>> = match (query.identifiers.first(), &query.ids) {
             (Some(first), _) => table.find(first),
             (None, Some(ids)) => {
@@ -441,14 +466,22 @@ impl Store {
                 }
                 unique
             }
-            (None, None) => Vec::new(),
+            (None, None) if query.tags.is_empty() => {
+                return Ok(SearchPage {
+                    total: table.order.len(),
+                    resources: page(&table.order),
+                });
+            }
+            (None, None) => table.order.clone(),
         };
         ids.retain(|id| {
+            let stored = &table.by_id[id];
             query
                 .identifiers
                 .iter()
                 .skip(1)
-                .all(|tokens| table.by_id[id].matches(tokens))
+                .all(|tokens| stored.matches(tokens))
+                && query.tags.iter().all(|tokens| stored.tagged(tokens))
                 && query
                     .ids
                     .as_ref()
@@ -480,6 +513,13 @@ impl Store {
             Some(_) => return Err(FhirError::invalid("Bundle.entry must be an array")),
         };
         match bundle.get("type").and_then(Value::as_str) {
+            Some("transaction") if entries.len() > MAX_TRANSACTION_ENTRIES => {
+                Err(FhirError::invalid(format!(
+                    "the transaction has {} entries; the Healthcare API refuses transactions of \
+                     more than {MAX_TRANSACTION_ENTRIES} entries: split it into smaller bundles",
+                    entries.len()
+                )))
+            }
             Some("transaction") => {
                 let entries = entries
                     .into_iter()
@@ -533,12 +573,16 @@ impl Store {
         let mut new_ids: Vec<Option<Arc<str>>> = entries
             .iter()
             .map(|entry| match entry.method {
-                WriteMethod::Create { .. } => Some(Arc::from(uuid::Uuid::new_v4().to_string())),
+                WriteMethod::Create { .. } | WriteMethod::ConditionalUpdate { .. } => {
+                    Some(Arc::from(uuid::Uuid::new_v4().to_string()))
+                }
                 WriteMethod::Update { .. } => None,
             })
             .collect();
         let mut entry_identifiers: Vec<Box<[Identifier]>> =
             entries.iter().map(|e| identifiers(&e.resource)).collect();
+        let mut entry_tags: Vec<Box<[Identifier]>> =
+            entries.iter().map(|e| tags(&e.resource)).collect();
         let now: Arc<str> = Arc::from(
             chrono::Utc::now()
                 .to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
@@ -674,6 +718,7 @@ impl Store {
                 last_updated: now.clone(),
                 body,
                 identifiers: std::mem::take(&mut entry_identifiers[i]),
+                tags: std::mem::take(&mut entry_tags[i]),
             };
             results.push(WriteResult {
                 created,
@@ -710,27 +755,74 @@ impl Store {
                     n => Err(multiple_matches(n, resource_type)),
                 }
             }
-            (WriteMethod::Update { id }, _) => {
-                let current = tables
-                    .by_type
-                    .get(resource_type)
-                    .and_then(|t| t.by_id.get_key_value(id.as_str()));
-                match current {
-                    Some((id, stored)) => Ok(Plan::Update {
-                        id: id.clone(),
-                        version: stored.version + 1,
-                    }),
-                    None if self.options.update_create => Ok(Plan::Update {
-                        id: Arc::from(id.as_str()),
-                        version: 1,
-                    }),
-                    None => Err(FhirError::not_found(format!(
-                        "{resource_type}/{id} does not exist, and this store does not create \
-                         resources on update (enableUpdateCreate is false)"
-                    ))),
+            (WriteMethod::Update { id }, _) => self.plan_update(tables, resource_type, id),
+            (WriteMethod::ConditionalUpdate { condition }, Some(new_id)) => {
+                let body_id = entry.resource.get("id").and_then(Value::as_str);
+                let found = tables.find(resource_type, condition);
+                match (found.as_slice(), body_id) {
+                    ([found], Some(body_id)) if **found != *body_id => {
+                        Err(FhirError::invalid(format!(
+                            "the resource has id {body_id}, but the condition matches \
+                             {resource_type}/{found}: leave the id out or make it match"
+                        )))
+                    }
+                    ([found], _) => self.plan_update(tables, resource_type, found),
+                    ([], None) => Ok(Plan::Create(new_id)),
+                    ([], Some(body_id)) if tables.exists(resource_type, body_id) => {
+                        Err(FhirError::new(
+                            409,
+                            "conflict",
+                            format!(
+                                "nothing matches the condition, and {resource_type}/{body_id} \
+                                 exists without matching it: the update would replace another \
+                                 resource"
+                            ),
+                        ))
+                    }
+                    ([], Some(body_id)) => self.plan_update(tables, resource_type, body_id),
+                    (many, _) => Err(FhirError::new(
+                        412,
+                        "multiple-matches",
+                        format!(
+                            "the update condition matches {} {resource_type} resources; it must \
+                             match at most one",
+                            many.len()
+                        ),
+                    )),
                 }
             }
-            (WriteMethod::Create { .. }, None) => unreachable!("creates get an id up front"),
+            (WriteMethod::Create { .. } | WriteMethod::ConditionalUpdate { .. }, None) => {
+                unreachable!("creates and conditional updates get an id up front")
+            }
+        }
+    }
+
+    /// An update of `Type/id`: the next version if it exists, else a create if the store
+    /// allows that (`enableUpdateCreate`).
+    fn plan_update(
+        &self,
+        tables: &Tables,
+        resource_type: &str,
+        id: &str,
+    ) -> Result<Plan, FhirError> {
+        let current = tables
+            .by_type
+            .get(resource_type)
+            .and_then(|t| t.by_id.get_key_value(id));
+        match current {
+            Some((id, stored)) => Ok(Plan::Update {
+                id: id.clone(),
+                version: stored.version + 1,
+            }),
+            None if self.options.update_create => Ok(Plan::Update {
+                id: Arc::from(id),
+                version: 1,
+            }),
+            None => Err(FhirError::not_found(format!(
+                "resource not found: {resource_type}/{id} does not exist, and this store does \
+                 not create resources on update (enableUpdateCreate is false): create it with \
+                 POST, or update it conditionally by identifier"
+            ))),
         }
     }
 
@@ -824,12 +916,13 @@ fn check_type(resource_type: &str) -> Result<(), FhirError> {
 
 fn check_entry(entry: &WriteEntry) -> Result<(), FhirError> {
     validate::check_resource(&entry.resource, &entry.resource_type).map_err(FhirError::invalid)?;
-    if let WriteMethod::Update { id } = &entry.method {
-        if !validate::is_valid_id(id) {
-            return Err(FhirError::invalid(format!(
-                "`{id}` is not a valid id: it must match [A-Za-z0-9\\-\\.]{{1,64}}"
-            )));
+    if let WriteMethod::ConditionalUpdate { .. } = &entry.method {
+        if let Some(id) = entry.resource.get("id").and_then(Value::as_str) {
+            check_id(id)?;
         }
+    }
+    if let WriteMethod::Update { id } = &entry.method {
+        check_id(id)?;
         match entry.resource.get("id").and_then(Value::as_str) {
             Some(body_id) if body_id == id => {}
             Some(body_id) => {
@@ -845,6 +938,22 @@ fn check_entry(entry: &WriteEntry) -> Result<(), FhirError> {
         }
     }
     Ok(())
+}
+
+fn check_id(id: &str) -> Result<(), FhirError> {
+    if validate::is_valid_id(id) {
+        Ok(())
+    } else {
+        Err(FhirError::invalid(format!(
+            "`{id}` is not a valid id: it must match [A-Za-z0-9\\-\\.]{{1,64}}"
+        )))
+    }
+}
+
+/// The query of a conditional update: only `identifier=...`, as on the Healthcare API.
+fn parse_update_condition(condition: &str) -> Result<Vec<Token>, FhirError> {
+    query::parse_condition(condition)
+        .map_err(|e| FhirError::invalid(format!("conditional update: {e}")))
 }
 
 /// The one resource a conditional reference names, in the store or among those being written.
@@ -876,7 +985,7 @@ fn resolve_conditional(
     }
 }
 
-fn any_matches(identifiers: &[Identifier], tokens: &[IdentifierToken]) -> bool {
+fn any_matches(identifiers: &[Identifier], tokens: &[Token]) -> bool {
     identifiers.iter().any(|identifier| {
         tokens
             .iter()
@@ -930,20 +1039,22 @@ fn parse_entry(entry: Value) -> Result<WriteEntry, FhirError> {
             (url.to_owned(), WriteMethod::Create { if_none_exist })
         }
         "PUT" => {
-            if url.contains('?') {
-                return Err(FhirError::not_supported(format!(
-                    "conditional update (PUT {url}) is not supported by the emulator"
-                )));
+            if let Some((resource_type, condition)) = url.split_once('?') {
+                let method = WriteMethod::ConditionalUpdate {
+                    condition: parse_update_condition(condition)?,
+                };
+                (resource_type.to_owned(), method)
+            } else {
+                let Some((resource_type, id)) = url.split_once('/') else {
+                    return Err(FhirError::invalid(format!(
+                        "request.url of a PUT must be Type/id, got {url}"
+                    )));
+                };
+                (
+                    resource_type.to_owned(),
+                    WriteMethod::Update { id: id.to_owned() },
+                )
             }
-            let Some((resource_type, id)) = url.split_once('/') else {
-                return Err(FhirError::invalid(format!(
-                    "request.url of a PUT must be Type/id, got {url}"
-                )));
-            };
-            (
-                resource_type.to_owned(),
-                WriteMethod::Update { id: id.to_owned() },
-            )
         }
         other => {
             return Err(FhirError::not_supported(format!(
@@ -964,15 +1075,24 @@ fn parse_entry(entry: Value) -> Result<WriteEntry, FhirError> {
 
 /// The resource's identifiers that have a value.
 fn identifiers(resource: &Value) -> Box<[Identifier]> {
-    let one = |identifier: &Value| {
-        let value = identifier.get("value")?.as_str()?;
-        let system = identifier.get("system").and_then(Value::as_str);
+    system_values(resource.get("identifier"), "value")
+}
+
+/// The resource's `meta.tag` codings that have a code.
+fn tags(resource: &Value) -> Box<[Identifier]> {
+    system_values(resource.get("meta").and_then(|m| m.get("tag")), "code")
+}
+
+fn system_values(items: Option<&Value>, value_key: &str) -> Box<[Identifier]> {
+    let one = |item: &Value| {
+        let value = item.get(value_key)?.as_str()?;
+        let system = item.get("system").and_then(Value::as_str);
         Some(Identifier {
             system: system.map(Box::from),
             value: Box::from(value),
         })
     };
-    match resource.get("identifier") {
+    match items {
         Some(Value::Array(items)) => items.iter().filter_map(one).collect(),
         Some(single @ Value::Object(_)) => one(single).into_iter().collect(),
         _ => Box::default(),
@@ -1095,6 +1215,20 @@ mod tests {
         json!({"resourceType": "Bundle", "type": "transaction", "entry": entries})
     }
 
+    /// A store with `enableUpdateCreate`, where PUT may create.
+    fn update_create_store() -> Store {
+        Store::new(StoreOptions {
+            update_create: true,
+            ..StoreOptions::default()
+        })
+    }
+
+    fn tagged(value: &str, tag: &str) -> Value {
+        let mut resource = patient(value);
+        resource["meta"] = json!({"tag": [{"system": "https://fhirgen.dev/load", "code": tag}]});
+        resource
+    }
+
     #[test]
     fn create_assigns_id_and_meta() {
         let store = Store::default();
@@ -1134,7 +1268,7 @@ mod tests {
 
     #[test]
     fn update_bumps_the_version_and_reindexes() {
-        let store = Store::default();
+        let store = update_create_store();
         let mut body = patient("a");
         body["id"] = json!("p1");
         let first = store.update("Patient", "p1", body.clone()).unwrap();
@@ -1151,15 +1285,168 @@ mod tests {
 
         let err = store.update("Patient", "p2", patient("c")).unwrap_err();
         assert!(err.diagnostics.contains("no id"), "{}", err.diagnostics);
-        let strict = Store::new(StoreOptions {
-            update_create: false,
-            ..StoreOptions::default()
-        });
+    }
+
+    #[test]
+    fn put_does_not_create_by_default() {
+        let store = Store::default();
         let mut body = patient("a");
         body["id"] = json!("p1");
+        let err = store.update("Patient", "p1", body.clone()).unwrap_err();
+        assert_eq!((err.status, err.code), (404, "not-found"));
+        assert!(err.diagnostics.contains("enableUpdateCreate"));
+        let put = json!({"resource": body, "request": {"method": "PUT", "url": "Patient/p1"}});
+        let err = store.execute_bundle(transaction(vec![put])).unwrap_err();
+        assert_eq!(err.status, 404);
+        assert!(
+            err.diagnostics.starts_with("entry 0: "),
+            "{}",
+            err.diagnostics
+        );
+        assert!(store.counts().is_empty());
+    }
+
+    #[test]
+    fn conditional_update_by_identifier() {
+        let store = Store::default();
+        let condition = format!("identifier={SID}|c");
+        // Nothing matches and the body has no id: created with a server id.
+        let created = store
+            .conditional_update("Patient", &condition, patient("c"))
+            .unwrap();
+        assert!(created.created);
+        let id = created.resource.id.clone();
+        // One match: updated in place, with or without the matching id in the body.
+        let mut changed = patient("c");
+        changed["gender"] = json!("male");
+        let updated = store
+            .conditional_update("Patient", &condition, changed.clone())
+            .unwrap();
+        assert_eq!((updated.created, updated.resource.version), (false, 2));
+        assert_eq!(updated.resource.id, id);
+        assert_eq!(body(&updated)["gender"], "male");
+        changed["id"] = json!(id.as_str());
+        assert!(
+            store
+                .conditional_update("Patient", &condition, changed.clone())
+                .is_ok()
+        );
+        // A body id that is not the match's.
+        changed["id"] = json!("someone-else");
+        let err = store
+            .conditional_update("Patient", &condition, changed)
+            .unwrap_err();
+        assert_eq!(err.status, 400);
+        // No match and a client id: needs enableUpdateCreate.
+        let mut with_id = patient("d");
+        with_id["id"] = json!("client-d");
+        let other = format!("identifier={SID}|d");
+        let err = store
+            .conditional_update("Patient", &other, with_id.clone())
+            .unwrap_err();
+        assert_eq!(err.status, 404);
+        let lenient = update_create_store();
+        let created = lenient
+            .conditional_update("Patient", &other, with_id.clone())
+            .unwrap();
+        assert!(created.created);
+        assert_eq!(created.resource.id, "client-d");
+        // ... unless that id is taken by a resource the condition does not match.
+        let taken = format!("identifier={SID}|e");
+        let err = lenient
+            .conditional_update("Patient", &taken, with_id)
+            .unwrap_err();
+        assert_eq!(err.status, 409);
+        // Several matches.
+        store.create("Patient", patient("c"), None).unwrap();
+        let err = store
+            .conditional_update("Patient", &condition, patient("c"))
+            .unwrap_err();
+        assert_eq!((err.status, err.code), (412, "multiple-matches"));
+        // Only identifier conditions, as on the Healthcare API.
+        let err = store
+            .conditional_update("Patient", "name=Doe", patient("c"))
+            .unwrap_err();
+        assert_eq!(err.status, 400);
+        assert_eq!(store.counts()["Patient"], 2);
+    }
+
+    #[test]
+    fn conditional_update_in_bundles() {
+        let store = Store::default();
+        let entry = |value: &str| {
+            json!({"resource": patient(value),
+                   "request": {"method": "PUT", "url": format!("Patient?identifier={SID}|{value}")}})
+        };
+        let BundleResult::Transaction(first) = store
+            .execute_bundle(transaction(vec![entry("b1"), entry("b2")]))
+            .unwrap()
+        else {
+            panic!("transaction expected")
+        };
         assert_eq!(
-            strict.update("Patient", "p1", body).unwrap_err().status,
-            404
+            first.iter().map(WriteResult::status).collect::<Vec<_>>(),
+            [201, 201]
+        );
+        let batch = json!({"resourceType": "Bundle", "type": "batch",
+                           "entry": [entry("b1"), entry("b3")]});
+        let BundleResult::Batch(second) = store.execute_bundle(batch).unwrap() else {
+            panic!("batch expected")
+        };
+        let statuses: Vec<u16> = second
+            .iter()
+            .map(|r| r.as_ref().unwrap().status())
+            .collect();
+        assert_eq!(statuses, [200, 201]);
+        assert_eq!(
+            second[0].as_ref().unwrap().resource.id,
+            first[0].resource.id
+        );
+        assert_eq!(store.counts()["Patient"], 3);
+    }
+
+    #[test]
+    fn search_by_tag() {
+        let store = Store::default();
+        store.create("Patient", tagged("1", "run-a"), None).unwrap();
+        store.create("Patient", tagged("2", "run-b"), None).unwrap();
+        store.create("Patient", patient("3"), None).unwrap();
+        let total = |q: &str| {
+            store
+                .search("Patient", &SearchQuery::parse(q).unwrap())
+                .unwrap()
+                .total
+        };
+        assert_eq!(total("_tag=https://fhirgen.dev/load|run-a"), 1);
+        assert_eq!(total("_tag=run-a,run-b"), 2);
+        assert_eq!(total("_tag=https://fhirgen.dev/load|"), 2);
+        assert_eq!(total("_tag=other|run-a"), 0);
+        assert_eq!(total(&format!("_tag=run-a&identifier={SID}|1")), 1);
+        assert_eq!(total(&format!("_tag=run-a&identifier={SID}|2")), 0);
+        assert_eq!(total(""), 3);
+    }
+
+    #[test]
+    fn transactions_over_the_entry_limit_are_refused_whole() {
+        let store = Store::default();
+        let entries = |n: usize| {
+            (0..n)
+                .map(|i| {
+                    json!({"resource": patient(&i.to_string()),
+                           "request": {"method": "POST", "url": "Patient"}})
+                })
+                .collect::<Vec<_>>()
+        };
+        let err = store
+            .execute_bundle(transaction(entries(MAX_TRANSACTION_ENTRIES + 1)))
+            .unwrap_err();
+        assert_eq!(err.status, 400);
+        assert!(err.diagnostics.contains("4500"), "{}", err.diagnostics);
+        assert!(store.counts().is_empty());
+        assert!(
+            store
+                .execute_bundle(transaction(entries(MAX_TRANSACTION_ENTRIES)))
+                .is_ok()
         );
     }
 
@@ -1317,7 +1604,7 @@ mod tests {
 
     #[test]
     fn transaction_put_entries_and_duplicates() {
-        let store = Store::default();
+        let store = update_create_store();
         let mut p = patient("u");
         p["id"] = json!("pu");
         let put = json!({"resource": p, "request": {"method": "PUT", "url": "Patient/pu"}});
