@@ -75,7 +75,8 @@ async fn throttled_create(
         "location",
         format!("{resource_type}/{n}/_history/1").parse().unwrap(),
     );
-    (StatusCode::CREATED, headers, "{}".to_owned())
+    let created = format!(r#"{{"resourceType":"{resource_type}","id":"{n}"}}"#);
+    (StatusCode::CREATED, headers, created)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

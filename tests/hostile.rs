@@ -38,12 +38,14 @@ async fn too_few_open_files_for_the_workers_is_refused_before_loading() {
 #[tokio::test]
 async fn a_low_soft_limit_is_raised_toward_the_hard_one() {
     let output = run(under_limits(
-        "ulimit -Hn 4096 && ulimit -Sn 256",
+        "ulimit -Sn 256 && ulimit -Hn 4096",
         "load --emulator --workers 512 --count 2000 --mode create --json --quiet",
     ))
     .await;
     assert_exit(&output, 0);
-    assert_eq!(summary(&output)["stored"], 2000);
+    let summary = summary(&output);
+    assert_eq!(summary["stored"], 2000);
+    assert_eq!(summary["errors"], serde_json::json!({}), "{summary}");
 }
 
 #[tokio::test]

@@ -64,7 +64,10 @@ async fn fhir(State(state): State<Arc<AppState>>, request: Request) -> Response 
         .and_then(|h| h.to_str().ok())
         .map_or_else(|| state.addr.to_string(), str::to_owned);
     let base = format!("http://{host}{}", target.prefix);
-    if state.options.sink {
+    // The sink describes itself like the store it stands in for, and answers writes alone.
+    if state.options.sink
+        && !(parts.method == Method::GET && target.rest.trim_matches('/') == "metadata")
+    {
         return sink::answer(&parts.method, &parts.headers, target.rest, &base, body).await;
     }
     let store = state.stores.get(&target.store);

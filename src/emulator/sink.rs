@@ -41,7 +41,8 @@ pub async fn answer(
     let segments: Vec<&str> = rest.split('/').filter(|s| !s.is_empty()).collect();
     match (method, segments.as_slice()) {
         (&Method::POST, []) => bundle(&bytes, base, &now),
-        (&Method::POST, [resource_type]) | (&Method::PUT, [resource_type, _]) => {
+        // A create, an update, or a conditional update (`PUT Type?identifier=...`).
+        (&Method::POST | &Method::PUT, [resource_type]) | (&Method::PUT, [resource_type, _]) => {
             let id = match segments.as_slice() {
                 [_, id] => (*id).to_owned(),
                 _ => new_id(),

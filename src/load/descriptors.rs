@@ -13,7 +13,7 @@ const HEADROOM: u64 = 64;
 pub fn ensure_room_for(workers: u32, store_in_process: bool) -> anyhow::Result<()> {
     let per_worker = if store_in_process { 2 } else { 1 };
     let needed = u64::from(workers) * per_worker + HEADROOM;
-    let available = raise_limit_to(needed)?;
+    let available = raise_limit()?;
     if available >= needed {
         return Ok(());
     }
@@ -26,14 +26,15 @@ pub fn ensure_room_for(workers: u32, store_in_process: bool) -> anyhow::Result<(
     )))
 }
 
-/// Raises the soft limit toward `wanted`, as far as the hard limit allows; the limit now.
+/// Raises the soft limit to the hard one (connections come and go faster than they are
+/// counted here, so exactly what was counted is too tight); the limit now.
 #[cfg(unix)]
-fn raise_limit_to(wanted: u64) -> anyhow::Result<u64> {
+fn raise_limit() -> anyhow::Result<u64> {
     use anyhow::Context;
-    rlimit::increase_nofile_limit(wanted).context("reading the open-file limit (RLIMIT_NOFILE)")
+    rlimit::increase_nofile_limit(u64::MAX).context("reading the open-file limit (RLIMIT_NOFILE)")
 }
 
 #[cfg(not(unix))]
-fn raise_limit_to(wanted: u64) -> anyhow::Result<u64> {
-    Ok(wanted)
+fn raise_limit() -> anyhow::Result<u64> {
+    Ok(u64::MAX)
 }
