@@ -21,7 +21,8 @@ use super::stats::RequestStats;
 use crate::cli::HttpVersion;
 use crate::fhir::FHIR_JSON;
 
-/// A request relative to the FHIR base: `path` is "" (executeBundle), "Patient", or "Patient/1".
+/// A request relative to the FHIR base: `path` is "" (executeBundle), "Patient", or "Patient/1",
+/// optionally followed by `?` and a search query that is already percent-encoded.
 #[derive(Debug, Clone)]
 pub struct StoreRequest {
     pub method: Method,
@@ -167,13 +168,21 @@ impl StoreClient {
         self.fatal.lock().expect("fatal lock").clone()
     }
 
-    /// `path` ("Patient", "Patient/1" or "") under the base.
+    /// `path` ("Patient", "Patient/1" or "", maybe with `?query`) under the base.
     fn uri(&self, path: &str) -> Result<Uri, String> {
+        let (segments, query) = match path.split_once('?') {
+            Some((segments, query)) => (segments, Some(query)),
+            None => (path, None),
+        };
         let mut uri = String::with_capacity(self.base.len() + 1 + path.len());
         uri.push_str(&self.base);
-        for segment in path.split('/').filter(|s| !s.is_empty()) {
+        for segment in segments.split('/').filter(|s| !s.is_empty()) {
             uri.push('/');
             uri.extend(utf8_percent_encode(segment, SEGMENT));
+        }
+        if let Some(query) = query {
+            uri.push('?');
+            uri.push_str(query);
         }
         Uri::try_from(uri).map_err(|e| format!("cannot make a request URL for `{path}`: {e}"))
     }
