@@ -327,7 +327,7 @@ pub fn print_completions(shell: clap_complete::Shell) -> anyhow::Result<ExitCode
 /// top-level page, then a section per command with its options.
 pub fn print_man_page() -> anyhow::Result<ExitCode> {
     let mut page = Vec::new();
-    let mut command = Cli::command();
+    let mut command = Cli::command().disable_help_subcommand(true);
     command.build();
     clap_mangen::Man::new(command.clone()).render(&mut page)?;
     for sub in command.get_subcommands().filter(|s| !s.is_hide_set()) {
