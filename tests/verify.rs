@@ -20,8 +20,13 @@ struct Served {
 
 impl Served {
     fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    fn start_with(flags: &[&str]) -> Self {
         let mut child = fhirgen()
             .args(["serve", "--port", "0"])
+            .args(flags)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -209,6 +214,38 @@ async fn checks_what_was_loaded_from_files() {
     let (output, report) = verify(&served, &["--count", "300", "--seed", "8"]).await;
     assert_exit(&output, 1);
     assert!(report["missing"]["count"].as_u64().unwrap() > 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_credential_stops_the_check_and_fails_it() {
+    let served = Served::start_with(&["--require-token", "the-right-token"]);
+    load(
+        &served,
+        &[&DATA[..], &["--access-token", "the-right-token"]].concat(),
+    )
+    .await;
+    let (output, report) = verify(
+        &served,
+        &[&DATA[..], &["--access-token", "the-right-token"]].concat(),
+    )
+    .await;
+    assert_exit(&output, 0);
+    assert_eq!(report["ok"], true);
+
+    let (output, report) = verify(
+        &served,
+        &[&DATA[..], &["--access-token", "a-wrong-one"]].concat(),
+    )
+    .await;
+    assert_exit(&output, 1);
+    assert_eq!(report["ok"], false);
+    assert_eq!(report["walked_all"], false, "no lookup after the first 401");
+    let reason = report["fatal_error"].as_str().unwrap();
+    assert!(reason.contains("401"), "{reason}");
+    assert!(
+        !stderr(&output).contains("a-wrong-one")
+            && !output.stdout.windows(11).any(|w| w == b"a-wrong-one")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -203,7 +203,8 @@ pub async fn run(args: VerifyArgs) -> anyhow::Result<ExitCode> {
             exact_counts: settings.exact_counts,
             invalid_input: expected.invalid_input,
             elapsed: started.elapsed(),
-            interrupted: interrupted.load(Ordering::SeqCst) || !expected.complete,
+            walked_all: expected.complete,
+            interrupted: interrupted.load(Ordering::SeqCst),
             fatal_error: client.fatal().map(|f| f.0),
         },
     );

@@ -110,6 +110,8 @@ pub struct Context {
     pub exact_counts: bool,
     pub invalid_input: u64,
     pub elapsed: Duration,
+    /// Whether every check of the data set was handed out (not when the run stopped early).
+    pub walked_all: bool,
     pub interrupted: bool,
     pub fatal_error: Option<String>,
 }
@@ -137,6 +139,7 @@ pub struct Report {
     invalid_input: u64,
     requests: u64,
     elapsed_seconds: f64,
+    walked_all: bool,
     interrupted: bool,
     fatal_error: Option<String>,
 }
@@ -168,7 +171,8 @@ impl Report {
                 (resource_type.clone(), TypeCount { expected, found })
             })
             .collect();
-        let ok = !context.interrupted
+        let ok = context.walked_all
+            && !context.interrupted
             && context.fatal_error.is_none()
             && count_mismatches.is_empty()
             && findings.missing.count == 0
@@ -190,6 +194,7 @@ impl Report {
             invalid_input: context.invalid_input,
             requests: findings.stats.requests,
             elapsed_seconds: round3(context.elapsed.as_secs_f64()),
+            walked_all: context.walked_all,
             interrupted: context.interrupted,
             fatal_error: context.fatal_error,
         }
@@ -273,10 +278,9 @@ impl Report {
             ));
         }
         if self.interrupted {
-            problems.push("interrupted before the end".to_owned());
-        }
-        if self.fatal_error.is_some() {
-            problems.push("stopped early".to_owned());
+            problems.push("interrupted".to_owned());
+        } else if self.fatal_error.is_some() || !self.walked_all {
+            problems.push("stopped before the end".to_owned());
         }
         format!("FAILED: {}", problems.join("; "))
     }
@@ -318,6 +322,7 @@ mod tests {
             exact_counts,
             invalid_input: 0,
             elapsed: Duration::from_secs(1),
+            walked_all: true,
             interrupted: false,
             fatal_error: None,
         }
