@@ -1,12 +1,13 @@
-//! The GitHub Action's shell step (`.github/action/run.sh`) run as the runner runs it: inputs in
-//! INPUT_* variables, the built binary in FHIRGEN_BIN, step outputs and the job summary in
-//! files named by GITHUB_OUTPUT and GITHUB_STEP_SUMMARY. Needs bash and jq.
+//! The GitHub Action's shell steps (`.github/action/*.sh`) run as the runner runs them: inputs
+//! in INPUT_* variables, the built binary in FHIRGEN_BIN, step outputs and the job summary in
+//! files named by GITHUB_OUTPUT and GITHUB_STEP_SUMMARY. Needs bash, jq, curl, tar, sha256sum.
 
 mod common;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::{Command, Output};
+use std::sync::Arc;
 
 use common::*;
 use fhirgen::emulator::EmulatorOptions;
@@ -41,17 +42,29 @@ impl Step {
     }
 }
 
-/// Runs the step with these inputs, from an environment without the user's fhirgen or Google
-/// settings (the script's fhirgen would read them).
+/// Runs the load step with these inputs.
 async fn run_step(inputs: &[(&str, &str)]) -> Step {
+    run_script("run.sh", inputs).await
+}
+
+/// Runs one of the action's scripts from an environment without the user's fhirgen or Google
+/// settings (the script's fhirgen would read them).
+async fn run_script(name: &str, inputs: &[(&str, &str)]) -> Step {
     let dir = tempfile::tempdir().unwrap();
     let outputs = dir.path().join("github_output");
     let summary = dir.path().join("step_summary");
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".github/action/run.sh");
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join(".github/action")
+        .join(name);
     let mut command = Command::new("bash");
     command.arg(script);
     for (key, _) in std::env::vars() {
-        if key.starts_with("FHIRGEN_") || key.starts_with("GOOGLE_") || key.starts_with("INPUT_") {
+        if key.starts_with("FHIRGEN_")
+            || key.starts_with("GOOGLE_")
+            || key.starts_with("INPUT_")
+            || key.starts_with("RUNNER_")
+            || key.starts_with("ACTION_")
+        {
             command.env_remove(key);
         }
     }
@@ -217,4 +230,115 @@ async fn a_step_without_exactly_one_target_is_a_usage_error() {
         );
         assert!(step.outputs.is_empty());
     }
+}
+
+/// A stand-in for a GitHub releases page serving `files` by path.
+async fn releases_page(files: Vec<(String, Vec<u8>)>) -> String {
+    let files: Arc<BTreeMap<String, Vec<u8>>> = Arc::new(files.into_iter().collect());
+    let app = axum::Router::new().fallback(move |uri: axum::http::Uri| {
+        let files = files.clone();
+        async move {
+            match files.get(uri.path()) {
+                Some(bytes) => (axum::http::StatusCode::OK, bytes.clone()),
+                None => (axum::http::StatusCode::NOT_FOUND, Vec::new()),
+            }
+        }
+    });
+    format!("http://{}", serve_on_loopback(app).await)
+}
+
+/// The release archive for Linux x86_64 as release.yml packs it (with the binary built here),
+/// and its line of SHA256SUMS.
+fn release_archive(dir: &std::path::Path) -> (Vec<u8>, String) {
+    let staging = dir.join("staging");
+    std::fs::create_dir_all(&staging).unwrap();
+    std::fs::copy(
+        assert_cmd::cargo::cargo_bin!("fhirgen"),
+        staging.join("fhirgen"),
+    )
+    .unwrap();
+    std::fs::write(staging.join("LICENSE"), "Apache-2.0").unwrap();
+    std::fs::write(staging.join("README.md"), "fhirgen").unwrap();
+    let name = "fhirgen-x86_64-unknown-linux-musl.tar.gz";
+    let packed = Command::new("tar")
+        .args([
+            "-czf",
+            name,
+            "-C",
+            "staging",
+            "fhirgen",
+            "LICENSE",
+            "README.md",
+        ])
+        .current_dir(dir)
+        .status()
+        .unwrap();
+    assert!(packed.success());
+    let sums = Command::new("sha256sum")
+        .arg(name)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(sums.status.success());
+    (
+        std::fs::read(dir.join(name)).unwrap(),
+        String::from_utf8(sums.stdout).unwrap(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn install_fetches_the_release_the_action_is_pinned_to_and_checks_its_sum() {
+    let dir = tempfile::tempdir().unwrap();
+    let (archive, sums) = release_archive(dir.path());
+    let path = |name: &str| format!("/download/v9.9.9/{name}");
+    let archive_path = path("fhirgen-x86_64-unknown-linux-musl.tar.gz");
+    let good = releases_page(vec![
+        (archive_path.clone(), archive.clone()),
+        (path("SHA256SUMS"), sums.clone().into_bytes()),
+    ])
+    .await;
+    let runner_temp = dir.path().join("runner");
+    std::fs::create_dir_all(&runner_temp).unwrap();
+    let runner = |releases: &str| {
+        vec![
+            ("RUNNER_OS", "Linux".to_owned()),
+            ("RUNNER_ARCH", "X64".to_owned()),
+            ("RUNNER_TEMP", runner_temp.to_str().unwrap().to_owned()),
+            ("ACTION_REF", "v9.9.9".to_owned()),
+            ("FHIRGEN_RELEASES_URL", releases.to_owned()),
+        ]
+    };
+    let inputs = runner(&good);
+    let inputs: Vec<(&str, &str)> = inputs.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let step = run_script("install.sh", &inputs).await;
+    assert_eq!(step.code(), Some(0), "{}", step.log());
+    let installed = &step.outputs["bin"];
+    let version = Command::new(installed).arg("--version").output().unwrap();
+    assert!(String::from_utf8_lossy(&version.stdout).starts_with("fhirgen "));
+
+    // An archive that is not the one the sums name is refused.
+    let tampered = releases_page(vec![
+        (archive_path, archive[..archive.len() - 1].to_vec()),
+        (path("SHA256SUMS"), sums.into_bytes()),
+    ])
+    .await;
+    std::fs::remove_dir_all(&runner_temp).unwrap();
+    std::fs::create_dir_all(&runner_temp).unwrap();
+    let inputs = runner(&tampered);
+    let inputs: Vec<(&str, &str)> = inputs.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let step = run_script("install.sh", &inputs).await;
+    assert_ne!(step.code(), Some(0), "{}", step.log());
+    assert!(step.outputs.is_empty(), "{}", step.log());
+    assert!(!runner_temp.join("fhirgen/bin/fhirgen").exists());
+
+    // A runner no release is built for says what to do instead.
+    let windows = [
+        ("RUNNER_OS", "Windows"),
+        ("RUNNER_ARCH", "X64"),
+        ("RUNNER_TEMP", runner_temp.to_str().unwrap()),
+    ];
+    let step = run_script("install.sh", &windows).await;
+    assert_eq!(step.code(), Some(1), "{}", step.log());
+    let stdout = String::from_utf8_lossy(&step.output.stdout);
+    assert!(stdout.contains("build-from-source: true"), "{}", step.log());
 }

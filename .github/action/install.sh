@@ -28,11 +28,12 @@ version=${INPUT_VERSION:-}
 if [[ -z $version ]]; then
   if [[ ${ACTION_REF:-} == v[0-9]* ]]; then version=$ACTION_REF; else version=latest; fi
 fi
-repository=${ACTION_REPOSITORY:-fhirgen/fhirgen}
+# FHIRGEN_RELEASES_URL points at a mirror of the releases page (and at the tests' stand-in).
+releases=${FHIRGEN_RELEASES_URL:-https://github.com/${ACTION_REPOSITORY:-fhirgen/fhirgen}/releases}
 if [[ $version == latest ]]; then
-  releases="https://github.com/$repository/releases/latest/download"
+  releases="$releases/latest/download"
 else
-  releases="https://github.com/$repository/releases/download/$version"
+  releases="$releases/download/$version"
 fi
 
 archive="fhirgen-$triple.tar.gz"
