@@ -249,7 +249,7 @@ async fn a_refused_credential_stops_the_check_and_fails_it() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn refuses_the_throwaway_emulator() {
+async fn refuses_what_cannot_be_verified() {
     let mut command = fhirgen();
     command.args(["verify", "--emulator"]);
     let output = run(command).await;
@@ -259,4 +259,16 @@ async fn refuses_the_throwaway_emulator() {
         "{}",
         stderr(&output)
     );
+    for (flags, says) in [
+        (["--seed", "random"], "the seed the load used"),
+        (["--timeout", "0"], "--timeout 0 must be a positive number"),
+    ] {
+        let mut command = fhirgen();
+        command
+            .args(["verify", "--fhir-url", "http://127.0.0.1:1/fhir"])
+            .args(flags);
+        let output = run(command).await;
+        assert_exit(&output, 2);
+        assert!(stderr(&output).contains(says), "{}", stderr(&output));
+    }
 }

@@ -24,7 +24,7 @@ use tokio::sync::{Mutex, mpsc};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::{LoadArgs, LoadMode, VerifyArgs};
+use crate::cli::{LoadArgs, LoadMode, SeedArg, VerifyArgs};
 use crate::exit;
 use crate::fhir::Resource;
 use crate::load::client::{ClientOptions, Reply, SendError, StoreClient, StoreRequest};
@@ -152,6 +152,18 @@ pub async fn run(args: VerifyArgs) -> anyhow::Result<ExitCode> {
             "--emulator starts an empty store for one run, so there is nothing to verify: run \
              `fhirgen serve` and give --fhir-url http://127.0.0.1:PORT/fhir to both load and verify",
         ));
+    }
+    if args.data.seed == SeedArg::Random {
+        return Err(exit::usage(
+            "--seed random describes no particular data set: give the seed the load used \
+             (its summary prints it)",
+        ));
+    }
+    if !(args.timeout > 0.0 && Duration::try_from_secs_f64(args.timeout).is_ok()) {
+        return Err(exit::usage(format!(
+            "--timeout {} must be a positive number of seconds",
+            args.timeout
+        )));
     }
     let settings = Settings::from(&args);
     let load = load_args(args);
