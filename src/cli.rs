@@ -3,10 +3,12 @@
 //! House rules: every flag a user can set in CI also has an environment variable only when it
 //! names a target or a credential; numeric flags accept `10k`/`1m` suffixes where counts are large.
 
+use std::io::Write;
 use std::path::PathBuf;
+use std::process::ExitCode;
 
 use chrono::NaiveDate;
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 
 use crate::secret::SecretString;
 
@@ -30,6 +32,14 @@ pub enum Command {
     Load(Box<LoadArgs>),
     /// Run the built-in Healthcare-API-shaped FHIR store (in memory).
     Serve(ServeArgs),
+    /// Read a store back and check that it holds what a load with the same arguments wrote:
+    /// every resource found by its identifier exactly once, and the counts per type.
+    Verify(Box<VerifyArgs>),
+    /// Print a shell completion script (bash, zsh, fish, powershell or elvish) on stdout.
+    Completions(CompletionsArgs),
+    /// Print the man page (roff) on stdout.
+    #[command(hide = true)]
+    Man,
 }
 
 /// What to generate: shared by `generate` and `load`.
@@ -199,6 +209,85 @@ pub struct LoadArgs {
     pub quiet: bool,
 }
 
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    #[command(flatten)]
+    pub target: TargetArgs,
+
+    /// Healthcare API endpoint used with --store.
+    #[arg(
+        long,
+        env = "FHIRGEN_ENDPOINT",
+        default_value = "https://healthcare.googleapis.com/v1",
+        value_name = "URL"
+    )]
+    pub endpoint: String,
+
+    /// Bearer token to use instead of Application Default Credentials.
+    #[arg(
+        long,
+        env = "FHIRGEN_ACCESS_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    pub access_token: Option<SecretString>,
+
+    #[command(flatten)]
+    pub data: DataArgs,
+
+    /// The files that were loaded with --input (a file, a directory, or - for stdin).
+    #[arg(long, value_name = "PATH", conflicts_with_all = ["count", "shard", "seed", "as_of", "types"])]
+    pub input: Option<PathBuf>,
+
+    /// Look up only N resources, the same N on every run; the counts per type still cover all.
+    #[arg(long, value_name = "N", value_parser = parse_count)]
+    pub sample: Option<u64>,
+
+    /// Also fail when the store holds more resources of a type than the data set has (for a
+    /// store that holds nothing else).
+    #[arg(long)]
+    pub exact_counts: bool,
+
+    /// Lookups in flight at once.
+    #[arg(long, short = 'w', default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=4096))]
+    pub workers: u32,
+
+    /// Retries per request for errors that may heal, as for load.
+    #[arg(long, default_value_t = 8)]
+    pub max_retries: u32,
+
+    /// How long one request may stay throttled (429), as for load.
+    #[arg(long, default_value = "10m", value_name = "DURATION", value_parser = parse_duration)]
+    pub max_throttle_wait: std::time::Duration,
+
+    /// The first wait before a retry, as for load.
+    #[arg(long, default_value = "100ms", value_name = "DURATION", value_parser = parse_duration)]
+    pub min_backoff: std::time::Duration,
+
+    /// Per-request timeout in seconds.
+    #[arg(long, default_value_t = 60.0, value_name = "SECS")]
+    pub timeout: f64,
+
+    /// HTTP version, as for load.
+    #[arg(long, value_enum, default_value_t = HttpVersion::Auto)]
+    pub http: HttpVersion,
+
+    /// Print the report as one JSON object on stdout.
+    #[arg(long)]
+    pub json: bool,
+
+    /// No text report on stderr.
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell to complete for.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}
+
 #[derive(Debug, Args, Clone)]
 pub struct ServeArgs {
     /// Port on 127.0.0.1 (0 picks a free one; the address is printed on stdout).
@@ -271,6 +360,37 @@ fn parse_seconds(s: &str) -> Result<std::time::Duration, String> {
         .filter(|secs| *secs > 0.0)
         .and_then(|secs| std::time::Duration::try_from_secs_f64(secs).ok())
         .ok_or_else(|| format!("`{s}` is not a positive number of seconds"))
+}
+
+/// `fhirgen completions SHELL`: the script goes to stdout, to be saved where the shell looks.
+pub fn print_completions(shell: clap_complete::Shell) -> anyhow::Result<ExitCode> {
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut Cli::command(), "fhirgen", &mut script);
+    write_stdout(&script)
+}
+
+/// `fhirgen man`: the man page, generated from the same definitions as `--help`: the
+/// top-level page, then a section per command with its options.
+pub fn print_man_page() -> anyhow::Result<ExitCode> {
+    let mut page = Vec::new();
+    let mut command = Cli::command().disable_help_subcommand(true);
+    command.build();
+    clap_mangen::Man::new(command.clone()).render(&mut page)?;
+    for sub in command.get_subcommands().filter(|s| !s.is_hide_set()) {
+        let heading = format!("fhirgen {}", sub.get_name());
+        let sub = sub
+            .clone()
+            .mut_args(|arg| arg.help_heading(heading.clone()));
+        clap_mangen::Man::new(sub).render_options_section(&mut page)?;
+    }
+    write_stdout(&page)
+}
+
+fn write_stdout(bytes: &[u8]) -> anyhow::Result<ExitCode> {
+    let mut stdout = std::io::stdout().lock();
+    stdout.write_all(bytes)?;
+    stdout.flush()?;
+    Ok(crate::exit::SUCCESS.into())
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

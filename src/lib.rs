@@ -9,6 +9,7 @@ pub mod fhir;
 pub mod generate;
 pub mod load;
 pub mod secret;
+pub mod verify;
 
 use std::process::ExitCode;
 
@@ -19,5 +20,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Generate(args) => generate::run(args).await,
         Command::Load(args) => load::run(*args).await,
         Command::Serve(args) => emulator::serve(args).await,
+        Command::Verify(args) => verify::run(*args).await,
+        Command::Completions(args) => cli::print_completions(args.shell),
+        Command::Man => cli::print_man_page(),
     }
 }

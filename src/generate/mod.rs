@@ -28,6 +28,8 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use chrono::{Datelike, NaiveDate};
+use flate2::Compression;
+use flate2::write::GzEncoder;
 
 use crate::cli::{DataArgs, GenerateArgs, OutputFormat, SeedArg};
 use crate::exit;
@@ -197,39 +199,49 @@ fn write_data_set(
     output: Option<&Path>,
 ) -> anyhow::Result<()> {
     let generator = Generator::new(config);
-    match output {
-        Some(path) => {
-            let file = std::fs::File::create(path)
-                .with_context(|| format!("cannot create {}", path.display()))?;
-            write_records(
-                generator,
-                format,
-                BufWriter::with_capacity(OUTPUT_BUFFER, file),
-            )
-            .with_context(|| format!("cannot write {}", path.display()))
-        }
-        None => {
-            let stdout = io::stdout().lock();
-            write_records(
-                generator,
-                format,
-                BufWriter::with_capacity(OUTPUT_BUFFER, stdout),
-            )
-            .context("cannot write to stdout")
-        }
-    }
+    let Some(path) = output.filter(|path| *path != Path::new("-")) else {
+        let mut stdout = BufWriter::with_capacity(OUTPUT_BUFFER, io::stdout().lock());
+        return write_records(generator, format, &mut stdout)
+            .and_then(|()| stdout.flush())
+            .context("cannot write to stdout");
+    };
+    let file =
+        std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
+    let written = if is_gzip_path(path) {
+        // The buffer sits in front of the compressor: it gets big writes, not one per token.
+        let gzip = GzEncoder::new(file, Compression::new(GZIP_LEVEL));
+        let mut out = BufWriter::with_capacity(OUTPUT_BUFFER, gzip);
+        write_records(generator, format, &mut out).and_then(|()| {
+            let gzip = out.into_inner().map_err(io::IntoInnerError::into_error)?;
+            gzip.finish().map(drop)
+        })
+    } else {
+        let mut out = BufWriter::with_capacity(OUTPUT_BUFFER, file);
+        write_records(generator, format, &mut out).and_then(|()| out.flush())
+    };
+    written.with_context(|| format!("cannot write {}", path.display()))
 }
 
+/// gzip's own default: generated NDJSON shrinks about 12x, at ~2.5 s of CPU per 180 MB.
+const GZIP_LEVEL: u32 = 6;
+
+/// `-o data.ndjson.gz` asks for gzip, as the name says.
+fn is_gzip_path(path: &Path) -> bool {
+    path.extension()
+        .is_some_and(|extension| extension.eq_ignore_ascii_case("gz"))
+}
+
+/// Writes every record to `out`; the caller flushes (or finishes) it.
 fn write_records(
     generator: Generator,
     format: OutputFormat,
-    mut out: impl Write,
+    out: &mut impl Write,
 ) -> io::Result<()> {
     match format {
         OutputFormat::Ndjson => {
             for record in generator {
                 for resource in &record.resources {
-                    serde_json::to_writer(&mut out, &resource.body).map_err(io::Error::from)?;
+                    serde_json::to_writer(&mut *out, &resource.body).map_err(io::Error::from)?;
                     out.write_all(b"\n")?;
                 }
             }
@@ -244,11 +256,11 @@ fn write_records(
                 .collect();
             let resolve = |key: &str| shared.get(key).cloned();
             for record in generator {
-                write_transaction_bundle(&mut out, &record.resources, &resolve)
+                write_transaction_bundle(&mut *out, &record.resources, &resolve)
                     .map_err(io::Error::from)?;
                 out.write_all(b"\n")?;
             }
         }
     }
-    out.flush()
+    Ok(())
 }

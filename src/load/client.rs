@@ -24,8 +24,9 @@ use super::stats::RequestStats;
 use crate::cli::HttpVersion;
 use crate::fhir::FHIR_JSON;
 
-/// A request relative to the FHIR base: `path` is "" (executeBundle), "Patient", or "Patient/1"
-/// (or an absolute URL beside the base, such as the store's settings).
+/// A request relative to the FHIR base: `path` is "" (executeBundle), "Patient", or "Patient/1",
+/// optionally followed by `?` and a search query that is already percent-encoded (or an
+/// absolute URL beside the base, such as the store's settings).
 #[derive(Debug, Clone)]
 pub struct StoreRequest {
     pub method: Method,
