@@ -19,5 +19,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Generate(args) => generate::run(args).await,
         Command::Load(args) => load::run(*args).await,
         Command::Serve(args) => emulator::serve(args).await,
+        Command::Help(args) => args.print(),
     }
 }
