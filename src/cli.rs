@@ -1,7 +1,9 @@
 //! Command-line surface. Doc comments are the help text.
 //!
 //! House rules: every flag a user can set in CI also has an environment variable only when it
-//! names a target or a credential; numeric flags accept `10k`/`1m` suffixes where counts are large.
+//! names a target or a credential, and help never shows that variable's value
+//! (`hide_env_values`): a URL or token in it may be a secret. Numeric flags accept `10k`/`1m`
+//! suffixes where counts are large.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -17,7 +19,9 @@ use crate::secret::SecretString;
     name = "fhirgen",
     version,
     about = "Generate realistic synthetic FHIR R4 data and load it into a FHIR store, fast, losing nothing.",
-    propagate_version = true
+    propagate_version = true,
+    // clap's own `help` subcommand refuses `help --help`; ours answers it like any command.
+    disable_help_subcommand = true
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -40,17 +44,55 @@ pub enum Command {
     /// Print the man page (roff) on stdout.
     #[command(hide = true)]
     Man,
+    /// Print this message or the help of the given subcommand(s).
+    Help(HelpArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct HelpArgs {
+    /// The subcommand to describe, e.g. `load`.
+    #[arg(value_name = "COMMAND")]
+    pub command: Vec<String>,
+}
+
+impl HelpArgs {
+    /// The long help of the named (sub)command, as `COMMAND --help` prints it.
+    pub fn help_text(&self) -> anyhow::Result<String> {
+        let mut command = Cli::command();
+        command.build();
+        let mut described = &mut command;
+        for name in &self.command {
+            let names: Vec<String> = described
+                .get_subcommands()
+                .map(|c| c.get_name().to_owned())
+                .collect();
+            described = described.find_subcommand_mut(name).ok_or_else(|| {
+                crate::exit::usage(format!(
+                    "no subcommand `{name}`: try one of {}",
+                    names.join(", ")
+                ))
+            })?;
+        }
+        Ok(described.render_long_help().to_string())
+    }
+
+    /// Prints [`HelpArgs::help_text`] on stdout.
+    pub fn print(&self) -> anyhow::Result<ExitCode> {
+        std::io::stdout().write_all(self.help_text()?.as_bytes())?;
+        Ok(ExitCode::SUCCESS)
+    }
 }
 
 /// What to generate: shared by `generate` and `load`.
 #[derive(Debug, Args, Clone)]
 pub struct DataArgs {
     /// Number of resources, exactly (all types together). Accepts 10k, 1m.
-    #[arg(long, default_value = "1000", value_parser = parse_count)]
+    // `-5` and `-1k` reach the parser, which says what a count is, not "unexpected argument".
+    #[arg(long, default_value = "1000", value_parser = parse_count, allow_hyphen_values = true)]
     pub count: u64,
 
     /// RNG seed: a number, or `random` to pick one (it is printed in the summary).
-    #[arg(long, default_value = "1", value_parser = parse_seed)]
+    #[arg(long, default_value = "1", value_parser = parse_seed, allow_negative_numbers = true)]
     pub seed: SeedArg,
 
     /// The date the data is generated "as of": histories end here. Default: today.
@@ -111,11 +153,21 @@ pub enum LoadMode {
 #[group(id = "target", required = true, multiple = false)]
 pub struct TargetArgs {
     /// A Cloud Healthcare FHIR store: projects/P/locations/L/datasets/D/fhirStores/S.
-    #[arg(long, env = "FHIRGEN_STORE", value_name = "STORE")]
+    #[arg(
+        long,
+        env = "FHIRGEN_STORE",
+        value_name = "STORE",
+        hide_env_values = true
+    )]
     pub store: Option<String>,
 
     /// Any FHIR R4 base URL.
-    #[arg(long, env = "FHIRGEN_FHIR_URL", value_name = "URL")]
+    #[arg(
+        long,
+        env = "FHIRGEN_FHIR_URL",
+        value_name = "URL",
+        hide_env_values = true
+    )]
     pub fhir_url: Option<String>,
 
     /// Start the built-in emulator on a free loopback port and load into it.
@@ -133,7 +185,8 @@ pub struct LoadArgs {
         long,
         env = "FHIRGEN_ENDPOINT",
         default_value = "https://healthcare.googleapis.com/v1",
-        value_name = "URL"
+        value_name = "URL",
+        hide_env_values = true
     )]
     pub endpoint: String,
 
@@ -142,7 +195,8 @@ pub struct LoadArgs {
         long,
         env = "FHIRGEN_ACCESS_TOKEN",
         value_name = "TOKEN",
-        hide_env_values = true
+        hide_env_values = true,
+        value_parser = parse_access_token
     )]
     pub access_token: Option<SecretString>,
 
@@ -419,6 +473,17 @@ fn parse_duration(raw: &str) -> Result<std::time::Duration, String> {
         .map_err(|e| format!("`{raw}` is not a duration ({e}): expected e.g. 90s, 10m or 250ms"))
 }
 
+/// An empty token would go out as `Bearer ` and fail at the store, after the run started.
+fn parse_access_token(s: &str) -> Result<SecretString, String> {
+    if s.trim().is_empty() {
+        return Err("the access token is empty: pass a token, e.g. \
+             --access-token \"$(gcloud auth print-access-token)\", or leave the flag out to use \
+             Application Default Credentials"
+            .to_owned());
+    }
+    Ok(SecretString::new(s))
+}
+
 /// Parses `1000`, `10k`, `2.5m`, `1_000_000`.
 pub fn parse_count(s: &str) -> Result<u64, String> {
     let clean = s.trim().replace('_', "").to_ascii_lowercase();
@@ -429,14 +494,18 @@ pub fn parse_count(s: &str) -> Result<u64, String> {
         _ => (clean.as_str(), 1.0),
     };
     if factor == 1.0 {
-        return number
-            .parse()
-            .map_err(|_| format!("`{s}` is not a count: use e.g. 1000, 10k or 1m"));
+        return number.parse().map_err(|_| not_a_count(s));
     }
     match number.parse::<f64>() {
         Ok(n) if n >= 0.0 && (n * factor).fract() == 0.0 => Ok((n * factor) as u64),
-        _ => Err(format!("`{s}` is not a count: use e.g. 1000, 10k or 1m")),
+        _ => Err(not_a_count(s)),
     }
+}
+
+fn not_a_count(s: &str) -> String {
+    format!(
+        "`{s}` is not a count: a count must be a non-negative whole number, e.g. 1000, 10k or 1m"
+    )
 }
 
 #[cfg(test)]
@@ -514,5 +583,69 @@ mod tests {
             assert!(Cli::try_parse_from(args).is_err(), "{flag}");
         }
         assert!(Cli::try_parse_from(["fhirgen", "load", "--emulator", "--input", "-"]).is_ok());
+    }
+
+    #[test]
+    fn negative_counts_are_refused_as_counts_not_as_flags() {
+        for count in ["-5", "-1k"] {
+            let error = Cli::try_parse_from(["fhirgen", "generate", "--count", count]).unwrap_err();
+            assert_eq!(error.kind(), clap::error::ErrorKind::ValueValidation);
+            assert!(error.to_string().contains("non-negative"), "{error}");
+        }
+        let error = Cli::try_parse_from(["fhirgen", "generate", "--seed", "-1"]).unwrap_err();
+        assert!(error.to_string().contains("non-negative"), "{error}");
+    }
+
+    #[test]
+    fn an_empty_access_token_is_refused() {
+        for token in ["", "  "] {
+            let args = ["fhirgen", "load", "--emulator", "--access-token", token];
+            let error = Cli::try_parse_from(args).unwrap_err();
+            assert_eq!(error.kind(), clap::error::ErrorKind::ValueValidation);
+            assert!(
+                error.to_string().contains("access token is empty"),
+                "{error}"
+            );
+        }
+        let args = ["fhirgen", "load", "--emulator", "--access-token", "ya29.x"];
+        let cli = Cli::try_parse_from(args).unwrap();
+        let Command::Load(load) = cli.command else {
+            panic!("expected load")
+        };
+        assert_eq!(load.access_token.unwrap().expose(), "ya29.x");
+    }
+
+    #[test]
+    fn help_never_shows_an_environment_value() {
+        fn check(command: &clap::Command) {
+            for arg in command.get_arguments() {
+                if let Some(env) = arg.get_env() {
+                    assert!(
+                        arg.is_hide_env_values_set(),
+                        "{} {env:?} would show its value in help",
+                        command.get_name()
+                    );
+                }
+            }
+            command.get_subcommands().for_each(check);
+        }
+        check(&Cli::command());
+    }
+
+    #[test]
+    fn help_answers_for_itself_and_every_subcommand() {
+        let error = Cli::try_parse_from(["fhirgen", "help", "--help"]).unwrap_err();
+        assert_eq!(error.kind(), clap::error::ErrorKind::DisplayHelp);
+        let help = |names: &[&str]| {
+            let command = names.iter().map(|n| n.to_string()).collect();
+            HelpArgs { command }.help_text()
+        };
+        let load = help(&["load"]).unwrap();
+        assert!(load.contains("Usage: fhirgen load"), "{load}");
+        assert!(load.contains("--fhir-url"), "{load}");
+        assert!(help(&[]).unwrap().contains("Usage: fhirgen"));
+        assert!(help(&["help"]).unwrap().contains("Usage: fhirgen help"));
+        let error = help(&["lod"]).unwrap_err().to_string();
+        assert!(error.contains("no subcommand `lod`"), "{error}");
     }
 }

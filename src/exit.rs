@@ -11,7 +11,8 @@ pub const FAILURE: u8 = 1;
 pub const USAGE: u8 = 2;
 /// Interrupted by Ctrl-C (128 + SIGINT).
 pub const INTERRUPTED: u8 = 130;
-/// Stopped by SIGTERM (128 + SIGTERM), as Kubernetes and Cloud Run stop a job.
+/// Stopped by SIGTERM (128 + SIGTERM), as a scheduler stops a job: in-flight requests finished,
+/// summary printed, like [`INTERRUPTED`].
 pub const TERMINATED: u8 = 143;
 
 /// A mistake in flags, environment or configuration, found before any work started.

@@ -23,5 +23,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Verify(args) => verify::run(*args).await,
         Command::Completions(args) => cli::print_completions(args.shell),
         Command::Man => cli::print_man_page(),
+        Command::Help(args) => args.print(),
     }
 }

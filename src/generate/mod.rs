@@ -10,6 +10,7 @@
 //! it and counted and rendered by the resources kept, so a patient is the same data either way.
 
 mod codes;
+mod json;
 mod names;
 mod plan;
 mod random;

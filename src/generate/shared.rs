@@ -9,11 +9,11 @@ use rand::seq::IndexedRandom;
 use serde_json::Value;
 
 use super::codes::{self, Concept};
-use super::names;
-use super::random::{Purpose, stream, uuid};
-use super::render::{
+use super::json::{
     Body, address, array, codeable, coded_list, identifier, object, phone, reference,
 };
+use super::names;
+use super::random::{Purpose, stream, uuid};
 use super::types::{ResourceType, TypeSet};
 use crate::fhir::{Record, RecordKind, Resource};
 

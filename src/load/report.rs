@@ -224,6 +224,19 @@ impl FailureLog {
     }
 }
 
+/// The bar's look. `{per_sec:0}` is the rate rounded to a whole number (`19,828/s`): by default
+/// indicatif shows four decimals.
+fn bar_style(has_total: bool) -> ProgressStyle {
+    let template = if has_total {
+        "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} stored {msg} ({per_sec:0}, ETA {eta})"
+    } else {
+        "{spinner} [{elapsed_precise}] {pos} stored {msg} ({per_sec:0})"
+    };
+    ProgressStyle::with_template(template)
+        .expect("static template is valid")
+        .progress_chars("=> ")
+}
+
 /// A progress bar on stderr when it is a terminal: resources stored of the total, rate, ETA.
 pub struct ProgressReporter {
     bar: ProgressBar,
@@ -242,16 +255,7 @@ impl ProgressReporter {
             return Self { bar, ticker: None };
         }
         bar.set_draw_target(ProgressDrawTarget::stderr_with_hz(10));
-        let template = if total.is_some() {
-            "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} stored {msg} ({per_sec}, ETA {eta})"
-        } else {
-            "{spinner} [{elapsed_precise}] {pos} stored {msg} ({per_sec})"
-        };
-        bar.set_style(
-            ProgressStyle::with_template(template)
-                .expect("static template is valid")
-                .progress_chars("=> "),
-        );
+        bar.set_style(bar_style(total.is_some()));
         let ticking = bar.clone();
         let ticker = tokio::spawn(async move {
             loop {
@@ -288,6 +292,11 @@ impl ProgressReporter {
 
 #[cfg(test)]
 mod tests {
+    use std::io;
+    use std::sync::Mutex;
+
+    use indicatif::TermLike;
+
     use super::*;
 
     fn summary(stats: &RequestStats, elapsed_seconds: f64, stored: u64) -> Summary {
@@ -353,6 +362,63 @@ mod tests {
             // Exactly as printed, too.
             let text = serde_json::to_string(&json).unwrap();
             assert!(!text.contains("\"elapsed_seconds\":0,"), "{text}");
+        }
+    }
+
+    /// A terminal that keeps what is drawn on it.
+    #[derive(Debug, Clone, Default)]
+    struct Screen(Arc<Mutex<String>>);
+
+    impl TermLike for Screen {
+        fn width(&self) -> u16 {
+            120
+        }
+        fn move_cursor_up(&self, _: usize) -> io::Result<()> {
+            Ok(())
+        }
+        fn move_cursor_down(&self, _: usize) -> io::Result<()> {
+            Ok(())
+        }
+        fn move_cursor_right(&self, _: usize) -> io::Result<()> {
+            Ok(())
+        }
+        fn move_cursor_left(&self, _: usize) -> io::Result<()> {
+            Ok(())
+        }
+        fn write_line(&self, line: &str) -> io::Result<()> {
+            self.write_str(&format!("{line}\n"))
+        }
+        fn write_str(&self, text: &str) -> io::Result<()> {
+            self.0.lock().unwrap().push_str(text);
+            Ok(())
+        }
+        fn clear_line(&self) -> io::Result<()> {
+            Ok(())
+        }
+        fn flush(&self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn the_rate_is_a_whole_number() {
+        for total in [Some(100_000), None] {
+            let screen = Screen::default();
+            let bar = ProgressBar::with_draw_target(
+                total,
+                ProgressDrawTarget::term_like(Box::new(screen.clone())),
+            );
+            bar.set_style(bar_style(total.is_some()));
+            bar.set_position(19_827);
+            bar.force_draw();
+            let drawn = screen.0.lock().unwrap().clone();
+            let (_, after) = drawn.split_once('(').expect("the rate is drawn");
+            let (rate, _) = after.split_once("/s").expect("the rate is drawn");
+            assert!(!rate.is_empty(), "{drawn}");
+            assert!(
+                rate.chars().all(|c| c.is_ascii_digit() || c == ',') || rate == "inf",
+                "{drawn}"
+            );
         }
     }
 }

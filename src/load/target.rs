@@ -6,6 +6,7 @@ use super::auth::Credentials;
 use crate::cli::LoadArgs;
 use crate::emulator::{Emulator, EmulatorOptions};
 use crate::exit::usage;
+use crate::secret::redact_url;
 
 pub struct Target {
     pub fhir_base: String,
@@ -32,38 +33,36 @@ pub async fn resolve(args: &LoadArgs) -> anyhow::Result<Target> {
             emulator: Some(emulator),
         });
     }
-    let (fhir_base, description, wants_google_auth) = if let Some(store) = &target.store {
+    let (raw_base, flag, wants_google_auth) = if let Some(store) = &target.store {
         check_store_name(store)?;
         let endpoint = args.endpoint.trim_end_matches('/');
-        (
-            format!("{endpoint}/{}/fhir", store.trim_matches('/')),
-            store.clone(),
-            true,
-        )
+        let base = format!("{endpoint}/{}/fhir", store.trim_matches('/'));
+        (base, "--endpoint", true)
     } else if let Some(url) = &target.fhir_url {
-        let url = url.trim_end_matches('/').to_owned();
-        (url.clone(), url, false)
+        (url.trim_end_matches('/').to_owned(), "--fhir-url", false)
     } else {
         return Err(usage("no target: give --store, --fhir-url or --emulator"));
     };
-    let url = Url::parse(&fhir_base)
-        .map_err(|e| usage(format!("`{fhir_base}` is not a usable URL: {e}")))?;
-    if !matches!(url.scheme(), "http" | "https") {
-        return Err(usage(format!(
-            "`{fhir_base}` must start with http:// or https://"
-        )));
-    }
+    let url = parse_base(&raw_base, flag)?;
     let has_userinfo = !url.username().is_empty() || url.password().is_some();
     // user:password in the URL is a credential too: sent as Basic auth, never shown.
-    let (fhir_base, description, basic) = if has_userinfo {
+    let (fhir_base, basic) = if has_userinfo {
         let basic = Credentials::basic(url.username(), url.password().unwrap_or(""))?;
         let mut bare = url.clone();
         let _ = bare.set_username("");
         let _ = bare.set_password(None);
-        let bare = bare.to_string().trim_end_matches('/').to_owned();
-        (bare.clone(), bare, Some(basic))
+        (
+            bare.to_string().trim_end_matches('/').to_owned(),
+            Some(basic),
+        )
     } else {
-        (fhir_base, description, None)
+        (raw_base, None)
+    };
+    check_sendable(&fhir_base, flag)?;
+    // The query may carry a key (`?api_key=...`): the summary shows the URL without it.
+    let description = match &target.store {
+        Some(store) => store.clone(),
+        None => redact_url(&fhir_base),
     };
     let sends_token = args.access_token.is_some() || wants_google_auth || has_userinfo;
     if sends_token && url.scheme() == "http" && !is_loopback(&url) {
@@ -84,6 +83,37 @@ pub async fn resolve(args: &LoadArgs) -> anyhow::Result<Target> {
         credentials,
         emulator: None,
     })
+}
+
+/// The FHIR base from `flag`, parsed; a mistake is shown with its credentials redacted, since
+/// a malformed URL is the one most likely to be printed.
+fn parse_base(raw: &str, flag: &str) -> anyhow::Result<Url> {
+    let url = Url::parse(raw).map_err(|e| unusable(raw, flag, &e.to_string()))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(unusable(
+            raw,
+            flag,
+            "it must start with http:// or https://",
+        ));
+    }
+    Ok(url)
+}
+
+/// What the URL parser accepts, an HTTP request line may still not: found here, not by the
+/// first request.
+fn check_sendable(fhir_base: &str, flag: &str) -> anyhow::Result<()> {
+    fhir_base
+        .parse::<http::Uri>()
+        .map(drop)
+        .map_err(|e| unusable(fhir_base, flag, &e.to_string()))
+}
+
+fn unusable(raw: &str, flag: &str, why: &str) -> anyhow::Error {
+    usage(format!(
+        "{flag} `{}` is not a usable FHIR base URL: {why}; give one such as \
+         https://fhir.example.com/r4 (percent-encode special characters in a user name or password)",
+        redact_url(raw)
+    ))
 }
 
 fn check_store_name(store: &str) -> anyhow::Result<()> {
