@@ -136,6 +136,34 @@ pub struct LoadArgs {
     )]
     pub access_token: Option<SecretString>,
 
+    /// Project billed for the store's requests, sent as `x-goog-user-project` (user
+    /// credentials need one). Default: the ADC file's `quota_project_id`.
+    #[arg(long, env = "GOOGLE_CLOUD_QUOTA_PROJECT", value_name = "PROJECT")]
+    pub quota_project: Option<String>,
+
+    /// Send this service account's tokens, obtained with the credential found (it needs
+    /// roles/iam.serviceAccountTokenCreator on the account).
+    #[arg(
+        long,
+        env = "FHIRGEN_IMPERSONATE_SERVICE_ACCOUNT",
+        value_name = "EMAIL"
+    )]
+    pub impersonate_service_account: Option<String>,
+
+    /// IAM Credentials API endpoint for impersonation (a stand-in, for tests).
+    #[arg(
+        long,
+        hide = true,
+        env = "FHIRGEN_IAM_CREDENTIALS_ENDPOINT",
+        default_value = crate::load::auth::IAM_CREDENTIALS_ENDPOINT
+    )]
+    pub iam_credentials_endpoint: String,
+
+    /// Also trust the CA certificates in this PEM file (a corporate proxy's, a private
+    /// store's), besides the system's.
+    #[arg(long, env = "FHIRGEN_CA_FILE", value_name = "PATH")]
+    pub ca_file: Option<PathBuf>,
+
     #[command(flatten)]
     pub data: DataArgs,
 

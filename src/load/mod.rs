@@ -55,6 +55,9 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<ExitCode> {
             retry: RetryPolicy::new(args.max_retries),
             rate: args.rate,
             http: args.http,
+            network: client::Network {
+                ca_file: args.ca_file.clone(),
+            },
         },
         stop.clone(),
     )?);

@@ -2,7 +2,8 @@
 
 use url::Url;
 
-use super::auth::Credentials;
+use super::auth::{Credentials, GoogleOptions};
+use super::client::Network;
 use crate::cli::LoadArgs;
 use crate::emulator::{Emulator, EmulatorOptions};
 use crate::exit::usage;
@@ -28,7 +29,7 @@ pub async fn resolve(args: &LoadArgs) -> anyhow::Result<Target> {
         return Ok(Target {
             description: format!("built-in emulator at {fhir_base}"),
             fhir_base,
-            credentials: Credentials::None,
+            credentials: Credentials::none(),
             emulator: Some(emulator),
         });
     }
@@ -72,17 +73,34 @@ pub async fn resolve(args: &LoadArgs) -> anyhow::Result<Target> {
             url.host_str().unwrap_or("?")
         )));
     }
-    let credentials = match (&args.access_token, basic) {
-        (Some(token), _) => Credentials::from_token(token)?,
-        (None, _) if wants_google_auth => Credentials::application_default().await?,
-        (None, Some(basic)) => basic,
-        (None, None) => Credentials::None,
+    let google = if wants_google_auth {
+        Some(google_options(args)?)
+    } else {
+        None
+    };
+    let credentials = match (&args.access_token, basic, &google) {
+        (Some(token), _, google) => Credentials::from_token(token, google.as_ref()).await?,
+        (None, _, Some(google)) => Credentials::application_default(google).await?,
+        (None, Some(basic), None) => basic,
+        (None, None, None) => Credentials::none(),
     };
     Ok(Target {
         fhir_base,
         description,
         credentials,
         emulator: None,
+    })
+}
+
+fn google_options(args: &LoadArgs) -> anyhow::Result<GoogleOptions> {
+    let network = Network {
+        ca_file: args.ca_file.clone(),
+    };
+    Ok(GoogleOptions {
+        quota_project: args.quota_project.clone(),
+        impersonate: args.impersonate_service_account.clone(),
+        iam_credentials_endpoint: args.iam_credentials_endpoint.clone(),
+        http: network.builder()?.build()?,
     })
 }
 
