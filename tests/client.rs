@@ -277,7 +277,10 @@ async fn a_redirect_is_not_followed_and_names_where_it_pointed() {
     assert!(!failed_lines.contains("s3cret"), "{failed_lines}");
     let summary = summary(&output);
     assert_eq!(summary["stored"], 0);
-    assert!(summary["status_counts"]["307"].as_u64().unwrap() > 0, "{summary}");
+    assert!(
+        summary["status_counts"]["307"].as_u64().unwrap() > 0,
+        "{summary}"
+    );
 }
 
 /// Terminates TLS with a fresh self-signed certificate for `localhost` and passes the bytes

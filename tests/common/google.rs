@@ -2,6 +2,7 @@
 //! OAuth token endpoint (refresh tokens), STS (token exchange), IAM Credentials
 //! (generateAccessToken), a URL that serves a subject token, and a store that records the
 //! Authorization and x-goog-user-project of every create.
+#![allow(dead_code)]
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -37,12 +38,14 @@ pub fn impersonated_token(email: &str) -> String {
     format!("impersonated-token-for-{email}")
 }
 
+/// `(authorization, x-goog-user-project)` of a store request.
+pub type StoreRequestSeen = (Option<String>, Option<String>);
+
 #[derive(Clone, Default)]
 pub struct Seen {
     /// `(path, form or JSON body)` of every token request.
     pub token_requests: Arc<Mutex<Vec<(String, String)>>>,
-    /// `(authorization, x-goog-user-project)` of every store request.
-    pub store_requests: Arc<Mutex<Vec<(Option<String>, Option<String>)>>>,
+    pub store_requests: Arc<Mutex<Vec<StoreRequestSeen>>>,
 }
 
 impl Seen {
