@@ -238,6 +238,8 @@ async fn unusable_credential_files_name_the_field_that_is_wrong() {
         .as_object_mut()
         .unwrap()
         .remove("client_secret");
+    let mut plain_http_sts = external_account(&stand_in, json!({ "file": "/nonexistent" }));
+    plain_http_sts["token_url"] = json!("http://sts.example.com/v1/token");
     let cases = [
         (no_token_url, "`token_url` is missing"),
         (aws, "`credential_source.environment_id`"),
@@ -250,6 +252,7 @@ async fn unusable_credential_files_name_the_field_that_is_wrong() {
             json!({"type": "gdch_service_account"}),
             "`type` is not one fhirgen knows",
         ),
+        (plain_http_sts, "`token_url` must be an https URL"),
     ];
     for (index, (content, expected)) in cases.into_iter().enumerate() {
         let kind = content["type"].as_str().unwrap().to_owned();

@@ -118,8 +118,12 @@ impl Network {
             // token elsewhere: the 3xx is reported instead.
             .redirect(reqwest::redirect::Policy::none())
             .tcp_nodelay(true)
-            .connect_timeout(Duration::from_secs(10))
-            .user_agent(USER_AGENT_VALUE);
+            .connect_timeout(Duration::from_secs(10));
+        // With no proxy named, skipping reqwest's proxy matcher saves each plain-http request
+        // two look-ups (macOS and Windows keep it: their system settings may name one).
+        if !cfg!(any(target_os = "macos", target_os = "windows")) && !proxy_in_environment() {
+            builder = builder.no_proxy();
+        }
         if let Some(path) = &self.ca_file {
             for certificate in read_ca_file(path)? {
                 builder = builder.add_root_certificate(certificate);
@@ -127,6 +131,16 @@ impl Network {
         }
         Ok(builder)
     }
+}
+
+fn proxy_in_environment() -> bool {
+    ["HTTPS_PROXY", "HTTP_PROXY", "ALL_PROXY"]
+        .iter()
+        .any(|name| {
+            [name.to_string(), name.to_lowercase()]
+                .iter()
+                .any(|name| std::env::var_os(name).is_some_and(|v| !v.is_empty()))
+        })
 }
 
 fn read_ca_file(path: &std::path::Path) -> anyhow::Result<Vec<reqwest::Certificate>> {

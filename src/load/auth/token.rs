@@ -22,7 +22,13 @@ impl TokenClient {
         request: reqwest::RequestBuilder,
         secrets: &[&str],
     ) -> anyhow::Result<Value> {
-        let request = request.timeout(Duration::from_secs(30)).build()?;
+        let request = request
+            .header(
+                reqwest::header::USER_AGENT,
+                concat!("fhirgen/", env!("CARGO_PKG_VERSION")),
+            )
+            .timeout(Duration::from_secs(30))
+            .build()?;
         let endpoint = without_query(request.url());
         let response =
             self.0.execute(request).await.map_err(|e| {
@@ -175,13 +181,23 @@ impl CredentialFile {
             .try_fold(&self.json, |value, key| value.get(key))
     }
 
-    /// An http(s) URL at `field`, required.
+    /// An https URL at `field` (http to loopback, for local stand-ins), required.
     pub fn url(&self, field: &str) -> anyhow::Result<reqwest::Url> {
         let text = self.text(field)?;
         let url = reqwest::Url::parse(&text)
             .map_err(|e| self.wrong(field, &format!("is not a URL ({e})")))?;
-        if !matches!(url.scheme(), "http" | "https") {
-            return Err(self.wrong(field, "must be an http(s) URL"));
+        let loopback = match url.host() {
+            Some(url::Host::Domain(domain)) => domain == "localhost",
+            Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+            Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+            None => false,
+        };
+        // Secrets go to these endpoints: never in the clear over a network.
+        if !(url.scheme() == "https" || url.scheme() == "http" && loopback) {
+            return Err(self.wrong(
+                field,
+                "must be an https URL (plain http only to a loopback address)",
+            ));
         }
         Ok(url)
     }
