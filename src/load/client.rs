@@ -14,7 +14,7 @@ use reqwest::Url;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::auth::Credentials;
+use super::auth::{Credentials, error_chain};
 use super::retry::{Pacer, RetryPolicy, is_transient, retry_after};
 use super::stats::RequestStats;
 use crate::cli::HttpVersion;
@@ -486,20 +486,6 @@ impl std::ops::Deref for HttpError {
     fn deref(&self) -> &Self::Target {
         &self.0
     }
-}
-
-fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
 }
 
 /// The store's own words from an error body: OperationOutcome diagnostics or details, Google's

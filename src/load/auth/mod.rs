@@ -22,6 +22,7 @@ use refresh::SharedToken;
 use token::TokenClient;
 
 pub use impersonate::IAM_CREDENTIALS_ENDPOINT;
+pub use token::error_chain;
 
 pub const CLOUD_PLATFORM_SCOPE: &str = "https://www.googleapis.com/auth/cloud-platform";
 
