@@ -175,11 +175,9 @@ pub struct TargetArgs {
     pub emulator: bool,
 }
 
+/// How requests reach the store, and with which credential: shared by `load` and `verify`.
 #[derive(Debug, Args)]
-pub struct LoadArgs {
-    #[command(flatten)]
-    pub target: TargetArgs,
-
+pub struct ConnectionArgs {
     /// Healthcare API endpoint used with --store.
     #[arg(
         long,
@@ -199,6 +197,68 @@ pub struct LoadArgs {
         value_parser = parse_access_token
     )]
     pub access_token: Option<SecretString>,
+
+    /// Project billed for the store's requests, sent as `x-goog-user-project` (user
+    /// credentials need one). Default: the ADC file's `quota_project_id`.
+    #[arg(long, env = "GOOGLE_CLOUD_QUOTA_PROJECT", value_name = "PROJECT")]
+    pub quota_project: Option<String>,
+
+    /// Send this service account's tokens, obtained with the credential found (it needs
+    /// roles/iam.serviceAccountTokenCreator on the account).
+    #[arg(
+        long,
+        env = "FHIRGEN_IMPERSONATE_SERVICE_ACCOUNT",
+        value_name = "EMAIL"
+    )]
+    pub impersonate_service_account: Option<String>,
+
+    /// IAM Credentials API endpoint for impersonation (a stand-in, for tests).
+    #[arg(
+        long,
+        hide = true,
+        env = "FHIRGEN_IAM_CREDENTIALS_ENDPOINT",
+        default_value = crate::load::auth::IAM_CREDENTIALS_ENDPOINT
+    )]
+    pub iam_credentials_endpoint: String,
+
+    /// Also trust the CA certificates in this PEM file (a corporate proxy's, a private
+    /// store's), besides the system's.
+    #[arg(long, env = "FHIRGEN_CA_FILE", value_name = "PATH")]
+    pub ca_file: Option<PathBuf>,
+
+    /// Retries per request for errors that may heal (5xx, 408, timeouts, connection errors).
+    /// Throttling (429) spends none: it waits, up to --max-throttle-wait.
+    #[arg(long, default_value_t = 8)]
+    pub max_retries: u32,
+
+    /// How long one request may stay throttled by the store (429) before it counts as failed:
+    /// long enough for several quota windows (Google's are a minute). E.g. 90s, 10m, 1h.
+    #[arg(long, default_value = "10m", value_name = "DURATION", value_parser = parse_duration)]
+    pub max_throttle_wait: std::time::Duration,
+
+    /// The first wait before a retry or a probe of a throttled store; later waits double, up
+    /// to 32 s, with jitter.
+    #[arg(long, default_value = "100ms", value_name = "DURATION", value_parser = parse_duration)]
+    pub min_backoff: std::time::Duration,
+
+    /// Per-request timeout in seconds.
+    #[arg(long, default_value_t = 60.0, value_name = "SECS")]
+    pub timeout: f64,
+
+    /// HTTP version: `auto` negotiates HTTP/2 over https where the store offers it (all
+    /// workers share one connection); `1` keeps a pool of HTTP/1.1 connections, one per
+    /// worker; `2` speaks HTTP/2 only, also over plain http.
+    #[arg(long, value_enum, default_value_t = HttpVersion::Auto)]
+    pub http: HttpVersion,
+}
+
+#[derive(Debug, Args)]
+pub struct LoadArgs {
+    #[command(flatten)]
+    pub target: TargetArgs,
+
+    #[command(flatten)]
+    pub connection: ConnectionArgs,
 
     #[command(flatten)]
     pub data: DataArgs,
@@ -225,31 +285,6 @@ pub struct LoadArgs {
     #[arg(long, default_value_t = 0.0)]
     pub rate: f64,
 
-    /// Retries per request for errors that may heal (5xx, 408, timeouts, connection errors).
-    /// Throttling (429) spends none: it waits, up to --max-throttle-wait.
-    #[arg(long, default_value_t = 8)]
-    pub max_retries: u32,
-
-    /// How long one request may stay throttled by the store (429) before it counts as failed:
-    /// long enough for several quota windows (Google's are a minute). E.g. 90s, 10m, 1h.
-    #[arg(long, default_value = "10m", value_name = "DURATION", value_parser = parse_duration)]
-    pub max_throttle_wait: std::time::Duration,
-
-    /// The first wait before a retry or a probe of a throttled store; later waits double, up
-    /// to 32 s, with jitter.
-    #[arg(long, default_value = "100ms", value_name = "DURATION", value_parser = parse_duration)]
-    pub min_backoff: std::time::Duration,
-
-    /// Per-request timeout in seconds.
-    #[arg(long, default_value_t = 60.0, value_name = "SECS")]
-    pub timeout: f64,
-
-    /// HTTP version: `auto` negotiates HTTP/2 over https where the store offers it (all
-    /// workers share one connection); `1` keeps a pool of HTTP/1.1 connections, one per
-    /// worker; `2` speaks HTTP/2 only, also over plain http.
-    #[arg(long, value_enum, default_value_t = HttpVersion::Auto)]
-    pub http: HttpVersion,
-
     /// Write every resource that could not be stored here, as NDJSON with the reason.
     #[arg(long, value_name = "PATH")]
     pub failed: Option<PathBuf>,
@@ -268,23 +303,8 @@ pub struct VerifyArgs {
     #[command(flatten)]
     pub target: TargetArgs,
 
-    /// Healthcare API endpoint used with --store.
-    #[arg(
-        long,
-        env = "FHIRGEN_ENDPOINT",
-        default_value = "https://healthcare.googleapis.com/v1",
-        value_name = "URL"
-    )]
-    pub endpoint: String,
-
-    /// Bearer token to use instead of Application Default Credentials.
-    #[arg(
-        long,
-        env = "FHIRGEN_ACCESS_TOKEN",
-        value_name = "TOKEN",
-        hide_env_values = true
-    )]
-    pub access_token: Option<SecretString>,
+    #[command(flatten)]
+    pub connection: ConnectionArgs,
 
     #[command(flatten)]
     pub data: DataArgs,
@@ -305,26 +325,6 @@ pub struct VerifyArgs {
     /// Lookups in flight at once.
     #[arg(long, short = 'w', default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=4096))]
     pub workers: u32,
-
-    /// Retries per request for errors that may heal, as for load.
-    #[arg(long, default_value_t = 8)]
-    pub max_retries: u32,
-
-    /// How long one request may stay throttled (429), as for load.
-    #[arg(long, default_value = "10m", value_name = "DURATION", value_parser = parse_duration)]
-    pub max_throttle_wait: std::time::Duration,
-
-    /// The first wait before a retry, as for load.
-    #[arg(long, default_value = "100ms", value_name = "DURATION", value_parser = parse_duration)]
-    pub min_backoff: std::time::Duration,
-
-    /// Per-request timeout in seconds.
-    #[arg(long, default_value_t = 60.0, value_name = "SECS")]
-    pub timeout: f64,
-
-    /// HTTP version, as for load.
-    #[arg(long, value_enum, default_value_t = HttpVersion::Auto)]
-    pub http: HttpVersion,
 
     /// Print the report as one JSON object on stdout.
     #[arg(long)]
@@ -612,7 +612,7 @@ mod tests {
         let Command::Load(load) = cli.command else {
             panic!("expected load")
         };
-        assert_eq!(load.access_token.unwrap().expose(), "ya29.x");
+        assert_eq!(load.connection.access_token.unwrap().expose(), "ya29.x");
     }
 
     #[test]

@@ -144,8 +144,8 @@ async fn a_refused_token_stops_the_run_with_advice() {
     emulator.shutdown().await;
 }
 
-/// Tokens that live about two seconds (gcp_auth renews 20 s before expiry), and a store that
-/// accepts only tokens the endpoint issued: a run of several seconds must renew, not fail.
+/// Tokens that live four seconds (renewed at half their life), and a store that accepts only
+/// tokens the endpoint issued: a run of several seconds must renew, not fail.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_expiring_token_is_renewed_mid_run() {
     use axum::extract::{Path, State};
@@ -161,7 +161,7 @@ async fn an_expiring_token_is_renewed_mid_run() {
                 let mut issued = issuer.lock().unwrap();
                 let token = format!("short-lived-token-{}", issued.len());
                 issued.push(token.clone());
-                axum::Json(serde_json::json!({"access_token": token, "expires_in": 22, "token_type": "Bearer"}))
+                axum::Json(serde_json::json!({"access_token": token, "expires_in": 4, "token_type": "Bearer"}))
             }
         }),
     );

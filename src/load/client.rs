@@ -1,6 +1,8 @@
 //! One HTTP client for the whole run: sends a request to the store, retrying what is worth
 //! retrying, and turns every other answer into an error a person can act on.
 
+use std::borrow::Cow;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -8,16 +10,13 @@ use std::time::Duration;
 use anyhow::Context;
 use bytes::Bytes;
 use http::header::{AUTHORIZATION, CONTENT_TYPE, HeaderName, HeaderValue, LOCATION, USER_AGENT};
-use http::{Method, StatusCode, Uri};
-use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use http::{Method, StatusCode};
 use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
+use reqwest::Url;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::auth::Credentials;
+use super::auth::{Credentials, error_chain};
 use super::limiter::{Limiter, Outcome};
 use super::retry::{RetryPolicy, is_transient, retry_after};
 use super::stats::RequestStats;
@@ -99,12 +98,10 @@ impl std::fmt::Display for SendError {
 #[derive(Debug, Clone)]
 pub struct Fatal(pub String);
 
-type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
-
 pub struct StoreClient {
-    /// hyper-util's pooled client: keep-alive connections, one per worker over HTTP/1.1,
-    /// or streams on one connection over HTTP/2.
-    http: Client<Connector, Full<Bytes>>,
+    /// reqwest's pooled client: keep-alive connections, one per worker over HTTP/1.1, or
+    /// streams on one connection over HTTP/2.
+    http: reqwest::Client,
     /// The FHIR base without a trailing slash; request URIs are this plus a path.
     base: String,
     timeout: Duration,
@@ -129,11 +126,76 @@ pub struct ClientOptions {
     /// How long one request may stay throttled before it counts as failed.
     pub max_throttle_wait: Duration,
     pub http: HttpVersion,
+    pub network: Network,
 }
 
 /// Connection attempts, before the store has answered anything, after which it is taken to
 /// be unreachable.
 const UNREACHABLE_AFTER: u32 = 3;
+
+/// How every request of a run reaches the network, the store's and the token endpoints'
+/// alike: the proxies the environment names (HTTPS_PROXY, HTTP_PROXY, ALL_PROXY, NO_PROXY),
+/// the system's root certificates (webpki's too) plus `--ca-file`, and no redirects.
+#[derive(Debug, Clone, Default)]
+pub struct Network {
+    /// `--ca-file`: PEM certificates to trust besides the system's (a corporate proxy's CA).
+    pub ca_file: Option<PathBuf>,
+}
+
+impl Network {
+    pub fn builder(&self) -> anyhow::Result<reqwest::ClientBuilder> {
+        let mut builder = reqwest::Client::builder()
+            .use_rustls_tls()
+            // A store that redirects is misconfigured, and a redirect could carry the
+            // token elsewhere: the 3xx is reported instead.
+            .redirect(reqwest::redirect::Policy::none())
+            .tcp_nodelay(true)
+            .connect_timeout(Duration::from_secs(10));
+        // With no proxy named, skipping reqwest's proxy matcher saves each plain-http request
+        // two look-ups (macOS and Windows keep it: their system settings may name one).
+        if !cfg!(any(target_os = "macos", target_os = "windows")) && !proxy_in_environment() {
+            builder = builder.no_proxy();
+        }
+        if let Some(path) = &self.ca_file {
+            for certificate in read_ca_file(path)? {
+                builder = builder.add_root_certificate(certificate);
+            }
+        }
+        Ok(builder)
+    }
+}
+
+fn proxy_in_environment() -> bool {
+    ["HTTPS_PROXY", "HTTP_PROXY", "ALL_PROXY"]
+        .iter()
+        .any(|name| {
+            [name.to_string(), name.to_lowercase()]
+                .iter()
+                .any(|name| std::env::var_os(name).is_some_and(|v| !v.is_empty()))
+        })
+}
+
+fn read_ca_file(path: &std::path::Path) -> anyhow::Result<Vec<reqwest::Certificate>> {
+    let pem = std::fs::read(path).map_err(|e| {
+        crate::exit::usage(format!("cannot read --ca-file {}: {e}", path.display()))
+    })?;
+    let certificates = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
+        crate::exit::usage(format!(
+            "--ca-file {} is not PEM certificates: {e}",
+            path.display()
+        ))
+    })?;
+    if certificates.is_empty() {
+        return Err(crate::exit::usage(format!(
+            "--ca-file {} holds no PEM certificate (-----BEGIN CERTIFICATE-----)",
+            path.display()
+        )));
+    }
+    Ok(certificates)
+}
+
+const USER_AGENT_VALUE: &str = concat!("fhirgen/", env!("CARGO_PKG_VERSION"));
+const X_GOOG_USER_PROJECT: HeaderName = HeaderName::from_static("x-goog-user-project");
 
 const PREFER: HeaderName = HeaderName::from_static("prefer");
 const IF_NONE_EXIST: HeaderName = HeaderName::from_static("if-none-exist");
@@ -161,27 +223,20 @@ impl StoreClient {
         stop: CancellationToken,
     ) -> anyhow::Result<Self> {
         let base = base.trim_end_matches('/').to_owned();
-        base.parse::<Uri>()
+        Url::parse(&base)
             .with_context(|| format!("`{base}` is not a URL an HTTP request can go to"))?;
-        let mut tcp = HttpConnector::new();
-        tcp.enforce_http(false);
-        tcp.set_nodelay(true);
-        tcp.set_connect_timeout(Some(Duration::from_secs(10).min(options.timeout)));
-        let tls = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_provider_and_webpki_roots(rustls::crypto::ring::default_provider())
-            .context("cannot set up TLS")?
-            .https_or_http();
+        let builder = options
+            .network
+            .builder()?
+            .connect_timeout(Duration::from_secs(10).min(options.timeout))
+            .pool_max_idle_per_host(options.workers as usize);
         // Over TLS the versions are offered by ALPN; plain http is HTTP/1.1 unless told.
-        let connector = match options.http {
-            HttpVersion::Auto => tls.enable_all_versions().wrap_connector(tcp),
-            HttpVersion::Http1 => tls.enable_http1().wrap_connector(tcp),
-            HttpVersion::Http2 => tls.enable_http2().wrap_connector(tcp),
+        let builder = match options.http {
+            HttpVersion::Auto => builder,
+            HttpVersion::Http1 => builder.http1_only(),
+            HttpVersion::Http2 => builder.http2_prior_knowledge(),
         };
-        let http = Client::builder(TokioExecutor::new())
-            .pool_timer(TokioTimer::new())
-            .pool_max_idle_per_host(options.workers as usize)
-            .http2_only(options.http == HttpVersion::Http2)
-            .build(connector);
+        let http = builder.build().context("cannot set up the HTTP client")?;
         Ok(Self {
             http,
             base,
@@ -209,9 +264,9 @@ impl StoreClient {
     /// `path` ("Patient", "Patient/1", "" or "Patient?identifier=..." with a query already
     /// encoded for a URL) under the base; an absolute URL (the store's own settings, beside
     /// its FHIR base) as it is.
-    fn uri(&self, path: &str) -> Result<Uri, String> {
+    fn uri(&self, path: &str) -> Result<Url, String> {
         if path.starts_with("https://") || path.starts_with("http://") {
-            return Uri::try_from(path).map_err(|e| format!("`{path}` is not a URL: {e}"));
+            return Url::parse(path).map_err(|e| format!("`{path}` is not a URL: {e}"));
         }
         let (segments, query) = match path.split_once('?') {
             Some((segments, query)) => (segments, Some(query)),
@@ -227,7 +282,7 @@ impl StoreClient {
             uri.push('?');
             uri.push_str(query);
         }
-        Uri::try_from(uri).map_err(|e| format!("cannot make a request URL for `{path}`: {e}"))
+        Url::parse(&uri).map_err(|e| format!("cannot make a request URL for `{path}`: {e}"))
     }
 
     /// Sends `request`, retrying transient failures with backoff; every attempt lands in `stats`.
@@ -410,16 +465,12 @@ impl StoreClient {
         }
     }
 
-    async fn attempt(&self, uri: &Uri, request: &StoreRequest) -> Result<Answer, AttemptError> {
-        let mut http_request = http::Request::new(Full::new(request.body.clone()));
-        *http_request.method_mut() = request.method.clone();
-        *http_request.uri_mut() = uri.clone();
+    async fn attempt(&self, url: &Url, request: &StoreRequest) -> Result<Answer, AttemptError> {
+        let mut http_request = reqwest::Request::new(request.method.clone(), url.clone());
+        *http_request.body_mut() = Some(request.body.clone().into());
         let headers = http_request.headers_mut();
-        headers.reserve(5);
-        headers.insert(
-            USER_AGENT,
-            HeaderValue::from_static(concat!("fhirgen/", env!("CARGO_PKG_VERSION"))),
-        );
+        headers.reserve(6);
+        headers.insert(USER_AGENT, HeaderValue::from_static(USER_AGENT_VALUE));
         headers.insert(CONTENT_TYPE, HeaderValue::from_static(FHIR_JSON));
         // Only the Location is needed back; echoing every resource costs both sides.
         headers.insert(PREFER, HeaderValue::from_static("return=minimal"));
@@ -431,6 +482,9 @@ impl StoreClient {
             })?;
             headers.insert(IF_NONE_EXIST, value);
         }
+        if let Some(project) = self.credentials.quota_project() {
+            headers.insert(X_GOOG_USER_PROJECT, project.clone());
+        }
         if let Some(auth) = self
             .credentials
             .header()
@@ -440,24 +494,26 @@ impl StoreClient {
             http_request.headers_mut().insert(AUTHORIZATION, auth);
         }
         let exchange = async {
-            let response = self.http.request(http_request).await?;
-            let (parts, body) = response.into_parts();
-            let location = parts
-                .headers
+            let response = self.http.execute(http_request).await?;
+            let status = response.status();
+            let location = response
+                .headers()
                 .get(LOCATION)
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_owned);
-            let retry_after = retry_after(&parts.headers);
-            let body = body.collect().await?.to_bytes();
-            Ok::<_, Box<dyn std::error::Error + Send + Sync>>(Answer {
-                status: parts.status,
+            let retry_after = retry_after(response.headers());
+            let body = response.bytes().await?;
+            Ok::<_, reqwest::Error>(Answer {
+                status,
                 location,
                 retry_after,
                 body,
             })
         };
         match tokio::time::timeout(self.timeout, exchange).await {
-            Ok(answer) => answer.map_err(|error| AttemptError::Http(HttpError(error))),
+            Ok(Ok(answer)) if answer.status.is_success() => Ok(answer),
+            Ok(Ok(answer)) => Ok(self.explained_failure(answer)),
+            Ok(Err(error)) => Err(AttemptError::Http(HttpError(error))),
             Err(_) => Err(AttemptError::Timeout),
         }
     }
@@ -474,11 +530,31 @@ impl StoreClient {
         format!("cannot reach {}: {last}; {remedy}", self.base)
     }
 
+    /// A failure's body as it may be shown: a redirect says where it pointed, and nothing the
+    /// credential holds survives (a store may echo the Authorization header).
+    fn explained_failure(&self, mut answer: Answer) -> Answer {
+        if answer.status.is_redirection() {
+            let to = answer.location.as_deref().map_or_else(
+                || "nowhere (no Location)".to_owned(),
+                |location| shown_location(url_base(&self.base), location),
+            );
+            answer.body = Bytes::from(format!(
+                "the store redirected to {to}; fhirgen does not follow redirects: put the final \
+                 address in --fhir-url or --endpoint"
+            ));
+        }
+        let text = String::from_utf8_lossy(&answer.body);
+        if let Cow::Owned(redacted) = self.credentials.redact(&text) {
+            answer.body = Bytes::from(redacted);
+        }
+        answer
+    }
+
     fn unauthorized(&self, status: u16, message: String) -> SendError {
         let explanation = format!(
             "the store answered {status} to {}: {message}; {}",
             self.credentials.source(),
-            self.credentials.remedy(status)
+            self.credentials.remedy(status, &message)
         );
         self.fail_run(explanation, SendError::Unauthorized { status, message })
     }
@@ -526,18 +602,16 @@ enum AttemptError {
 }
 
 /// A failure of the connection or of the exchange on it.
-struct HttpError(Box<dyn std::error::Error + Send + Sync>);
+struct HttpError(reqwest::Error);
 
 impl HttpError {
     fn is_connect(&self) -> bool {
-        self.0
-            .downcast_ref::<hyper_util::client::legacy::Error>()
-            .is_some_and(hyper_util::client::legacy::Error::is_connect)
+        self.0.is_connect()
     }
 
     /// Whether TLS refused the connection (a certificate, or a server that speaks no TLS).
     fn is_tls(&self) -> bool {
-        let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(&**self);
+        let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(&self.0);
         while let Some(error) = cause {
             if error.is::<rustls::Error>() {
                 return true;
@@ -559,22 +633,8 @@ impl std::ops::Deref for HttpError {
     type Target = dyn std::error::Error + 'static;
 
     fn deref(&self) -> &Self::Target {
-        &*self.0
+        &self.0
     }
-}
-
-fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
 }
 
 /// The store's own words from an error body: OperationOutcome diagnostics or details, Google's
@@ -595,7 +655,7 @@ pub fn store_message(body: &[u8]) -> String {
             }
         }
         if let Some(message) = json["error"]["message"].as_str() {
-            return message.to_owned();
+            return with_google_reasons(message, &json["error"]["details"]);
         }
     }
     let text = String::from_utf8_lossy(body);
@@ -610,6 +670,45 @@ pub fn store_message(body: &[u8]) -> String {
     text[..end].to_owned()
 }
 
+/// Google's error `details` carry an ErrorInfo whose `reason` (SERVICE_DISABLED,
+/// ACCESS_TOKEN_SCOPE_INSUFFICIENT, IAM_PERMISSION_DENIED, ...) tells one 403 from another.
+fn with_google_reasons(message: &str, details: &serde_json::Value) -> String {
+    let reasons: Vec<&str> = details
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|detail| detail["reason"].as_str())
+        .filter(|reason| !message.contains(reason))
+        .collect();
+    if reasons.is_empty() {
+        message.to_owned()
+    } else {
+        format!("{message} [{}]", reasons.join(", "))
+    }
+}
+
+/// The FHIR base's origin, to resolve a relative Location against.
+fn url_base(base: &str) -> Option<Url> {
+    Url::parse(base).ok()
+}
+
+/// Where a redirect pointed, without any user name, password or query it carried.
+fn shown_location(base: Option<Url>, location: &str) -> String {
+    let resolved = match base {
+        Some(base) => base.join(location),
+        None => Url::parse(location),
+    };
+    match resolved {
+        Ok(mut url) => {
+            let _ = url.set_username("");
+            let _ = url.set_password(None);
+            url.set_query(None);
+            url.to_string()
+        }
+        Err(_) => "an address that is not a URL".to_owned(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -621,7 +720,22 @@ mod tests {
         let google =
             br#"{"error":{"code":429,"message":"Quota exceeded","status":"RESOURCE_EXHAUSTED"}}"#;
         assert_eq!(store_message(google), "Quota exceeded");
+        let disabled = br#"{"error":{"code":403,"message":"Cloud Healthcare API has not been used in project 1 before or it is disabled.","status":"PERMISSION_DENIED","details":[{"@type":"type.googleapis.com/google.rpc.ErrorInfo","reason":"SERVICE_DISABLED","domain":"googleapis.com"}]}}"#;
+        assert_eq!(
+            store_message(disabled),
+            "Cloud Healthcare API has not been used in project 1 before or it is disabled. [SERVICE_DISABLED]"
+        );
         assert_eq!(store_message(b"  "), "(no message)");
         assert_eq!(store_message(b"<html>oops</html>"), "<html>oops</html>");
+    }
+
+    #[test]
+    fn redirect_targets_are_shown_without_credentials() {
+        let base = url_base("https://fhir.example/r4");
+        assert_eq!(
+            shown_location(base.clone(), "https://u:p@other.example/fhir?sig=s3cret"),
+            "https://other.example/fhir"
+        );
+        assert_eq!(shown_location(base, "/login"), "https://fhir.example/login");
     }
 }

@@ -53,7 +53,7 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<ExitCode> {
     let stop = CancellationToken::new();
     let limiter = Arc::new(Limiter::new(LimiterOptions {
         max_rate: (args.rate > 0.0).then_some(args.rate),
-        min_probe_delay: args.min_backoff,
+        min_probe_delay: args.connection.min_backoff,
         ..LimiterOptions::default()
     }));
     let client = Arc::new(StoreClient::new(
@@ -61,11 +61,14 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<ExitCode> {
         target.credentials,
         ClientOptions {
             workers: args.workers,
-            timeout: Duration::from_secs_f64(args.timeout),
-            retry: RetryPolicy::new(args.max_retries, args.min_backoff),
+            timeout: Duration::from_secs_f64(args.connection.timeout),
+            retry: RetryPolicy::new(args.connection.max_retries, args.connection.min_backoff),
             limiter: limiter.clone(),
-            max_throttle_wait: args.max_throttle_wait,
-            http: args.http,
+            max_throttle_wait: args.connection.max_throttle_wait,
+            http: args.connection.http,
+            network: client::Network {
+                ca_file: args.connection.ca_file.clone(),
+            },
         },
         stop.clone(),
     )?);
@@ -213,10 +216,12 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn check_flags(args: &LoadArgs) -> anyhow::Result<()> {
-    if !(args.timeout > 0.0 && Duration::try_from_secs_f64(args.timeout).is_ok()) {
+    if !(args.connection.timeout > 0.0
+        && Duration::try_from_secs_f64(args.connection.timeout).is_ok())
+    {
         return Err(exit::usage(format!(
             "--timeout {} must be a positive number of seconds",
-            args.timeout
+            args.connection.timeout
         )));
     }
     let rate_ok = args.rate == 0.0

@@ -2,7 +2,8 @@
 
 use url::Url;
 
-use super::auth::Credentials;
+use super::auth::{Credentials, GoogleOptions};
+use super::client::Network;
 use crate::cli::LoadArgs;
 use crate::emulator::{Emulator, EmulatorOptions};
 use crate::exit::usage;
@@ -29,13 +30,13 @@ pub async fn resolve(args: &LoadArgs) -> anyhow::Result<Target> {
         return Ok(Target {
             description: format!("built-in emulator at {fhir_base}"),
             fhir_base,
-            credentials: Credentials::None,
+            credentials: Credentials::none(),
             emulator: Some(emulator),
         });
     }
     let (raw_base, flag, wants_google_auth) = if let Some(store) = &target.store {
         check_store_name(store)?;
-        let endpoint = args.endpoint.trim_end_matches('/');
+        let endpoint = args.connection.endpoint.trim_end_matches('/');
         let base = format!("{endpoint}/{}/fhir", store.trim_matches('/'));
         (base, "--endpoint", true)
     } else if let Some(url) = &target.fhir_url {
@@ -64,18 +65,23 @@ pub async fn resolve(args: &LoadArgs) -> anyhow::Result<Target> {
         Some(store) => store.clone(),
         None => redact_url(&fhir_base),
     };
-    let sends_token = args.access_token.is_some() || wants_google_auth || has_userinfo;
+    let sends_token = args.connection.access_token.is_some() || wants_google_auth || has_userinfo;
     if sends_token && url.scheme() == "http" && !is_loopback(&url) {
         return Err(usage(format!(
             "refusing to send credentials over plain http to {}: use https, or a loopback address for local testing",
             url.host_str().unwrap_or("?")
         )));
     }
-    let credentials = match (&args.access_token, basic) {
-        (Some(token), _) => Credentials::from_token(token)?,
-        (None, _) if wants_google_auth => Credentials::application_default().await?,
-        (None, Some(basic)) => basic,
-        (None, None) => Credentials::None,
+    let google = if wants_google_auth {
+        Some(google_options(args)?)
+    } else {
+        None
+    };
+    let credentials = match (&args.connection.access_token, basic, &google) {
+        (Some(token), _, google) => Credentials::from_token(token, google.as_ref()).await?,
+        (None, _, Some(google)) => Credentials::application_default(google).await?,
+        (None, Some(basic), None) => basic,
+        (None, None, None) => Credentials::none(),
     };
     Ok(Target {
         fhir_base,
@@ -114,6 +120,18 @@ fn unusable(raw: &str, flag: &str, why: &str) -> anyhow::Error {
          https://fhir.example.com/r4 (percent-encode special characters in a user name or password)",
         redact_url(raw)
     ))
+}
+
+fn google_options(args: &LoadArgs) -> anyhow::Result<GoogleOptions> {
+    let network = Network {
+        ca_file: args.connection.ca_file.clone(),
+    };
+    Ok(GoogleOptions {
+        quota_project: args.connection.quota_project.clone(),
+        impersonate: args.connection.impersonate_service_account.clone(),
+        iam_credentials_endpoint: args.connection.iam_credentials_endpoint.clone(),
+        http: network.builder()?.build()?,
+    })
 }
 
 fn check_store_name(store: &str) -> anyhow::Result<()> {

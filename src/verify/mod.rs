@@ -25,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 use crate::cli::{LoadArgs, LoadMode, SeedArg, VerifyArgs};
 use crate::exit;
 use crate::fhir::{Resource, SOURCE_KEY_SYSTEM, query_for_url};
-use crate::load::client::{ClientOptions, Reply, SendError, StoreClient, StoreRequest};
+use crate::load::client::{ClientOptions, Network, Reply, SendError, StoreClient, StoreRequest};
 use crate::load::limiter::{Limiter, LimiterOptions};
 use crate::load::retry::RetryPolicy;
 use crate::load::shutdown;
@@ -149,10 +149,12 @@ pub async fn run(args: VerifyArgs) -> anyhow::Result<ExitCode> {
              (its summary prints it)",
         ));
     }
-    if !(args.timeout > 0.0 && Duration::try_from_secs_f64(args.timeout).is_ok()) {
+    if !(args.connection.timeout > 0.0
+        && Duration::try_from_secs_f64(args.connection.timeout).is_ok())
+    {
         return Err(exit::usage(format!(
             "--timeout {} must be a positive number of seconds",
-            args.timeout
+            args.connection.timeout
         )));
     }
     let settings = Settings::from(&args);
@@ -165,14 +167,17 @@ pub async fn run(args: VerifyArgs) -> anyhow::Result<ExitCode> {
         target.credentials,
         ClientOptions {
             workers: settings.workers,
-            timeout: Duration::from_secs_f64(load.timeout),
-            retry: RetryPolicy::new(load.max_retries, load.min_backoff),
+            timeout: Duration::from_secs_f64(load.connection.timeout),
+            retry: RetryPolicy::new(load.connection.max_retries, load.connection.min_backoff),
             limiter: Arc::new(Limiter::new(LimiterOptions {
-                min_probe_delay: load.min_backoff,
+                min_probe_delay: load.connection.min_backoff,
                 ..LimiterOptions::default()
             })),
-            max_throttle_wait: load.max_throttle_wait,
-            http: load.http,
+            max_throttle_wait: load.connection.max_throttle_wait,
+            http: load.connection.http,
+            network: Network {
+                ca_file: load.connection.ca_file.clone(),
+            },
         },
         stop.clone(),
     )?);
@@ -259,19 +264,13 @@ impl From<&VerifyArgs> for Settings {
 fn load_args(args: VerifyArgs) -> LoadArgs {
     LoadArgs {
         target: args.target,
-        endpoint: args.endpoint,
-        access_token: args.access_token,
+        connection: args.connection,
         data: args.data,
         input: args.input,
         workers: args.workers,
         mode: LoadMode::Transaction,
         bundle_size: 100,
         rate: 0.0,
-        max_retries: args.max_retries,
-        max_throttle_wait: args.max_throttle_wait,
-        min_backoff: args.min_backoff,
-        timeout: args.timeout,
-        http: args.http,
         failed: None,
         json: args.json,
         quiet: args.quiet,
