@@ -200,7 +200,12 @@ pub struct ConnectionArgs {
 
     /// Project billed for the store's requests, sent as `x-goog-user-project` (user
     /// credentials need one). Default: the ADC file's `quota_project_id`.
-    #[arg(long, env = "GOOGLE_CLOUD_QUOTA_PROJECT", value_name = "PROJECT")]
+    #[arg(
+        long,
+        env = "GOOGLE_CLOUD_QUOTA_PROJECT",
+        hide_env_values = true,
+        value_name = "PROJECT"
+    )]
     pub quota_project: Option<String>,
 
     /// Send this service account's tokens, obtained with the credential found (it needs
@@ -208,6 +213,7 @@ pub struct ConnectionArgs {
     #[arg(
         long,
         env = "FHIRGEN_IMPERSONATE_SERVICE_ACCOUNT",
+        hide_env_values = true,
         value_name = "EMAIL"
     )]
     pub impersonate_service_account: Option<String>,
@@ -217,13 +223,19 @@ pub struct ConnectionArgs {
         long,
         hide = true,
         env = "FHIRGEN_IAM_CREDENTIALS_ENDPOINT",
+        hide_env_values = true,
         default_value = crate::load::auth::IAM_CREDENTIALS_ENDPOINT
     )]
     pub iam_credentials_endpoint: String,
 
     /// Also trust the CA certificates in this PEM file (a corporate proxy's, a private
     /// store's), besides the system's.
-    #[arg(long, env = "FHIRGEN_CA_FILE", value_name = "PATH")]
+    #[arg(
+        long,
+        env = "FHIRGEN_CA_FILE",
+        hide_env_values = true,
+        value_name = "PATH"
+    )]
     pub ca_file: Option<PathBuf>,
 
     /// Retries per request for errors that may heal (5xx, 408, timeouts, connection errors).

@@ -187,7 +187,7 @@ async fn an_expiring_token_is_renewed_mid_run() {
                     let mut reply = HeaderMap::new();
                     let n = rand08::random::<u64>();
                     reply.insert("location", format!("{resource_type}/{n}").parse().unwrap());
-                    (StatusCode::CREATED, reply, "{}".to_owned())
+                    (StatusCode::CREATED, reply, String::new())
                 },
             ),
         )

@@ -102,8 +102,11 @@ pub struct StoreClient {
     /// reqwest's pooled client: keep-alive connections, one per worker over HTTP/1.1, or
     /// streams on one connection over HTTP/2.
     http: reqwest::Client,
-    /// The FHIR base without a trailing slash; request URIs are this plus a path.
+    /// The FHIR base without a trailing slash or query; request URIs are this plus a path.
     base: String,
+    /// A query the base URL carried (`?api_key=...`): it goes on every request, after the
+    /// request's own path.
+    base_query: Option<String>,
     timeout: Duration,
     credentials: Credentials,
     retry: RetryPolicy,
@@ -222,9 +225,17 @@ impl StoreClient {
         options: ClientOptions,
         stop: CancellationToken,
     ) -> anyhow::Result<Self> {
+        let (base, base_query) = match base.split_once('?') {
+            Some((base, query)) => (base, Some(query.to_owned()).filter(|q| !q.is_empty())),
+            None => (base, None),
+        };
         let base = base.trim_end_matches('/').to_owned();
-        Url::parse(&base)
-            .with_context(|| format!("`{base}` is not a URL an HTTP request can go to"))?;
+        Url::parse(&base).with_context(|| {
+            format!(
+                "`{}` is not a URL an HTTP request can go to",
+                crate::secret::redact_url(&base)
+            )
+        })?;
         let builder = options
             .network
             .builder()?
@@ -240,6 +251,7 @@ impl StoreClient {
         Ok(Self {
             http,
             base,
+            base_query,
             timeout: options.timeout,
             credentials,
             retry: options.retry,
@@ -278,8 +290,9 @@ impl StoreClient {
             uri.push('/');
             uri.extend(utf8_percent_encode(segment, SEGMENT));
         }
-        if let Some(query) = query {
-            uri.push('?');
+        let queries = [self.base_query.as_deref(), query];
+        for (n, query) in queries.into_iter().flatten().enumerate() {
+            uri.push(if n == 0 { '?' } else { '&' });
             uri.push_str(query);
         }
         Url::parse(&uri).map_err(|e| format!("cannot make a request URL for `{path}`: {e}"))

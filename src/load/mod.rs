@@ -84,11 +84,14 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<ExitCode> {
         },
         (None, None) => preflight::Settings::Fhir,
     };
-    let facts = preflight::check(&client, settings).await?;
+    // Its requests count with the run's: a refused handshake there is the run's story.
+    let mut preflight_stats = RequestStats::default();
+    let facts = preflight::check(&client, settings, &mut preflight_stats).await?;
     let progress = Arc::new(Progress::default());
     let reporter = Arc::new(ProgressReporter::start(
         source.total,
         progress.clone(),
+        limiter.clone(),
         !args.quiet,
     ));
     let writer = Arc::new(RecordWriter {
@@ -111,7 +114,7 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
     let total = source.total;
     let seed = source.seed;
-    let run = Pipeline {
+    let mut run = Pipeline {
         writer,
         workers: args.workers,
         stop: stop.clone(),
@@ -131,6 +134,7 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<ExitCode> {
     }
     .run(source)
     .await?;
+    run.stats += &preflight_stats;
     let elapsed = started.elapsed();
     signals.abort();
     let failed_file_error = failed_sink.as_ref().and_then(|sink| sink.flush());
@@ -172,6 +176,8 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<ExitCode> {
         .collect(),
         requests: run.stats.requests,
         retries: run.stats.retries,
+        throttled_requests: run.stats.status_counts.get(&429).copied().unwrap_or(0),
+        throttled_seconds: round3(limiter.throttled_time().as_secs_f64()),
         elapsed_seconds: round3(seconds),
         resources_per_second: round3(stored as f64 / seconds),
         requests_per_second: round3(run.stats.requests as f64 / seconds),

@@ -26,7 +26,11 @@ pub enum Settings<'a> {
 
 /// Reads the store's settings; refuses a store that is not FHIR R4 (exit 2), warns and goes on
 /// where the settings cannot be read.
-pub async fn check(client: &StoreClient, settings: Settings<'_>) -> anyhow::Result<StoreFacts> {
+pub async fn check(
+    client: &StoreClient,
+    settings: Settings<'_>,
+    stats: &mut RequestStats,
+) -> anyhow::Result<StoreFacts> {
     let path = match settings {
         Settings::Google { store_url, .. } => store_url.to_owned(),
         Settings::Fhir => "metadata".to_owned(),
@@ -38,7 +42,7 @@ pub async fn check(client: &StoreClient, settings: Settings<'_>) -> anyhow::Resu
         if_none_exist: None,
         operations: 1,
     };
-    let answer = client.send(&request, &mut RequestStats::default()).await;
+    let answer = client.send(&request, stats).await;
     match (settings, answer) {
         (Settings::Google { store, .. }, Ok(reply)) => {
             let described = serde_json::from_slice::<Value>(&reply.body).unwrap_or_default();

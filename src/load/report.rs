@@ -8,6 +8,7 @@ use std::time::Duration;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
 
+use super::limiter::Limiter;
 use super::stats::{Progress, RequestStats};
 
 /// The end-of-run summary; `--json` prints exactly this object on stdout.
@@ -29,6 +30,10 @@ pub struct Summary {
     pub not_sent_reasons: BTreeMap<String, u64>,
     pub requests: u64,
     pub retries: u64,
+    /// Requests the store throttled (429): they waited, they did not fail.
+    pub throttled_requests: u64,
+    /// Time every worker spent held back while the store throttled.
+    pub throttled_seconds: f64,
     pub elapsed_seconds: f64,
     pub resources_per_second: f64,
     pub requests_per_second: f64,
@@ -118,6 +123,16 @@ impl Summary {
         }
         line(&mut out, "Requests:", self.requests.to_string());
         line(&mut out, "Retries:", self.retries.to_string());
+        if self.throttled_requests > 0 {
+            line(
+                &mut out,
+                "Throttled:",
+                format!(
+                    "{} requests answered 429; {:.1} s held back waiting for the quota",
+                    self.throttled_requests, self.throttled_seconds
+                ),
+            );
+        }
         line(
             &mut out,
             "Elapsed:",
@@ -226,11 +241,20 @@ impl FailureLog {
 
 /// The bar's look. `{per_sec:0}` is the rate rounded to a whole number (`19,828/s`): by default
 /// indicatif shows four decimals.
-fn bar_style(has_total: bool) -> ProgressStyle {
-    let template = if has_total {
-        "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} stored {msg} ({per_sec:0}, ETA {eta})"
-    } else {
-        "{spinner} [{elapsed_precise}] {pos} stored {msg} ({per_sec:0})"
+/// While the store throttles, an ETA means nothing (it climbs to days): the bar says why it
+/// waits instead.
+fn bar_style(has_total: bool, throttled: bool) -> ProgressStyle {
+    let template = match (has_total, throttled) {
+        (true, false) => {
+            "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} stored {msg} ({per_sec:0}, ETA {eta})"
+        }
+        (true, true) => {
+            "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} stored {msg} (throttled by the store: waiting for its quota)"
+        }
+        (false, false) => "{spinner} [{elapsed_precise}] {pos} stored {msg} ({per_sec:0})",
+        (false, true) => {
+            "{spinner} [{elapsed_precise}] {pos} stored {msg} (throttled by the store: waiting for its quota)"
+        }
     };
     ProgressStyle::with_template(template)
         .expect("static template is valid")
@@ -244,7 +268,12 @@ pub struct ProgressReporter {
 }
 
 impl ProgressReporter {
-    pub fn start(total: Option<u64>, progress: Arc<Progress>, enabled: bool) -> Self {
+    pub fn start(
+        total: Option<u64>,
+        progress: Arc<Progress>,
+        limiter: Arc<Limiter>,
+        enabled: bool,
+    ) -> Self {
         let visible = enabled && std::io::stderr().is_terminal();
         let bar = match total {
             Some(total) => ProgressBar::new(total),
@@ -255,10 +284,15 @@ impl ProgressReporter {
             return Self { bar, ticker: None };
         }
         bar.set_draw_target(ProgressDrawTarget::stderr_with_hz(10));
-        bar.set_style(bar_style(total.is_some()));
+        bar.set_style(bar_style(total.is_some(), false));
         let ticking = bar.clone();
         let ticker = tokio::spawn(async move {
+            let mut throttled = false;
             loop {
+                if limiter.is_throttled() != throttled {
+                    throttled = !throttled;
+                    ticking.set_style(bar_style(total.is_some(), throttled));
+                }
                 ticking.set_position(progress.stored());
                 let (failed, not_sent) = (progress.failed(), progress.not_sent());
                 if failed + not_sent > 0 {
@@ -310,6 +344,8 @@ mod tests {
             not_sent_reasons: BTreeMap::new(),
             requests: stats.requests,
             retries: 0,
+            throttled_requests: 0,
+            throttled_seconds: 0.0,
             elapsed_seconds: round3(elapsed_seconds),
             resources_per_second: round3(stored as f64 / elapsed_seconds),
             requests_per_second: round3(stats.requests as f64 / elapsed_seconds),
@@ -331,10 +367,11 @@ mod tests {
     /// stay floats at 0.0 and at whole values, counts stay integers.
     #[test]
     fn json_numbers_keep_their_type() {
-        const FLOATS: [&str; 3] = [
+        const FLOATS: [&str; 4] = [
             "elapsed_seconds",
             "resources_per_second",
             "requests_per_second",
+            "throttled_seconds",
         ];
         let mut answered = RequestStats::default();
         answered.record_answer(201, Duration::from_millis(2));
@@ -408,7 +445,7 @@ mod tests {
                 total,
                 ProgressDrawTarget::term_like(Box::new(screen.clone())),
             );
-            bar.set_style(bar_style(total.is_some()));
+            bar.set_style(bar_style(total.is_some(), false));
             bar.set_position(19_827);
             bar.force_draw();
             let drawn = screen.0.lock().unwrap().clone();
@@ -419,6 +456,23 @@ mod tests {
                 rate.chars().all(|c| c.is_ascii_digit() || c == ',') || rate == "inf",
                 "{drawn}"
             );
+        }
+    }
+
+    #[test]
+    fn a_throttled_load_says_so_instead_of_an_eta() {
+        for total in [Some(100_000), None] {
+            let screen = Screen::default();
+            let bar = ProgressBar::with_draw_target(
+                total,
+                ProgressDrawTarget::term_like(Box::new(screen.clone())),
+            );
+            bar.set_style(bar_style(total.is_some(), true));
+            bar.set_position(19_827);
+            bar.force_draw();
+            let drawn = screen.0.lock().unwrap().clone();
+            assert!(drawn.contains("throttled by the store"), "{drawn}");
+            assert!(!drawn.contains("ETA"), "{drawn}");
         }
     }
 }

@@ -228,7 +228,8 @@ async fn store_create(
     seen.push((header("authorization"), header("x-goog-user-project")));
     let resource_type = path.rsplit('/').next().unwrap_or_default();
     let location = format!("{resource_type}/{}/_history/1", seen.len());
-    (StatusCode::CREATED, [("location", location)], "{}").into_response()
+    // The minimal answer a store may give: where it went, no body.
+    (StatusCode::CREATED, [("location", location)], "").into_response()
 }
 
 /// `fhirgen load --store` against the stand-in, with no proxy and no credential from the
