@@ -30,7 +30,7 @@ start_sink() {
     SINKS+=("$!")
     for _ in $(seq 100); do
         if grep -q listening "$out"; then
-            echo "$(grep -o 'http://[0-9.:]*' "$out" | head -1)"
+            grep -o 'http://[0-9.:]*' "$out" | head -1
             return
         fi
         sleep 0.05
@@ -99,12 +99,16 @@ reset "$SLOW"
 timed "$BIN" load --fhir-url "$SLOW/fhir" --mode create --workers 64 --count 20000 --http 1 --json --quiet
 h1_create_rps=$(rate requests_per_second)
 h1_create_cpu_us=$(calc "round($(cpu) / $(field requests) * 1e6, 1)")
-for v in 1 2; do
+tx_over_http() {
     reset "$SLOW"
-    timed "$BIN" load --fhir-url "$SLOW/fhir" --mode transaction --workers 32 --count 200000 --http $v --json --quiet
-    declare "h${v}_tx_res=$(rate resources_per_second)"
-    declare "h${v}_tx_cpu_us=$(calc "round($(cpu) / 200000 * 1e6, 2)")"
-done
+    timed "$BIN" load --fhir-url "$SLOW/fhir" --mode transaction --workers 32 --count 200000 --http "$1" --json --quiet
+}
+tx_over_http 1
+h1_tx_res=$(rate resources_per_second)
+h1_tx_cpu_us=$(calc "round($(cpu) / 200000 * 1e6, 2)")
+tx_over_http 2
+h2_tx_res=$(rate resources_per_second)
+h2_tx_cpu_us=$(calc "round($(cpu) / 200000 * 1e6, 2)")
 
 # 3c. The defaults: workers in create mode, bundle size in transaction mode, at 20 ms.
 workers_rows=""
