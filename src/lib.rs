@@ -1,6 +1,7 @@
 //! fhirgen: generate realistic synthetic FHIR R4 data and load it into a FHIR store.
 //!
-//! Data flows generate -> (bounded channel) -> load workers -> store client -> stats -> report.
+//! Data flows generate (or read) -> dispatch -> (bounded channel) -> load workers -> store client
+//! (adaptive limiter, retries, credentials) -> stats -> report; `verify` reads a store back.
 
 pub mod cli;
 pub mod emulator;

@@ -5,16 +5,15 @@
 //! search-then-create by a source-key tag for resources that have no identifier.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, RwLock};
 
 use bytes::Bytes;
 use http::Method;
 use serde_json::Value;
-use tokio::sync::{Notify, OwnedSemaphorePermit};
 
 use super::client::{Reply, SendError, StoreClient, StoreRequest};
 use super::failed::{FailedSink, Failure};
+use super::job::{DagState, Job, JobOutcome, JobState, Node, Publish, Stored};
 use super::report::FailureLog;
 use super::stats::{Progress, RequestStats};
 use crate::cli::LoadMode;
@@ -25,167 +24,6 @@ use crate::fhir::{
 
 /// executeBundle requests are capped at 50 MB; stay clear of it.
 const MAX_BUNDLE_BYTES: usize = 45 * 1024 * 1024;
-
-/// Resources to write in order, by one worker.
-pub struct Job {
-    pub resources: Vec<Resource>,
-    /// `path:line` each resource came from, when it came from a file.
-    pub sources: Option<Vec<String>>,
-    /// Where each record packed into the job ends (an index into `resources`, exclusive): a
-    /// transaction refused because of one record is sent again without it.
-    pub record_ends: Vec<usize>,
-    /// What of the ids this job gets the rest of the run may need.
-    pub publish: Publish,
-    /// Marked when the job is finished and its ids are published, for jobs that refer to it.
-    pub done: Option<Arc<Completion>>,
-    /// Set when the job is one resource of a record written resource by resource.
-    pub node: Option<Node>,
-}
-
-/// One resource of a [`RecordDag`].
-pub struct Node {
-    dag: Arc<RecordDag>,
-    index: usize,
-}
-
-/// A record written one request per resource, each resource as soon as the resources of the
-/// record it refers to are stored: a patient's observations go out on all free workers at
-/// once instead of one after another, so a run does not end with one busy worker per record.
-pub struct RecordDag {
-    /// How many of the record's resources each resource still waits for.
-    waiting: Vec<AtomicUsize>,
-    /// The resources that refer to each resource.
-    dependents: Vec<Vec<usize>>,
-    state: Mutex<DagState>,
-    /// Held while any resource of the record is unwritten: bounds the records in progress,
-    /// and with them memory.
-    _in_progress: OwnedSemaphorePermit,
-}
-
-/// A record's resources, and what writing them has taught so far. A body is dropped once
-/// its resource is written: only the key is needed after that, and a record in progress
-/// should hold only what is still to be sent.
-struct DagState {
-    resources: Vec<Resource>,
-    job: JobState,
-}
-
-impl RecordDag {
-    /// The jobs to start with: the resources that refer to nothing else in the record.
-    pub fn start(resources: Vec<Resource>, in_progress: OwnedSemaphorePermit) -> Vec<Job> {
-        let index_of: HashMap<&str, usize> = resources
-            .iter()
-            .enumerate()
-            .map(|(i, r)| (r.key.as_str(), i))
-            .collect();
-        let mut dependents = vec![Vec::new(); resources.len()];
-        let mut waiting = Vec::with_capacity(resources.len());
-        for (i, resource) in resources.iter().enumerate() {
-            let mut depends_on: Vec<usize> = Vec::new();
-            crate::fhir::any_reference(&resource.body, &mut |reference| {
-                if let Some(&j) = index_of.get(reference) {
-                    if j != i && !depends_on.contains(&j) {
-                        depends_on.push(j);
-                    }
-                }
-                false
-            });
-            for &j in &depends_on {
-                dependents[j].push(i);
-            }
-            waiting.push(AtomicUsize::new(depends_on.len()));
-        }
-        let ready: Vec<usize> = (0..resources.len())
-            .filter(|&i| waiting[i].load(Ordering::Relaxed) == 0)
-            .collect();
-        let dag = Arc::new(RecordDag {
-            waiting,
-            dependents,
-            state: Mutex::new(DagState {
-                resources,
-                job: JobState::default(),
-            }),
-            _in_progress: in_progress,
-        });
-        ready
-            .into_iter()
-            .map(|index| Job::node(&dag, index))
-            .collect()
-    }
-
-    /// The dependents of `index` that it was the last to wait for.
-    fn release(self: &Arc<Self>, index: usize) -> Vec<Job> {
-        self.dependents[index]
-            .iter()
-            .filter(|&&d| self.waiting[d].fetch_sub(1, Ordering::AcqRel) == 1)
-            .map(|&d| Job::node(self, d))
-            .collect()
-    }
-}
-
-/// Which store ids a job makes known to the whole run. Patient records keep theirs to
-/// themselves, so that memory stays flat.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Publish {
-    Nothing,
-    /// Records read from files, which other records may refer to by key.
-    Keys,
-    /// Shared resources, which patient records may also find by identifier
-    /// (`Practitioner?identifier=...`).
-    KeysAndIdentifiers,
-}
-
-/// A job's finish line, for the dispatcher to wait on before sending what refers to the job.
-#[derive(Debug, Default)]
-pub struct Completion {
-    finished: std::sync::atomic::AtomicBool,
-    notify: Notify,
-}
-
-impl Completion {
-    pub fn is_finished(&self) -> bool {
-        self.finished.load(std::sync::atomic::Ordering::Acquire)
-    }
-
-    pub fn finish(&self) {
-        self.finished
-            .store(true, std::sync::atomic::Ordering::Release);
-        self.notify.notify_waiters();
-    }
-
-    pub async fn wait(&self) {
-        loop {
-            let notified = self.notify.notified();
-            if self.is_finished() {
-                return;
-            }
-            notified.await;
-        }
-    }
-}
-
-impl Job {
-    pub fn new(resources: Vec<Resource>) -> Self {
-        Self {
-            record_ends: vec![resources.len()],
-            resources,
-            sources: None,
-            publish: Publish::Nothing,
-            done: None,
-            node: None,
-        }
-    }
-
-    fn node(dag: &Arc<RecordDag>, index: usize) -> Self {
-        Self {
-            node: Some(Node {
-                dag: dag.clone(),
-                index,
-            }),
-            ..Self::new(Vec::new())
-        }
-    }
-}
 
 /// Data-set references (`Organization/<local id>`, `urn:uuid:...`, `Practitioner?identifier=...`)
 /// mapped to the `Type/id` the store holds them under; shared by all workers.
@@ -208,49 +46,6 @@ impl IdMap {
     }
 }
 
-/// What became of a job's resources.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct JobOutcome {
-    /// New in the store.
-    pub created: u64,
-    /// In the store already: a conditional create that matched, a transaction entry answered
-    /// 200 for its `ifNoneExist`, or a resource found by its source-key tag.
-    pub already_present: u64,
-    /// Written over what the store held (update mode, PUTs).
-    pub updated: u64,
-    pub failed: u64,
-    /// Not attempted because the run was stopping.
-    pub not_sent: u64,
-    /// Not sent because something they refer to was not stored.
-    pub not_sent_unstored_reference: u64,
-}
-
-impl JobOutcome {
-    /// Resources the store holds after the job: created, already present or updated.
-    pub fn stored(&self) -> u64 {
-        self.created + self.already_present + self.updated
-    }
-
-    fn book(&mut self, stored: Stored) {
-        match stored {
-            Stored::Created => self.created += 1,
-            Stored::AlreadyPresent => self.already_present += 1,
-            Stored::Updated => self.updated += 1,
-        }
-    }
-}
-
-impl std::ops::AddAssign for JobOutcome {
-    fn add_assign(&mut self, more: Self) {
-        self.created += more.created;
-        self.already_present += more.already_present;
-        self.updated += more.updated;
-        self.failed += more.failed;
-        self.not_sent += more.not_sent;
-        self.not_sent_unstored_reference += more.not_sent_unstored_reference;
-    }
-}
-
 pub struct RecordWriter {
     pub client: Arc<StoreClient>,
     pub mode: LoadMode,
@@ -262,22 +57,6 @@ pub struct RecordWriter {
     pub failed: Option<Arc<FailedSink>>,
     pub failures: Arc<FailureLog>,
     pub progress: Arc<Progress>,
-}
-
-/// What one job has learnt so far: where its resources went, and which did not make it.
-#[derive(Debug, Default)]
-struct JobState {
-    targets: HashMap<String, String>,
-    /// Resources that failed or were not sent: what refers to them is not sent either.
-    failed_keys: HashSet<String>,
-}
-
-/// How a stored resource got there.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Stored {
-    Created,
-    AlreadyPresent,
-    Updated,
 }
 
 /// A resource the store holds, and where.
@@ -942,7 +721,7 @@ fn to_bytes(value: &impl serde::Serialize) -> Bytes {
 /// when the answer is not the FHIR answer to that request.
 fn written(request: &StoreRequest, resource_type: &str, reply: &Reply) -> Result<Written, Failure> {
     let wanted = format!("the {resource_type} that was sent");
-    let body = answered_resource(reply, resource_type, &wanted)?;
+    let answered_id = answered_resource(reply, resource_type, &wanted)?;
     let located = match reply.location.as_deref() {
         Some(location) => match target_from_location(location) {
             Some(target) if is_of_type(&target, resource_type) => Some(target),
@@ -960,10 +739,7 @@ fn written(request: &StoreRequest, resource_type: &str, reply: &Reply) -> Result
     let target = if put_to_id {
         Some(request.path.clone())
     } else {
-        located.or_else(|| {
-            let id = body.as_ref()?["id"].as_str()?;
-            Some(format!("{resource_type}/{id}"))
-        })
+        located.or_else(|| Some(format!("{resource_type}/{}", answered_id?)))
     };
     let Some(target) = target else {
         return Err(Failure {
@@ -991,16 +767,28 @@ fn is_of_type(target: &str, resource_type: &str) -> bool {
 
 /// The resource in a 2xx answer's body, `None` for an empty body (`return=minimal`); a
 /// failure when the body is anything but a `resource_type`.
+/// The id in a write's answer, checked to be the resource of the type sent; `None` for an empty
+/// answer (`return=minimal`) or one without an id. Only the two fields are read: the rest of
+/// an echoed resource is skipped, not built.
 fn answered_resource(
     reply: &Reply,
     resource_type: &str,
     wanted: &str,
-) -> Result<Option<Value>, Failure> {
+) -> Result<Option<String>, Failure> {
+    #[derive(serde::Deserialize)]
+    struct Head<'a> {
+        #[serde(rename = "resourceType", borrow, default)]
+        resource_type: Option<std::borrow::Cow<'a, str>>,
+        #[serde(borrow, default)]
+        id: Option<std::borrow::Cow<'a, str>>,
+    }
     if reply.body.trim_ascii().is_empty() {
         return Ok(None);
     }
-    match serde_json::from_slice::<Value>(&reply.body) {
-        Ok(value) if value["resourceType"] == resource_type => Ok(Some(value)),
+    match serde_json::from_slice::<Head>(&reply.body) {
+        Ok(head) if head.resource_type.as_deref() == Some(resource_type) => {
+            Ok(head.id.map(std::borrow::Cow::into_owned))
+        }
         _ => Err(not_the_answer(reply, wanted)),
     }
 }
@@ -1155,33 +943,6 @@ fn transaction_results(reply: &Reply, kinds: &[EntryKind]) -> Result<Vec<Written
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_record_dag_releases_resources_once_all_they_refer_to_is_written() {
-        let r = |body: serde_json::Value| Resource::new(body);
-        let permit = Arc::new(tokio::sync::Semaphore::new(1))
-            .try_acquire_owned()
-            .unwrap();
-        let jobs = RecordDag::start(
-            vec![
-                r(serde_json::json!({"resourceType": "Patient", "id": "p"})),
-                r(serde_json::json!({"resourceType": "Encounter", "id": "e",
-                "subject": {"reference": "Patient/p"}})),
-                r(serde_json::json!({"resourceType": "Condition", "id": "c",
-                "subject": {"reference": "Patient/p"}, "encounter": {"reference": "Encounter/e"}})),
-                r(serde_json::json!({"resourceType": "Organization", "id": "o"})),
-            ],
-            permit,
-        );
-        let index = |job: &Job| job.node.as_ref().unwrap().index;
-        let started: Vec<usize> = jobs.iter().map(index).collect();
-        assert_eq!(started, [0, 3]);
-        let dag = jobs[0].node.as_ref().unwrap().dag.clone();
-        assert_eq!(dag.release(0).iter().map(index).collect::<Vec<_>>(), [1]);
-        // The condition waits for both the patient and the encounter.
-        assert_eq!(dag.release(1).iter().map(index).collect::<Vec<_>>(), [2]);
-        assert!(dag.release(3).is_empty());
-    }
 
     #[test]
     fn locations() {

@@ -1,0 +1,356 @@
+//! The scheduler: decides what goes to the workers next, so that every reference points at
+//! something already stored. A job is sent only once the jobs it refers to have finished and
+//! published where their resources went; shared resources go first, split so that every worker
+//! stores them at once; small patient records are packed into one transaction; records written
+//! resource by resource start as [`RecordDag`]s whose resources the workers release.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+
+use tokio::sync::{Semaphore, mpsc};
+use tokio_util::sync::CancellationToken;
+
+use super::failed::Failure;
+use super::job::{Completion, Job, Publish, RecordDag};
+use super::report::ProgressReporter;
+use super::source::SourceItem;
+use super::worker::FollowUps;
+use super::writer::RecordWriter;
+use crate::cli::LoadMode;
+use crate::fhir::{Record, RecordKind, Resource};
+
+pub struct Dispatcher {
+    pub writer: Arc<RecordWriter>,
+    pub stop: CancellationToken,
+    pub reporter: Arc<ProgressReporter>,
+    /// Records read from files may refer to each other (bulk exports split by type), so
+    /// their ids are kept for the run; generated patient records never do.
+    pub publish_records: Publish,
+    pub followups: Arc<FollowUps>,
+    /// Records being written resource by resource; a record holds a permit until its last
+    /// resource is written, so that memory does not grow with the count.
+    pub records_in_progress: Arc<Semaphore>,
+}
+
+impl Dispatcher {
+    /// Feeds the workers in an order that keeps references satisfiable: a job is sent only
+    /// once every job it refers to has finished (and published where its resources went).
+    /// Shared records are split into small jobs so that all workers store them at once.
+    pub async fn run(
+        &self,
+        prerequisites: Vec<Record>,
+        mut items: mpsc::Receiver<SourceItem>,
+        jobs: &mpsc::Sender<Job>,
+        invalid: &mut u64,
+    ) -> anyhow::Result<u64> {
+        let mut unfinished = Unfinished::default();
+        let mut pack = Pack::default();
+        let mut ready: VecDeque<Job> = prerequisites
+            .into_iter()
+            .flat_map(|record| self.split_shared(record.resources, None))
+            .collect();
+        let mut unsent = 0;
+        'feed: loop {
+            while let Some(job) = ready.pop_front() {
+                let resources = job.resources.len() as u64;
+                if !self.send_in_order(jobs, job, &mut unfinished).await {
+                    unsent += resources;
+                    break 'feed;
+                }
+            }
+            // Take what is ready; before waiting for more, send what has been packed so far
+            // so that a slow source never leaves a bundle sitting half full.
+            let item = match items.try_recv() {
+                Ok(item) => Some(item),
+                Err(mpsc::error::TryRecvError::Disconnected) => None,
+                Err(mpsc::error::TryRecvError::Empty) => {
+                    if let Some(job) = pack.take(self.publish_records) {
+                        ready.push_back(job);
+                        continue;
+                    }
+                    tokio::select! {
+                        item = items.recv() => item,
+                        _ = self.stop.cancelled() => None,
+                    }
+                }
+            };
+            let Some(item) = item else {
+                // The source is done (or the run stopped): send what is packed, then finish.
+                match pack.take(self.publish_records) {
+                    Some(job) if !self.stop.is_cancelled() => {
+                        ready.push_back(job);
+                        continue;
+                    }
+                    Some(job) => unsent += job.resources.len() as u64,
+                    None => {}
+                }
+                break;
+            };
+            if self.stop.is_cancelled() {
+                unsent += item.resource_count();
+                break;
+            }
+            match item {
+                SourceItem::Record { record, sources } if record.kind == RecordKind::Shared => {
+                    ready.extend(pack.take(self.publish_records));
+                    ready.extend(self.split_shared(record.resources, sources));
+                }
+                SourceItem::Record { record, sources } => match self.writer.mode {
+                    LoadMode::Create | LoadMode::Update if self.resource_by_resource() => {
+                        // Nothing outside the record refers into it: its resources can go
+                        // out one by one on any worker, once what it refers to is stored.
+                        let resources = record.resources.len() as u64;
+                        let waited = wait_all(unfinished.dependencies_of(&record.resources));
+                        let permit = tokio::select! {
+                            permit = async {
+                                waited.await;
+                                self.records_in_progress.clone().acquire_owned().await
+                            } => permit.expect("the semaphore is never closed"),
+                            _ = self.stop.cancelled() => {
+                                unsent += resources;
+                                break;
+                            }
+                        };
+                        self.followups.start_record(record.resources.len());
+                        ready.extend(RecordDag::start(record.resources, permit));
+                    }
+                    LoadMode::Create | LoadMode::Update => {
+                        // Others may refer to any of these: keep the record whole, so that
+                        // one completion covers all of its keys.
+                        ready.push_back(Job {
+                            sources,
+                            publish: self.publish_records,
+                            ..Job::new(record.resources)
+                        });
+                    }
+                    LoadMode::Transaction => {
+                        // Small records share a bundle: a transaction costs one round trip
+                        // whether it holds 10 entries or 100.
+                        if pack.len() + record.resources.len() > self.writer.bundle_size {
+                            ready.extend(pack.take(self.publish_records));
+                        }
+                        pack.add(record.resources, sources);
+                        if pack.len() >= self.writer.bundle_size {
+                            ready.extend(pack.take(self.publish_records));
+                        }
+                    }
+                },
+                SourceItem::Invalid {
+                    source,
+                    message,
+                    content,
+                } => {
+                    *invalid += 1;
+                    self.reporter.println(&format!("{source}: {message}"));
+                    if let Some(sink) = &self.writer.failed {
+                        let failure = Failure {
+                            status: None,
+                            message,
+                            source: Some(source),
+                        };
+                        sink.write(&content, &failure);
+                    }
+                }
+            }
+        }
+        // What the run stopped before sending: jobs made but not sent (a record written
+        // resource by resource is counted by the follow-ups), packed records, queued input.
+        unsent += ready
+            .iter()
+            .map(|job| job.resources.len() as u64)
+            .sum::<u64>();
+        unsent += pack.len() as u64;
+        while let Ok(item) = items.try_recv() {
+            unsent += item.resource_count();
+        }
+        Ok(unsent)
+    }
+
+    /// Whether patient records go out one resource per job: when nothing outside a record
+    /// refers into it, any free worker can take any of its resources that is ready.
+    pub fn resource_by_resource(&self) -> bool {
+        self.writer.mode != LoadMode::Transaction && self.publish_records == Publish::Nothing
+    }
+
+    /// Shared resources in jobs small enough to spread over all workers: one resource each,
+    /// or one bundle each in transaction mode. Their ids are published for what follows.
+    fn split_shared(&self, resources: Vec<Resource>, sources: Option<Vec<String>>) -> Vec<Job> {
+        let per_job = match self.writer.mode {
+            LoadMode::Transaction => self.writer.bundle_size,
+            LoadMode::Create | LoadMode::Update => 1,
+        };
+        let mut sources = sources.map(Vec::into_iter);
+        let mut resources = resources.into_iter().peekable();
+        let mut split = Vec::new();
+        while resources.peek().is_some() {
+            let chunk: Vec<Resource> = resources.by_ref().take(per_job).collect();
+            let chunk_sources = sources
+                .as_mut()
+                .map(|s| s.by_ref().take(chunk.len()).collect());
+            split.push(Job {
+                // Independent of each other: a transaction refused for one is sent again
+                // without it.
+                record_ends: (1..=chunk.len()).collect(),
+                sources: chunk_sources,
+                publish: Publish::KeysAndIdentifiers,
+                ..Job::new(chunk)
+            });
+        }
+        split
+    }
+
+    /// Waits for the jobs that `job` refers to, then sends it.
+    async fn send_in_order(
+        &self,
+        jobs: &mpsc::Sender<Job>,
+        mut job: Job,
+        unfinished: &mut Unfinished,
+    ) -> bool {
+        tokio::select! {
+            _ = wait_all(unfinished.dependencies_of(&job.resources)) => {}
+            _ = self.stop.cancelled() => return false,
+        }
+        if job.publish != Publish::Nothing {
+            job.done = Some(unfinished.track(&job));
+        }
+        self.send_job(jobs, job).await
+    }
+
+    async fn send_job(&self, jobs: &mpsc::Sender<Job>, job: Job) -> bool {
+        tokio::select! {
+            sent = jobs.send(job) => sent.is_ok(),
+            _ = self.stop.cancelled() => false,
+        }
+    }
+}
+
+async fn wait_all(completions: Vec<Arc<Completion>>) {
+    for completion in completions {
+        completion.wait().await;
+    }
+}
+
+/// Whole records gathered into one job, so that one transaction carries several.
+#[derive(Default)]
+struct Pack {
+    resources: Vec<Resource>,
+    /// Where each record added ends in `resources`.
+    record_ends: Vec<usize>,
+    /// `path:line` per resource, while every record added had them.
+    sources: Option<Vec<String>>,
+}
+
+impl Pack {
+    fn len(&self) -> usize {
+        self.resources.len()
+    }
+
+    fn add(&mut self, resources: Vec<Resource>, sources: Option<Vec<String>>) {
+        self.sources = match (self.resources.is_empty(), self.sources.take(), sources) {
+            (true, _, sources) => sources,
+            (false, Some(mut all), Some(more)) => {
+                all.extend(more);
+                Some(all)
+            }
+            _ => None,
+        };
+        self.resources.extend(resources);
+        self.record_ends.push(self.resources.len());
+    }
+
+    fn take(&mut self, publish: Publish) -> Option<Job> {
+        if self.resources.is_empty() {
+            return None;
+        }
+        Some(Job {
+            sources: self.sources.take(),
+            record_ends: std::mem::take(&mut self.record_ends),
+            publish,
+            ..Job::new(std::mem::take(&mut self.resources))
+        })
+    }
+}
+
+/// Jobs sent but not finished, by the keys of the resources they hold (and the
+/// conditional references that find them), so that what refers to them can wait.
+#[derive(Default)]
+struct Unfinished {
+    by_key: HashMap<String, Arc<Completion>>,
+    /// The jobs in `by_key` not known to have finished: once there are none, no resource
+    /// has anything to wait for, and the walk over its references is skipped.
+    unfinished: Vec<Arc<Completion>>,
+    /// Size after the last sweep of finished jobs: sweeping only when the map has doubled
+    /// keeps the cost per job constant.
+    swept_at: usize,
+}
+
+impl Unfinished {
+    fn track(&mut self, job: &Job) -> Arc<Completion> {
+        if self.by_key.len() > 2 * self.swept_at + 1024 {
+            self.by_key
+                .retain(|_, completion| !completion.is_finished());
+            self.swept_at = self.by_key.len();
+        }
+        let completion = Arc::new(Completion::default());
+        self.unfinished.push(completion.clone());
+        for resource in &job.resources {
+            if let Some(conditional) = resource.conditional_reference() {
+                self.by_key.insert(conditional, completion.clone());
+            }
+            self.by_key.insert(resource.key.clone(), completion.clone());
+        }
+        completion
+    }
+
+    /// Unfinished jobs holding something `resources` refer to (other than themselves).
+    fn dependencies_of(&mut self, resources: &[Resource]) -> Vec<Arc<Completion>> {
+        self.unfinished
+            .retain(|completion| !completion.is_finished());
+        if self.unfinished.is_empty() {
+            return Vec::new();
+        }
+        let own: HashSet<&str> = resources.iter().map(|r| r.key.as_str()).collect();
+        let mut waits: Vec<Arc<Completion>> = Vec::new();
+        for resource in resources {
+            crate::fhir::any_reference(&resource.body, &mut |reference| {
+                if let Some(completion) = self.by_key.get(reference) {
+                    if !own.contains(reference)
+                        && !completion.is_finished()
+                        && !waits.iter().any(|w| Arc::ptr_eq(w, completion))
+                    {
+                        waits.push(completion.clone());
+                    }
+                }
+                false
+            });
+        }
+        waits
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[tokio::test]
+    async fn waits_only_for_unfinished_jobs_it_refers_to() {
+        let org = Resource::new(json!({"resourceType": "Organization", "id": "o",
+            "identifier": [{"system": "https://x", "value": "o"}]}));
+        let patient = Resource::new(json!({"resourceType": "Patient", "id": "p",
+            "managingOrganization": {"reference": "Organization/o"}}));
+        let by_identifier = Resource::new(json!({"resourceType": "Patient", "id": "q",
+            "managingOrganization": {"reference": "Organization?identifier=https://x|o"}}));
+        let mut unfinished = Unfinished::default();
+        let org_done = unfinished.track(&Job::new(vec![org]));
+        assert_eq!(
+            unfinished
+                .dependencies_of(std::slice::from_ref(&patient))
+                .len(),
+            1
+        );
+        assert_eq!(unfinished.dependencies_of(&[by_identifier]).len(), 1);
+        org_done.finish();
+        assert!(unfinished.dependencies_of(&[patient]).is_empty());
+    }
+}

@@ -1,0 +1,118 @@
+//! The worker pool: a fixed number of tasks, each taking the next job and writing it, so that
+//! never more than `--workers` requests are in flight. Work reaches a worker one way,
+//! [`next_job`]: resources of records in progress that became ready (follow-ups) first, then
+//! the next job from the dispatcher's bounded channel.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use tokio::sync::{Mutex, Notify, mpsc};
+use tokio_util::sync::CancellationToken;
+
+use super::job::{Job, JobOutcome};
+use super::stats::RequestStats;
+use super::writer::RecordWriter;
+
+pub async fn worker(
+    jobs: Arc<Mutex<mpsc::Receiver<Job>>>,
+    followups: Arc<FollowUps>,
+    writer: Arc<RecordWriter>,
+    stop: CancellationToken,
+) -> (JobOutcome, RequestStats) {
+    let _stop_on_panic = StopOnPanic(stop.clone());
+    let mut outcome = JobOutcome::default();
+    let mut stats = RequestStats::default();
+    while let Some(job) = next_job(&jobs, &followups, &stop).await {
+        let part_of_record = job.node.is_some();
+        let (written, ready) = writer.write(job, &mut stats).await;
+        outcome += written;
+        if part_of_record {
+            followups.written(ready);
+        }
+    }
+    (outcome, stats)
+}
+
+/// Stops the run when a worker panics: the jobs it held would never finish, and everything
+/// waiting for them would wait forever. The panic then surfaces as the run's error.
+struct StopOnPanic(CancellationToken);
+
+impl Drop for StopOnPanic {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0.cancel();
+        }
+    }
+}
+
+/// Follow-ups first (they finish records already started), then new jobs; `None` once the
+/// run stops, or when no job is left and none can appear.
+async fn next_job(
+    jobs: &Mutex<mpsc::Receiver<Job>>,
+    followups: &FollowUps,
+    stop: &CancellationToken,
+) -> Option<Job> {
+    loop {
+        if stop.is_cancelled() {
+            return None;
+        }
+        let notified = followups.notify.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        if let Some(job) = followups.pop() {
+            return Some(job);
+        }
+        let received = tokio::select! {
+            _ = stop.cancelled() => return None,
+            _ = &mut notified => continue,
+            job = async { jobs.lock().await.recv().await } => job,
+        };
+        match received {
+            Some(job) => return Some(job),
+            None if followups.idle() => return None,
+            None => notified.await,
+        }
+    }
+}
+
+/// Resources of records in progress that became ready to write when what they refer to was
+/// stored; taken before new records, so that records in progress finish first and the end of
+/// a run keeps every worker busy.
+#[derive(Default)]
+pub struct FollowUps {
+    queue: std::sync::Mutex<VecDeque<Job>>,
+    /// Resources of records in progress not yet written: while there are any, more work
+    /// may appear here even when no new record will.
+    unwritten: AtomicUsize,
+    notify: Notify,
+}
+
+impl FollowUps {
+    fn pop(&self) -> Option<Job> {
+        self.queue.lock().expect("follow-up lock").pop_front()
+    }
+
+    /// A record of `resources` starts being written resource by resource.
+    pub fn start_record(&self, resources: usize) {
+        self.unwritten.fetch_add(resources, Ordering::SeqCst);
+    }
+
+    /// One resource was written (or failed); `ready` are those that waited for it.
+    fn written(&self, ready: Vec<Job>) {
+        if !ready.is_empty() {
+            self.queue.lock().expect("follow-up lock").extend(ready);
+        }
+        self.unwritten.fetch_sub(1, Ordering::SeqCst);
+        self.notify.notify_waiters();
+    }
+
+    fn idle(&self) -> bool {
+        self.unwritten() == 0
+    }
+
+    /// Resources of records in progress never written (the run stopped).
+    pub fn unwritten(&self) -> u64 {
+        self.unwritten.load(Ordering::SeqCst) as u64
+    }
+}
