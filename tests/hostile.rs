@@ -48,6 +48,27 @@ async fn a_low_soft_limit_is_raised_toward_the_hard_one() {
     assert_eq!(summary["errors"], serde_json::json!({}), "{summary}");
 }
 
+/// Loads 500 resources into `url`, which cannot work: the run must stop by itself within
+/// seconds, exit 1, and say why in its summary.
+async fn stops_within_seconds(url: &str) -> serde_json::Value {
+    let started = Instant::now();
+    let mut command = fhirgen();
+    command.args([
+        "load",
+        "--fhir-url",
+        url,
+        "--count",
+        "500",
+        "--json",
+        "--quiet",
+    ]);
+    let output = run(command).await;
+    assert_exit(&output, 1);
+    let elapsed = started.elapsed();
+    assert!(elapsed < Duration::from_secs(10), "{elapsed:?}");
+    summary(&output)
+}
+
 #[tokio::test]
 async fn an_unreachable_store_stops_the_run_in_seconds() {
     // Bound, then closed: nothing listens there.
@@ -56,25 +77,7 @@ async fn an_unreachable_store_stops_the_run_in_seconds() {
         .local_addr()
         .unwrap()
         .port();
-    let started = Instant::now();
-    let mut command = fhirgen();
-    command.args([
-        "load",
-        "--fhir-url",
-        &format!("http://127.0.0.1:{port}/fhir"),
-        "--count",
-        "500",
-        "--json",
-        "--quiet",
-    ]);
-    let output = run(command).await;
-    assert_exit(&output, 1);
-    assert!(
-        started.elapsed() < Duration::from_secs(10),
-        "{:?}",
-        started.elapsed()
-    );
-    let summary = summary(&output);
+    let summary = stops_within_seconds(&format!("http://127.0.0.1:{port}/fhir")).await;
     let reason = summary["fatal_error"].as_str().unwrap();
     assert!(
         reason.contains("cannot reach") && reason.contains("refused"),
@@ -87,24 +90,22 @@ async fn an_unreachable_store_stops_the_run_in_seconds() {
 async fn https_to_a_plain_http_server_stops_at_the_first_handshake() {
     let app = Router::new().fallback(any(|| async { "plain http" }));
     let address = serve_on_loopback(app).await;
-    let started = Instant::now();
+    let summary = stops_within_seconds(&format!("https://{address}/fhir")).await;
+    let reason = summary["fatal_error"].as_str().unwrap();
+    assert!(reason.contains("TLS"), "{reason}");
+}
+
+#[tokio::test]
+async fn an_empty_input_is_an_error_not_a_success() {
+    let dir = tempfile::tempdir().unwrap();
+    let empty = dir.path().join("export.ndjson");
+    std::fs::write(&empty, "").unwrap();
     let mut command = fhirgen();
-    command.args([
-        "load",
-        "--fhir-url",
-        &format!("https://{address}/fhir"),
-        "--count",
-        "500",
-        "--json",
-        "--quiet",
-    ]);
+    command
+        .args(["load", "--emulator", "--quiet", "--input"])
+        .arg(&empty);
     let output = run(command).await;
     assert_exit(&output, 1);
-    assert!(
-        started.elapsed() < Duration::from_secs(10),
-        "{:?}",
-        started.elapsed()
-    );
-    let reason = summary(&output)["fatal_error"].as_str().unwrap().to_owned();
-    assert!(reason.contains("TLS"), "{reason}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("holds no FHIR resources"), "{stderr}");
 }

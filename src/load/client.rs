@@ -66,6 +66,9 @@ pub enum SendError {
     GaveUp { attempts: u32, last: String },
     /// The store refused the credential; the run stops.
     Unauthorized { status: u16, message: String },
+    /// The request could not be sent as it is (a URL or header it cannot carry, no
+    /// credential to be had): no store answered, so there is no status.
+    Unsendable { message: String },
     /// The run is stopping, so this request was not sent (or not retried).
     Cancelled,
 }
@@ -75,7 +78,7 @@ impl SendError {
     pub fn status(&self) -> Option<u16> {
         match self {
             Self::Rejected { status, .. } | Self::Unauthorized { status, .. } => Some(*status),
-            Self::GaveUp { .. } | Self::Cancelled => None,
+            Self::GaveUp { .. } | Self::Unsendable { .. } | Self::Cancelled => None,
         }
     }
 }
@@ -89,6 +92,7 @@ impl std::fmt::Display for SendError {
             Self::GaveUp { attempts, last } => {
                 write!(f, "gave up after {attempts} attempts; last: {last}")
             }
+            Self::Unsendable { message } => write!(f, "not sent: {message}"),
             Self::Cancelled => f.write_str("not sent: the run was stopped"),
         }
     }
@@ -308,7 +312,7 @@ impl StoreClient {
     ) -> Result<Reply, SendError> {
         let uri = self
             .uri(&request.path)
-            .map_err(|message| SendError::Rejected { status: 0, message })?;
+            .map_err(|message| SendError::Unsendable { message })?;
         let mut delays = self.retry.delays();
         let mut attempts = 0u32;
         let mut renewed_token = false;
@@ -408,13 +412,12 @@ impl StoreClient {
                     self.limiter.done(permit, Outcome::Lost);
                     match error {
                         AttemptError::Unsendable(message) => {
-                            return Err(SendError::Rejected { status: 0, message });
+                            return Err(SendError::Unsendable { message });
                         }
                         AttemptError::Auth(message) => {
-                            return Err(self.fail_run(
-                                message.clone(),
-                                SendError::Rejected { status: 0, message },
-                            ));
+                            return Err(
+                                self.fail_run(message.clone(), SendError::Unsendable { message })
+                            );
                         }
                         AttemptError::Timeout => {
                             stats.record_error("timeout");

@@ -229,9 +229,26 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<ExitCode> {
             }
         }
     }
+    // An input with nothing in it is a mistake (a wrong path, an export that wrote nothing),
+    // not a load that stored everything.
+    let read_nothing = args.input.is_some() && stored + failed + not_sent == 0;
+    if read_nothing && interrupted.is_none() && fatal.is_none() {
+        eprintln!(
+            "error: --input {} holds no FHIR resources: nothing was loaded",
+            args.input
+                .as_deref()
+                .unwrap_or(std::path::Path::new("-"))
+                .display()
+        );
+    }
     let code = if let Some(code) = interrupted {
         code
-    } else if fatal.is_some() || failed > 0 || not_sent > 0 || failed_file_error.is_some() {
+    } else if fatal.is_some()
+        || failed > 0
+        || not_sent > 0
+        || failed_file_error.is_some()
+        || read_nothing
+    {
         exit::FAILURE
     } else {
         exit::SUCCESS

@@ -170,9 +170,15 @@ pub(super) fn unpack(mut value: Value, origin: &Origin) -> Unpacked {
         value = value["resource"].take();
     }
     if !value.is_object() {
+        // A JSON array of resources is a common export shape that fhirgen does not read.
+        let hint = if value.is_array() {
+            "; to load a JSON array of resources, make it NDJSON first: jq -c '.[]' FILE > FILE.ndjson"
+        } else {
+            ""
+        };
         return Unpacked::Invalid {
             message: format!(
-                "not a FHIR resource: {} is not a JSON object",
+                "not a FHIR resource: {} is not a JSON object{hint}",
                 kind_of(&value)
             ),
             content: value,
@@ -460,7 +466,8 @@ mod tests {
         for (value, message) in [
             (
                 json!([1]),
-                "not a FHIR resource: an array is not a JSON object",
+                "not a FHIR resource: an array is not a JSON object; to load a JSON array of \
+                 resources, make it NDJSON first: jq -c '.[]' FILE > FILE.ndjson",
             ),
             (
                 json!({"id": "x"}),

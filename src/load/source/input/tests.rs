@@ -491,7 +491,8 @@ fn bad_lines_are_reported_where_they_are_and_the_rest_loads() {
             ("in.ndjson:3", "not JSON: expected ident at column 2"),
             (
                 "in.ndjson:4",
-                "not a FHIR resource: an array is not a JSON object"
+                "not a FHIR resource: an array is not a JSON object; to load a JSON array of \
+                 resources, make it NDJSON first: jq -c '.[]' FILE > FILE.ndjson"
             ),
             ("in.ndjson:5", "not a FHIR resource: no \"resourceType\""),
             (
