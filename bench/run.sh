@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Whole-run benchmarks, measured side by side in one go, printed as the README's table.
 #
-#   bench/run.sh            # release build, then every measurement (~3 minutes on 2 cores)
+#   bench/run.sh            # release build, then every measurement (~6 minutes on 2 cores)
 #
 # The latency-bound rows use `fhirgen serve --latency-ms 20 --sink` in its own process: it
 # answers like a store but keeps and checks nothing, so that the client is measured, not the
@@ -137,7 +137,7 @@ reset "$FAST"
 timed "$BIN" load --fhir-url "$FAST/fhir" --mode update --workers 64 --count 200000 --json --quiet
 load_update_rss=$(rss_mib)
 
-# 6. A 1 GB-class input streamed through --input - (update mode keeps no id map).
+# 6. A 1 GB-class input streamed through --input - (keys of what was read and store ids grow with it).
 "$BIN" generate --count 1000000 --seed 5 >"$WORK/big.ndjson"
 big_mib=$(( $(stat -c %s "$WORK/big.ndjson") / 1048576 ))
 reset "$FAST"
