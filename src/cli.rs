@@ -26,6 +26,12 @@ use crate::secret::SecretString;
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+
+    /// Log on stderr: `-v` one line per request (method, path, status, latency, attempt, why
+    /// it is retried), `-vv` debug detail (throttle episodes, store settings). RUST_LOG works
+    /// too. Secrets are never logged.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
 }
 
 #[derive(Debug, Subcommand)]

@@ -9,6 +9,7 @@ pub mod exit;
 pub mod fhir;
 pub mod generate;
 pub mod load;
+pub mod logs;
 pub mod secret;
 pub mod verify;
 

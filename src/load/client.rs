@@ -342,6 +342,13 @@ impl StoreClient {
                     body,
                 }) => {
                     stats.record_answer(status.as_u16(), started.elapsed());
+                    tracing::info!(
+                        "{} {} -> {} in {:.1} ms (attempt {attempts})",
+                        request.method,
+                        shown_path(&request.path),
+                        status.as_u16(),
+                        started.elapsed().as_secs_f64() * 1e3
+                    );
                     self.reached.store(true, Ordering::Relaxed);
                     let code = status.as_u16();
                     if code == 429 {
@@ -421,6 +428,12 @@ impl StoreClient {
                         }
                         AttemptError::Timeout => {
                             stats.record_error("timeout");
+                            tracing::info!(
+                                "{} {} -> no answer within {:?} (attempt {attempts})",
+                                request.method,
+                                shown_path(&request.path),
+                                self.timeout
+                            );
                             Retry::Error {
                                 last: format!("timeout: no answer within {:?}", self.timeout),
                                 at_least: Duration::ZERO,
@@ -436,6 +449,11 @@ impl StoreClient {
                                 "connection error"
                             };
                             stats.record_error(kind);
+                            tracing::info!(
+                                "{} {} -> {kind} (attempt {attempts})",
+                                request.method,
+                                shown_path(&request.path)
+                            );
                             let last = format!("{kind}: {}", error_chain(&*error));
                             // Nothing will work: say so now rather than retry every resource.
                             let hopeless = error.is_tls()
@@ -459,7 +477,12 @@ impl StoreClient {
                 }
             };
             let wait = match retry {
-                Retry::Throttled(wait) => wait,
+                Retry::Throttled(wait) => {
+                    tracing::info!(
+                        "throttled (429): this request waits {wait:?}, then the limiter"
+                    );
+                    wait
+                }
                 Retry::Error {
                     last,
                     at_least,
@@ -471,7 +494,9 @@ impl StoreClient {
                     let Some(backoff) = delays.next() else {
                         return Err(SendError::GaveUp { attempts, last });
                     };
-                    backoff.max(at_least)
+                    let wait = backoff.max(at_least);
+                    tracing::info!("retrying in {wait:?}: {last}");
+                    wait
                 }
             };
             tokio::select! {
@@ -583,6 +608,16 @@ impl StoreClient {
         }
         self.stop.cancel();
         error
+    }
+}
+
+/// A request's path as a log line shows it: relative paths as they are (they hold types, ids
+/// and identifier searches), absolute ones with anything secret in them masked.
+fn shown_path(path: &str) -> String {
+    if path.starts_with("http://") || path.starts_with("https://") {
+        crate::secret::redact_url(path)
+    } else {
+        format!("/{path}")
     }
 }
 

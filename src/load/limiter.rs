@@ -241,6 +241,9 @@ impl Limiter {
                     None if spent => {
                         let at = now + jitter(self.options.min_probe_delay);
                         state.epoch += 1;
+                        tracing::debug!(
+                            "the store is throttling: every worker holds off, one probe at a time"
+                        );
                         state.episode = Some(Episode {
                             started: now,
                             probe_at: at.max(floor),
@@ -351,6 +354,13 @@ impl Limiter {
             at: now,
             cycle,
         });
+        tracing::debug!(
+            "the quota refilled after {:.1} s held back; pacing at {:.1} operations/s (quota \
+             cycle ~{:.1} s)",
+            (now - episode.started).as_secs_f64(),
+            rate.max(MIN_RATE),
+            cycle.as_secs_f64()
+        );
         state.last_cycle = Some(cycle);
         state.cycle_start = refill;
         state.cycle_ops = u64::from(probe.ops);

@@ -31,6 +31,16 @@ pub async fn check(
     settings: Settings<'_>,
     stats: &mut RequestStats,
 ) -> anyhow::Result<StoreFacts> {
+    let facts = read(client, settings, stats).await?;
+    tracing::debug!("store settings: {facts:?}");
+    Ok(facts)
+}
+
+async fn read(
+    client: &StoreClient,
+    settings: Settings<'_>,
+    stats: &mut RequestStats,
+) -> anyhow::Result<StoreFacts> {
     let path = match settings {
         Settings::Google { store_url, .. } => store_url.to_owned(),
         Settings::Fhir => "metadata".to_owned(),

@@ -274,7 +274,7 @@ impl ProgressReporter {
         limiter: Arc<Limiter>,
         enabled: bool,
     ) -> Self {
-        let visible = enabled && std::io::stderr().is_terminal();
+        let visible = enabled && std::io::stderr().is_terminal() && !crate::logs::requests_logged();
         let bar = match total {
             Some(total) => ProgressBar::new(total),
             None => ProgressBar::no_length(),
