@@ -299,11 +299,11 @@ impl Limiter {
 
     /// When the quota should refill next, if it has refilled on a schedule before.
     fn expected_refill(&self, state: &State, now: Instant) -> Option<Instant> {
-        let cycle = state.last_cycle?;
-        let mut refill = state.cycle_start + cycle;
-        while refill <= now {
-            refill += cycle;
-        }
+        // A cycle measured as nothing (two probes at one instant) schedules nothing.
+        let cycle = state.last_cycle.filter(|cycle| !cycle.is_zero())?;
+        let since = now.saturating_duration_since(state.cycle_start);
+        let cycles_past = (since.as_secs_f64() / cycle.as_secs_f64()).floor() + 1.0;
+        let refill = state.cycle_start + cycle.mul_f64(cycles_past);
         Some(refill + self.options.min_probe_delay / 2)
     }
 

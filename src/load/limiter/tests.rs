@@ -140,12 +140,14 @@ async fn bundles_ride_a_per_minute_quota() {
 
 #[tokio::test(start_paused = true)]
 async fn a_fast_store_with_a_small_quota_is_ridden_too() {
-    rides_the_quota(16, 10, 2_000, 10, 2).await;
+    rides_the_quota(16, 10, 3_000, 10, 2).await;
 }
 
 #[tokio::test(start_paused = true)]
 async fn stray_429s_do_not_slow_a_store_with_room() {
-    // One request in ten throttled at random, no quota: the load keeps most of its pace.
+    // One request in ten throttled at random, no quota: each waits ~75 ms on its own (1.5x
+    // for 20 ms requests), and now and then three in a row hold everyone for a probe; what
+    // must not happen is every stray 429 pausing every worker (that was 6.8x).
     let calm = run(8, 2000, 1, Duration::from_millis(20), Arc::new(|_| true)).await;
     let noisy = run(
         8,
@@ -157,7 +159,7 @@ async fn stray_429s_do_not_slow_a_store_with_room() {
     .await;
     let ratio = noisy.elapsed.as_secs_f64() / calm.elapsed.as_secs_f64();
     eprintln!("stray 429s: {ratio:.2}x the time without");
-    assert!(ratio < 2.0, "stray 429s made the load {ratio:.2}x slower");
+    assert!(ratio < 2.5, "stray 429s made the load {ratio:.2}x slower");
 }
 
 #[tokio::test(start_paused = true)]
