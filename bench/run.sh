@@ -16,9 +16,12 @@ cd "$(dirname "$0")/.."
 cargo build --release --locked --quiet
 BIN=target/release/fhirgen
 WORK=$(mktemp -d)
-SINKS=()
+# start_sink runs in a command substitution (a subshell), so the stores it starts are noted
+# in a file, not a variable, for cleanup to stop.
 cleanup() {
-    for pid in "${SINKS[@]}"; do kill "$pid" 2>/dev/null || true; done
+    if [[ -f "$WORK/sinks" ]]; then
+        while read -r pid; do kill "$pid" 2>/dev/null || true; done <"$WORK/sinks"
+    fi
     rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -27,7 +30,7 @@ trap cleanup EXIT
 start_sink() {
     local out="$WORK/sink.$RANDOM"
     "$BIN" serve --port 0 "$@" >"$out" 2>/dev/null &
-    SINKS+=("$!")
+    echo "$!" >>"$WORK/sinks"
     for _ in $(seq 100); do
         if grep -q listening "$out"; then
             grep -o 'http://[0-9.:]*' "$out" | head -1
