@@ -46,6 +46,24 @@ pub fn report_error(error: &anyhow::Error) -> ExitCode {
     }
 }
 
+/// Prints `value` as one JSON line on stdout (a run's `--json` summary). A reader that went
+/// away (`| head -c0`) changes nothing about how the run went, so a closed stdout is not an
+/// error.
+pub fn print_json_line(value: &impl serde::Serialize) -> anyhow::Result<()> {
+    use std::io::Write;
+    let printed = (|| -> anyhow::Result<()> {
+        let mut stdout = io::stdout().lock();
+        serde_json::to_writer(&mut stdout, value)?;
+        stdout.write_all(b"\n")?;
+        stdout.flush()?;
+        Ok(())
+    })();
+    match printed {
+        Err(error) if !is_broken_pipe(&error) => Err(error),
+        _ => Ok(()),
+    }
+}
+
 pub fn is_broken_pipe(error: &anyhow::Error) -> bool {
     error.chain().any(|cause| {
         cause

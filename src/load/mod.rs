@@ -222,12 +222,7 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<ExitCode> {
         eprintln!("error: {reason}");
     }
     if args.json {
-        // A reader that went away (`| head -c0`) changes nothing about how the load went.
-        if let Err(error) = summary.print_json() {
-            if !exit::is_broken_pipe(&error) {
-                return Err(error);
-            }
-        }
+        exit::print_json_line(&summary)?;
     }
     // An input with nothing in it is a mistake (a wrong path, an export that wrote nothing),
     // not a load that stored everything.

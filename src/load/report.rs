@@ -191,15 +191,6 @@ impl Summary {
         }
         eprint!("{out}");
     }
-
-    pub fn print_json(&self) -> anyhow::Result<()> {
-        use std::io::Write;
-        let mut stdout = std::io::stdout().lock();
-        serde_json::to_writer(&mut stdout, self)?;
-        stdout.write_all(b"\n")?;
-        stdout.flush()?;
-        Ok(())
-    }
 }
 
 /// Says on stderr why resources were not stored, with the store's own words: the first few

@@ -222,11 +222,7 @@ pub async fn run(args: VerifyArgs) -> anyhow::Result<ExitCode> {
         report.print_text();
     }
     if settings.json {
-        if let Err(error) = report.print_json() {
-            if !exit::is_broken_pipe(&error) {
-                return Err(error);
-            }
-        }
+        exit::print_json_line(&report)?;
     }
     let code = if let Some(code) = interruption.exit_code() {
         code

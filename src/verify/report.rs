@@ -2,7 +2,6 @@
 //! and with `--json` one object on stdout.
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::ops::AddAssign;
 use std::time::Duration;
 
@@ -283,14 +282,6 @@ impl Report {
             problems.push("stopped before the end".to_owned());
         }
         format!("FAILED: {}", problems.join("; "))
-    }
-
-    pub fn print_json(&self) -> anyhow::Result<()> {
-        let mut stdout = std::io::stdout().lock();
-        serde_json::to_writer(&mut stdout, self)?;
-        stdout.write_all(b"\n")?;
-        stdout.flush()?;
-        Ok(())
     }
 }
 
