@@ -100,19 +100,11 @@ impl Resource {
             .to_owned()
     }
 
-    /// The code of this resource's source-key tag: the one it carries, else a UUID v5 of its
-    /// JSON as read (before references are rewritten), the same on every run and in every mode.
+    /// The code of this resource's source-key tag: the one it carries, else [`source_key`] of
+    /// its JSON as read (before references are rewritten), the same on every run and in every
+    /// mode, and the same the input reader gives.
     pub fn source_tag(&self) -> String {
-        let carried = self.body["meta"]["tag"].as_array().and_then(|tags| {
-            tags.iter()
-                .find(|tag| tag["system"] == SOURCE_KEY_SYSTEM)
-                .and_then(|tag| tag["code"].as_str())
-        });
-        if let Some(code) = carried {
-            return code.to_owned();
-        }
-        let json = serde_json::to_vec(&self.body).expect("JSON values always serialize");
-        uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_URL, &json).to_string()
+        source_key(&self.body)
     }
 
     /// A reference that finds this resource by identifier (`Type?identifier=system|value`):
@@ -165,6 +157,115 @@ pub fn query_for_url(condition: &str) -> String {
         }
     }
     out
+}
+
+/// The source key of a resource without an identifier of its own: the one it was given
+/// before (a `--failed` line fed back, whose references now point at store ids; a resource
+/// the input reader tagged), else a UUID v5 over its content.
+///
+/// The content is the resource as read, with object keys sorted, less what describes the
+/// copy rather than the resource (`meta.versionId`, `meta.lastUpdated`, `meta.source`, which
+/// an export sets) and less a source key itself. The `id` is in it: two resources that differ
+/// only by id are two resources. The key is a bare UUID: never a `urn:uuid:`, a fullUrl or a
+/// reference, which servers rewrite inside transactions.
+pub fn source_key(body: &Value) -> String {
+    if let Some(recorded) = recorded_source_key(body) {
+        return recorded.to_owned();
+    }
+    let mut canonical = Vec::with_capacity(1024);
+    write_canonical(body, 0, &mut canonical);
+    uuid::Uuid::new_v5(&SOURCE_KEY_NAMESPACE, &canonical).to_string()
+}
+
+/// The namespace of content keys: the UUID v5 of the source-key system in the URL namespace.
+const SOURCE_KEY_NAMESPACE: uuid::Uuid =
+    uuid::Uuid::from_u128(0x467608fe_5711_5484_845d_88b9b693fad3);
+
+/// The source key a resource already carries, as an identifier or a tag.
+pub fn recorded_source_key(body: &Value) -> Option<&str> {
+    fn in_list<'a>(list: &'a Value, field: &str) -> Option<&'a str> {
+        list.as_array()?
+            .iter()
+            .find(|item| is_source_key_system(&item["system"]))
+            .and_then(|item| item[field].as_str())
+    }
+    in_list(&body["identifier"], "value").or_else(|| in_list(&body["meta"]["tag"], "code"))
+}
+
+/// `value` as compact JSON with object keys sorted; at the top (`depth` 0) and in its `meta`,
+/// what differs between copies of the same resource is left out.
+fn write_canonical(value: &Value, depth: usize, out: &mut Vec<u8>) {
+    match value {
+        Value::Object(map) => {
+            let mut keys: Vec<&String> = map.keys().collect();
+            keys.sort();
+            out.push(b'{');
+            let mut first = true;
+            for key in keys {
+                let child = &map[key.as_str()];
+                let left_out = match (depth, key.as_str()) {
+                    (0, "meta") => !describes_the_resource(child),
+                    (1, "versionId" | "lastUpdated" | "source") => true,
+                    _ => false,
+                };
+                if left_out {
+                    continue;
+                }
+                if !first {
+                    out.push(b',');
+                }
+                first = false;
+                serde_json::to_writer(&mut *out, key).expect("strings serialize");
+                out.push(b':');
+                match (depth, key.as_str(), child) {
+                    (0, "meta", _) => write_canonical(child, 1, out),
+                    (0, "identifier", Value::Array(ids)) | (1, "tag", Value::Array(ids)) => {
+                        write_list_without_source_keys(ids, out)
+                    }
+                    _ => write_canonical(child, 2, out),
+                }
+            }
+            out.push(b'}');
+        }
+        Value::Array(items) => {
+            out.push(b'[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_canonical(item, 2, out);
+            }
+            out.push(b']');
+        }
+        scalar => serde_json::to_writer(&mut *out, scalar).expect("scalars serialize"),
+    }
+}
+
+/// Whether `meta` holds more than what an export stamps on its copy and a source-key tag.
+fn describes_the_resource(meta: &Value) -> bool {
+    let Some(meta) = meta.as_object() else {
+        return true;
+    };
+    meta.iter().any(|(key, value)| match key.as_str() {
+        "versionId" | "lastUpdated" | "source" => false,
+        "tag" => value
+            .as_array()
+            .is_none_or(|tags| tags.iter().any(|tag| !is_source_key_system(&tag["system"]))),
+        _ => true,
+    })
+}
+
+fn write_list_without_source_keys(items: &[Value], out: &mut Vec<u8>) {
+    let kept: Vec<Value> = items
+        .iter()
+        .filter(|item| !is_source_key_system(&item["system"]))
+        .cloned()
+        .collect();
+    write_canonical(&Value::Array(kept), 2, out);
+}
+
+fn is_source_key_system(system: &Value) -> bool {
+    system == SOURCE_KEY_SYSTEM
 }
 
 /// FHIR's `id` datatype: 1 to 64 of `A-Z a-z 0-9 - .`.

@@ -7,22 +7,10 @@ use std::collections::HashMap;
 use serde_json::{Value, json};
 
 use super::types;
-use crate::fhir::{IDENTIFIER_SYSTEM_BASE, Resource, for_each_reference_mut};
+use crate::fhir::{
+    Resource, SOURCE_KEY_SYSTEM, for_each_reference_mut, recorded_source_key, source_key,
+};
 use crate::load::failed::unwrap_failed_line;
-
-/// The `identifier.system` (and `meta.tag.system`) of the source key given to input resources
-/// that have no identifier with a system and a value.
-pub(super) fn source_key_system() -> String {
-    format!("{IDENTIFIER_SYSTEM_BASE}/source-key")
-}
-
-fn is_source_key_system(system: &Value) -> bool {
-    system.as_str().is_some_and(|system| {
-        system
-            .strip_prefix(IDENTIFIER_SYSTEM_BASE)
-            .is_some_and(|rest| rest == "/source-key")
-    })
-}
 
 /// Where a value was read, for messages.
 pub(super) struct Origin<'a> {
@@ -39,109 +27,6 @@ impl Origin<'_> {
     pub fn entry_source(&self, entry: usize) -> String {
         format!("{}:{}#entry {entry}", self.label, self.line)
     }
-}
-
-/// The source key of a resource: the one it was given when it was read before (a `--failed`
-/// line fed back, whose references now point at store ids), else a UUID v5 over its content.
-///
-/// The content is the resource as read, with object keys sorted, less what describes the
-/// copy rather than the resource (`meta.versionId`, `meta.lastUpdated`, `meta.source`, which
-/// an export sets) and less a source key itself. The `id` is in it: two resources that differ
-/// only by id are two resources. The key is a bare UUID: never a `urn:uuid:`, a fullUrl or a
-/// reference, which servers rewrite inside transactions.
-fn source_key(body: &Value) -> String {
-    if let Some(recorded) = recorded_source_key(body) {
-        return recorded.to_owned();
-    }
-    let mut canonical = Vec::with_capacity(1024);
-    write_canonical(body, 0, &mut canonical);
-    uuid::Uuid::new_v5(&SOURCE_KEY_NAMESPACE, &canonical).to_string()
-}
-
-/// The namespace of content keys: the UUID v5 of the source-key system in the URL namespace.
-const SOURCE_KEY_NAMESPACE: uuid::Uuid =
-    uuid::Uuid::from_u128(0x467608fe_5711_5484_845d_88b9b693fad3);
-
-fn recorded_source_key(body: &Value) -> Option<&str> {
-    fn in_list<'a>(list: &'a Value, field: &str) -> Option<&'a str> {
-        list.as_array()?
-            .iter()
-            .find(|item| is_source_key_system(&item["system"]))
-            .and_then(|item| item[field].as_str())
-    }
-    in_list(&body["identifier"], "value").or_else(|| in_list(&body["meta"]["tag"], "code"))
-}
-
-/// `value` as compact JSON with object keys sorted; at the top (`depth` 0) and in its `meta`,
-/// what differs between copies of the same resource is left out.
-fn write_canonical(value: &Value, depth: usize, out: &mut Vec<u8>) {
-    match value {
-        Value::Object(map) => {
-            let mut keys: Vec<&String> = map.keys().collect();
-            keys.sort();
-            out.push(b'{');
-            let mut first = true;
-            for key in keys {
-                let child = &map[key.as_str()];
-                let left_out = match (depth, key.as_str()) {
-                    (0, "meta") => !describes_the_resource(child),
-                    (1, "versionId" | "lastUpdated" | "source") => true,
-                    _ => false,
-                };
-                if left_out {
-                    continue;
-                }
-                if !first {
-                    out.push(b',');
-                }
-                first = false;
-                serde_json::to_writer(&mut *out, key).expect("strings serialize");
-                out.push(b':');
-                match (depth, key.as_str(), child) {
-                    (0, "meta", _) => write_canonical(child, 1, out),
-                    (0, "identifier", Value::Array(ids)) | (1, "tag", Value::Array(ids)) => {
-                        write_list_without_source_keys(ids, out)
-                    }
-                    _ => write_canonical(child, 2, out),
-                }
-            }
-            out.push(b'}');
-        }
-        Value::Array(items) => {
-            out.push(b'[');
-            for (i, item) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                write_canonical(item, 2, out);
-            }
-            out.push(b']');
-        }
-        scalar => serde_json::to_writer(&mut *out, scalar).expect("scalars serialize"),
-    }
-}
-
-/// Whether `meta` holds more than what an export stamps on its copy and a source-key tag.
-fn describes_the_resource(meta: &Value) -> bool {
-    let Some(meta) = meta.as_object() else {
-        return true;
-    };
-    meta.iter().any(|(key, value)| match key.as_str() {
-        "versionId" | "lastUpdated" | "source" => false,
-        "tag" => value
-            .as_array()
-            .is_none_or(|tags| tags.iter().any(|tag| !is_source_key_system(&tag["system"]))),
-        _ => true,
-    })
-}
-
-fn write_list_without_source_keys(items: &[Value], out: &mut Vec<u8>) {
-    let kept: Vec<Value> = items
-        .iter()
-        .filter(|item| !is_source_key_system(&item["system"]))
-        .cloned()
-        .collect();
-    write_canonical(&Value::Array(kept), 2, out);
 }
 
 pub(super) enum Unpacked {
@@ -306,19 +191,19 @@ fn with_source_key(key: String, mut body: Value) -> Resource {
         match body.get("identifier") {
             None => {
                 let value = source_key(&body);
-                body["identifier"] = json!([{"system": source_key_system(), "value": value}]);
+                body["identifier"] = json!([{"system": SOURCE_KEY_SYSTEM, "value": value}]);
             }
             Some(Value::Array(ids)) if !usable(ids) => {
                 let value = source_key(&body);
                 if let Some(Value::Array(ids)) = body.get_mut("identifier") {
-                    ids.push(json!({"system": source_key_system(), "value": value}));
+                    ids.push(json!({"system": SOURCE_KEY_SYSTEM, "value": value}));
                 }
             }
             Some(_) => {}
         }
     } else if body.is_object() && recorded_source_key(&body).is_none() {
         let code = source_key(&body);
-        let tag = json!({"system": source_key_system(), "code": code});
+        let tag = json!({"system": SOURCE_KEY_SYSTEM, "code": code});
         match body.get_mut("meta") {
             Some(Value::Object(meta)) => match meta.get_mut("tag") {
                 Some(Value::Array(tags)) => tags.push(tag),
