@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::cli::{LoadArgs, LoadMode, SeedArg, VerifyArgs};
 use crate::exit;
-use crate::fhir::{Resource, SOURCE_KEY_SYSTEM, query_for_url};
+use crate::fhir::{Resource, SOURCE_KEY_SYSTEM, query_for_url, recorded_source_key};
 use crate::load::client::{ClientOptions, Network, Reply, SendError, StoreClient, StoreRequest};
 use crate::load::limiter::{Limiter, LimiterOptions};
 use crate::load::retry::RetryPolicy;
@@ -54,11 +54,9 @@ struct Lookup {
 
 impl Lookup {
     fn of(resource: &Resource) -> Self {
-        let tagged = resource.body["meta"]["tag"]
-            .as_array()
-            .is_some_and(|tags| tags.iter().any(|tag| tag["system"] == SOURCE_KEY_SYSTEM));
         let identifier = resource.conditional_query().or_else(|| {
-            tagged.then(|| format!("_tag={SOURCE_KEY_SYSTEM}|{}", resource.source_tag()))
+            recorded_source_key(&resource.body)
+                .map(|code| format!("_tag={SOURCE_KEY_SYSTEM}|{code}"))
         });
         Self {
             resource_type: resource.resource_type().to_owned(),
