@@ -428,18 +428,23 @@ mod tests {
         }
     }
 
+    /// What the bar draws at 19,827 stored, on a terminal that keeps it.
+    fn drawn(total: Option<u64>, throttled: bool) -> String {
+        let screen = Screen::default();
+        let bar = ProgressBar::with_draw_target(
+            total,
+            ProgressDrawTarget::term_like(Box::new(screen.clone())),
+        );
+        bar.set_style(bar_style(total.is_some(), throttled));
+        bar.set_position(19_827);
+        bar.force_draw();
+        screen.0.lock().unwrap().clone()
+    }
+
     #[test]
     fn the_rate_is_a_whole_number() {
         for total in [Some(100_000), None] {
-            let screen = Screen::default();
-            let bar = ProgressBar::with_draw_target(
-                total,
-                ProgressDrawTarget::term_like(Box::new(screen.clone())),
-            );
-            bar.set_style(bar_style(total.is_some(), false));
-            bar.set_position(19_827);
-            bar.force_draw();
-            let drawn = screen.0.lock().unwrap().clone();
+            let drawn = drawn(total, false);
             let (_, after) = drawn.split_once('(').expect("the rate is drawn");
             let (rate, _) = after.split_once("/s").expect("the rate is drawn");
             assert!(!rate.is_empty(), "{drawn}");
@@ -453,15 +458,7 @@ mod tests {
     #[test]
     fn a_throttled_load_says_so_instead_of_an_eta() {
         for total in [Some(100_000), None] {
-            let screen = Screen::default();
-            let bar = ProgressBar::with_draw_target(
-                total,
-                ProgressDrawTarget::term_like(Box::new(screen.clone())),
-            );
-            bar.set_style(bar_style(total.is_some(), true));
-            bar.set_position(19_827);
-            bar.force_draw();
-            let drawn = screen.0.lock().unwrap().clone();
+            let drawn = drawn(total, true);
             assert!(drawn.contains("throttled by the store"), "{drawn}");
             assert!(!drawn.contains("ETA"), "{drawn}");
         }
