@@ -206,6 +206,10 @@ impl Limiter {
         let mut state = self.state.lock().expect("limiter lock");
         let now = Instant::now();
         let mut own_wait = Duration::ZERO;
+        // Waiters care only when an episode begins or ends or a probe comes back: an ordinary
+        // answer wakes nobody.
+        let wakes = permit.probe;
+        let epoch = state.epoch;
         match outcome {
             Outcome::Answered => {
                 state.cycle_ops += u64::from(permit.ops);
@@ -263,8 +267,11 @@ impl Limiter {
                 }
             }
         }
+        let changed = wakes || state.epoch != epoch;
         drop(state);
-        self.changed.notify_waiters();
+        if changed {
+            self.changed.notify_waiters();
+        }
         own_wait
     }
 
