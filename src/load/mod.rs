@@ -77,7 +77,7 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<ExitCode> {
         target.credentials,
         ClientOptions {
             workers: args.workers,
-            timeout: Duration::from_secs_f64(args.connection.timeout),
+            timeout: args.connection.timeout()?,
             retry: RetryPolicy::new(args.connection.max_retries, args.connection.min_backoff),
             limiter: limiter.clone(),
             max_throttle_wait: args.connection.max_throttle_wait,
@@ -252,14 +252,7 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn check_flags(args: &LoadArgs) -> anyhow::Result<()> {
-    if !(args.connection.timeout > 0.0
-        && Duration::try_from_secs_f64(args.connection.timeout).is_ok())
-    {
-        return Err(exit::usage(format!(
-            "--timeout {} must be a positive number of seconds",
-            args.connection.timeout
-        )));
-    }
+    args.connection.timeout()?;
     let rate_ok = args.rate == 0.0
         || (args.rate > 0.0 && Duration::try_from_secs_f64(1.0 / args.rate).is_ok());
     if !rate_ok {

@@ -12,7 +12,7 @@ mod report;
 use std::collections::{BTreeMap, BinaryHeap};
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::Context;
 use bytes::Bytes;
@@ -147,14 +147,7 @@ pub async fn run(args: VerifyArgs) -> anyhow::Result<ExitCode> {
              (its summary prints it)",
         ));
     }
-    if !(args.connection.timeout > 0.0
-        && Duration::try_from_secs_f64(args.connection.timeout).is_ok())
-    {
-        return Err(exit::usage(format!(
-            "--timeout {} must be a positive number of seconds",
-            args.connection.timeout
-        )));
-    }
+    args.connection.timeout()?;
     let settings = Settings::from(&args);
     let load = load_args(args);
     let source = source::open(&load).await?;
@@ -165,7 +158,7 @@ pub async fn run(args: VerifyArgs) -> anyhow::Result<ExitCode> {
         target.credentials,
         ClientOptions {
             workers: settings.workers,
-            timeout: Duration::from_secs_f64(load.connection.timeout),
+            timeout: load.connection.timeout()?,
             retry: RetryPolicy::new(load.connection.max_retries, load.connection.min_backoff),
             limiter: Arc::new(Limiter::new(LimiterOptions {
                 min_probe_delay: load.connection.min_backoff,
