@@ -11,7 +11,6 @@ use anyhow::Context;
 use bytes::Bytes;
 use http::header::{AUTHORIZATION, CONTENT_TYPE, HeaderName, HeaderValue, LOCATION, USER_AGENT};
 use http::{Method, StatusCode};
-use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
 use reqwest::Url;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -108,6 +107,9 @@ pub struct StoreClient {
     http: reqwest::Client,
     /// The FHIR base without a trailing slash or query; request URIs are this plus a path.
     base: String,
+    /// The same, parsed once: each request's URL is a copy with its path segments added,
+    /// which costs far less than parsing a whole URL per request.
+    base_url: Url,
     /// A query the base URL carried (`?api_key=...`): it goes on every request, after the
     /// request's own path.
     base_query: Option<String>,
@@ -206,20 +208,6 @@ const X_GOOG_USER_PROJECT: HeaderName = HeaderName::from_static("x-goog-user-pro
 
 const PREFER: HeaderName = HeaderName::from_static("prefer");
 const IF_NONE_EXIST: HeaderName = HeaderName::from_static("if-none-exist");
-/// What must be escaped in a path segment (an id read from a file could hold anything).
-const SEGMENT: &AsciiSet = &CONTROLS
-    .add(b' ')
-    .add(b'"')
-    .add(b'#')
-    .add(b'%')
-    .add(b'/')
-    .add(b'<')
-    .add(b'>')
-    .add(b'?')
-    .add(b'`')
-    .add(b'{')
-    .add(b'}');
-
 impl StoreClient {
     /// `base` is an http(s) URL without credentials in it (the caller turns those into
     /// `credentials`).
@@ -234,27 +222,43 @@ impl StoreClient {
             None => (base, None),
         };
         let base = base.trim_end_matches('/').to_owned();
-        Url::parse(&base).with_context(|| {
-            format!(
-                "`{}` is not a URL an HTTP request can go to",
-                crate::secret::redact_url(&base)
-            )
-        })?;
+        let base_url = Url::parse(&base)
+            .ok()
+            .filter(|url| !url.cannot_be_a_base())
+            .with_context(|| {
+                format!(
+                    "`{}` is not a URL an HTTP request can go to",
+                    crate::secret::redact_url(&base)
+                )
+            })?;
         let builder = options
             .network
             .builder()?
             .connect_timeout(Duration::from_secs(10).min(options.timeout))
             .pool_max_idle_per_host(options.workers as usize);
         // Over TLS the versions are offered by ALPN; plain http is HTTP/1.1 unless told.
+        let http1_only = match options.http {
+            HttpVersion::Auto => base_url.scheme() == "http",
+            HttpVersion::Http1 => true,
+            HttpVersion::Http2 => false,
+        };
         let builder = match options.http {
             HttpVersion::Auto => builder,
             HttpVersion::Http1 => builder.http1_only(),
             HttpVersion::Http2 => builder.http2_prior_knowledge(),
         };
+        // reqwest's own retries only resend HTTP/2 streams the server refused unprocessed; over
+        // HTTP/1.1 they never apply, yet keeping them copies every request's headers.
+        let builder = if http1_only {
+            builder.retry(reqwest::retry::never().max_retries_per_request(0))
+        } else {
+            builder
+        };
         let http = builder.build().context("cannot set up the HTTP client")?;
         Ok(Self {
             http,
             base,
+            base_url,
             base_query,
             timeout: options.timeout,
             credentials,
@@ -288,18 +292,19 @@ impl StoreClient {
             Some((segments, query)) => (segments, Some(query)),
             None => (path, None),
         };
-        let mut uri = String::with_capacity(self.base.len() + 1 + path.len());
-        uri.push_str(&self.base);
-        for segment in segments.split('/').filter(|s| !s.is_empty()) {
-            uri.push('/');
-            uri.extend(utf8_percent_encode(segment, SEGMENT));
+        let mut uri = self.base_url.clone();
+        uri.path_segments_mut()
+            .map_err(|()| format!("cannot make a request URL for `{path}`"))?
+            .extend(segments.split('/').filter(|s| !s.is_empty()));
+        let queries: Vec<&str> = [self.base_query.as_deref(), query]
+            .into_iter()
+            .flatten()
+            .filter(|query| !query.is_empty())
+            .collect();
+        if !queries.is_empty() {
+            uri.set_query(Some(&queries.join("&")));
         }
-        let queries = [self.base_query.as_deref(), query];
-        for (n, query) in queries.into_iter().flatten().enumerate() {
-            uri.push(if n == 0 { '?' } else { '&' });
-            uri.push_str(query);
-        }
-        Url::parse(&uri).map_err(|e| format!("cannot make a request URL for `{path}`: {e}"))
+        Ok(uri)
     }
 
     /// Sends `request`, retrying transient failures with backoff; every attempt lands in `stats`.
@@ -778,6 +783,50 @@ mod tests {
         );
         assert_eq!(store_message(b"  "), "(no message)");
         assert_eq!(store_message(b"<html>oops</html>"), "<html>oops</html>");
+    }
+
+    fn client_for(base: &str) -> StoreClient {
+        let options = ClientOptions {
+            workers: 1,
+            timeout: Duration::from_secs(5),
+            retry: RetryPolicy::new(0, Duration::from_millis(1)),
+            limiter: Arc::new(Limiter::new(Default::default())),
+            max_throttle_wait: Duration::from_secs(1),
+            http: HttpVersion::Auto,
+            network: Network::default(),
+        };
+        StoreClient::new(base, Credentials::none(), options, CancellationToken::new()).unwrap()
+    }
+
+    #[test]
+    fn request_urls_escape_ids_and_keep_the_base_query() {
+        let client = client_for("http://127.0.0.1:1/r4/fhir/");
+        let url = |path: &str| client.uri(path).unwrap().to_string();
+        assert_eq!(url("Patient"), "http://127.0.0.1:1/r4/fhir/Patient");
+        assert_eq!(url(""), "http://127.0.0.1:1/r4/fhir");
+        // An id read from a file can hold anything: it stays one segment, and `..` climbs nowhere.
+        assert_eq!(
+            url("Patient/a b#c%d?"),
+            "http://127.0.0.1:1/r4/fhir/Patient/a%20b%23c%25d"
+        );
+        assert_eq!(url("Patient/../x"), "http://127.0.0.1:1/r4/fhir/Patient/x");
+        assert_eq!(
+            url("Patient?identifier=urn:x%7C1"),
+            "http://127.0.0.1:1/r4/fhir/Patient?identifier=urn:x%7C1"
+        );
+        assert_eq!(
+            url("https://other.example/v1/settings"),
+            "https://other.example/v1/settings"
+        );
+        let keyed = client_for("http://127.0.0.1:1/fhir?api_key=k");
+        assert_eq!(
+            keyed.uri("Patient?identifier=a%7Cb").unwrap().to_string(),
+            "http://127.0.0.1:1/fhir/Patient?api_key=k&identifier=a%7Cb"
+        );
+        assert_eq!(
+            keyed.uri("Patient").unwrap().to_string(),
+            "http://127.0.0.1:1/fhir/Patient?api_key=k"
+        );
     }
 
     #[test]
