@@ -5,6 +5,7 @@ mod adc;
 mod external;
 mod impersonate;
 mod refresh;
+mod service_account;
 mod token;
 mod user;
 
