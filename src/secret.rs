@@ -3,6 +3,7 @@
 
 use std::fmt;
 use std::str::FromStr;
+use std::sync::OnceLock;
 
 #[derive(Clone, PartialEq, Eq)]
 pub struct SecretString(String);
@@ -95,6 +96,47 @@ fn redact_query(query: &str) -> String {
         .join("&")
 }
 
+/// The secrets in the proxy URLs the environment names (HTTPS_PROXY, HTTP_PROXY, ALL_PROXY, in
+/// either case), read once: a proxy's error page, or a store behind it, may echo them.
+pub fn proxy_secrets() -> &'static [String] {
+    static SECRETS: OnceLock<Vec<String>> = OnceLock::new();
+    SECRETS.get_or_init(|| {
+        ["HTTPS_PROXY", "HTTP_PROXY", "ALL_PROXY"]
+            .iter()
+            .flat_map(|name| [name.to_string(), name.to_lowercase()])
+            .filter_map(|name| std::env::var(name).ok())
+            .flat_map(|url| userinfo_secrets(&url))
+            .collect()
+    })
+}
+
+/// The secret of `user:password@` in `url` in each form it may be echoed: as written,
+/// percent-decoded, and as the Basic credential sent in Proxy-Authorization. Without a
+/// password the user name is the secret (an API key as the user, as some proxies take).
+fn userinfo_secrets(url: &str) -> Vec<String> {
+    use base64::Engine;
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let Some((userinfo, _)) = rest.rsplit_once('@') else {
+        return Vec::new();
+    };
+    let decode = |part: &str| {
+        percent_encoding::percent_decode_str(part)
+            .decode_utf8_lossy()
+            .into_owned()
+    };
+    let (user, password) = userinfo.split_once(':').unwrap_or((userinfo, ""));
+    let basic = base64::engine::general_purpose::STANDARD.encode(format!(
+        "{}:{}",
+        decode(user),
+        decode(password)
+    ));
+    let secret = if password.is_empty() { user } else { password };
+    let mut secrets = vec![basic, secret.to_owned(), decode(secret)];
+    secrets.retain(|s| !s.is_empty());
+    secrets.dedup();
+    secrets
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -104,6 +146,21 @@ mod tests {
         let token = SecretString::new("ya29.secret");
         assert_eq!(format!("{token:?} {token}"), "(redacted) (redacted)");
         assert_eq!(token.expose(), "ya29.secret");
+    }
+
+    #[test]
+    fn a_proxy_password_is_cut_in_every_form_it_is_sent() {
+        assert_eq!(
+            userinfo_secrets("http://loader:pa%24%24@proxy.corp:3128"),
+            // base64("loader:pa$$")
+            ["bG9hZGVyOnBhJCQ=", "pa%24%24", "pa$$"]
+        );
+        // base64("k3y-as-user:")
+        assert_eq!(
+            userinfo_secrets("k3y-as-user@proxy.corp:3128"),
+            ["azN5LWFzLXVzZXI6", "k3y-as-user"]
+        );
+        assert!(userinfo_secrets("http://proxy.corp:3128").is_empty());
     }
 
     #[test]

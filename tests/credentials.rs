@@ -240,6 +240,16 @@ async fn unusable_credential_files_name_the_field_that_is_wrong() {
         .remove("client_secret");
     let mut plain_http_sts = external_account(&stand_in, json!({ "file": "/nonexistent" }));
     plain_http_sts["token_url"] = json!("http://sts.example.com/v1/token");
+    let key = || service_account(KEY_ACCOUNT, &stand_in.url("/sa/token"));
+    let mut key_without_email = key();
+    key_without_email
+        .as_object_mut()
+        .unwrap()
+        .remove("client_email");
+    let mut key_not_pem = key();
+    key_not_pem["private_key"] = json!("-----BEGIN PRIVATE KEY-----\nnot a key\n");
+    let mut key_over_plain_http = key();
+    key_over_plain_http["token_uri"] = json!("http://oauth2.example.com/token");
     let cases = [
         (no_token_url, "`token_url` is missing"),
         (aws, "`credential_source.environment_id`"),
@@ -253,6 +263,9 @@ async fn unusable_credential_files_name_the_field_that_is_wrong() {
             "`type` is not one fhirgen knows",
         ),
         (plain_http_sts, "`token_url` must be an https URL"),
+        (key_without_email, "`client_email` is missing"),
+        (key_not_pem, "`private_key` is not a usable PKCS#8 RSA key"),
+        (key_over_plain_http, "`token_uri` must be an https URL"),
     ];
     for (index, (content, expected)) in cases.into_iter().enumerate() {
         let kind = content["type"].as_str().unwrap().to_owned();
@@ -287,6 +300,97 @@ async fn a_refused_refresh_token_names_the_credential() {
     assert!(stderr.contains(&file.display().to_string()), "{stderr}");
     assert!(stderr.contains("400"), "{stderr}");
     assert_no_secrets(&output, &[], &["a-revoked-refresh-token-4444"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn service_account_key_signs_an_assertion_for_its_token_uri() {
+    let stand_in = start_google().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut key = service_account(KEY_ACCOUNT, &stand_in.url("/sa/token"));
+    key["quota_project_id"] = json!("key-project");
+    let file = write_json(dir.path(), "key.json", &key);
+    let mut command = load_command(&stand_in);
+    command.env("GOOGLE_APPLICATION_CREDENTIALS", &file);
+    let output = loads_with(command, &stand_in, KEY_TOKEN, Some("key-project")).await;
+    assert_no_secrets(&output, &[], &[&private_key_line()]);
+    // The stand-in checked the signature and the claims; one token for the run.
+    assert_eq!(stand_in.seen.token_paths(), ["/sa/token"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn service_account_key_is_a_source_for_impersonation() {
+    let stand_in = start_google().await;
+    let dir = tempfile::tempdir().unwrap();
+    let key = service_account(KEY_ACCOUNT, &stand_in.url("/sa/token"));
+    let file = write_json(dir.path(), "key.json", &key);
+    let mut command = load_command(&stand_in);
+    command
+        .env("GOOGLE_APPLICATION_CREDENTIALS", &file)
+        .env("FHIRGEN_IAM_CREDENTIALS_ENDPOINT", stand_in.endpoint())
+        .args(["--impersonate-service-account", LOADER]);
+    let output = loads_with(command, &stand_in, &impersonated_token(LOADER), None).await;
+    assert_no_secrets(&output, &[], &[&private_key_line()]);
+    let through_iam = [
+        "/sa/token".to_owned(),
+        format!("/iam/{LOADER}:generateAccessToken"),
+    ];
+    assert_eq!(stand_in.seen.token_paths(), through_iam);
+
+    // The key as an impersonated_service_account file's source_credentials.
+    let stand_in = start_google().await;
+    let file = write_json(
+        dir.path(),
+        "impersonated.json",
+        &json!({
+            "type": "impersonated_service_account",
+            "service_account_impersonation_url": stand_in.impersonation_url(LOADER),
+            "source_credentials": service_account(KEY_ACCOUNT, &stand_in.url("/sa/token")),
+        }),
+    );
+    let mut command = load_command(&stand_in);
+    command.env("GOOGLE_APPLICATION_CREDENTIALS", &file);
+    let output = loads_with(command, &stand_in, &impersonated_token(LOADER), None).await;
+    assert_no_secrets(&output, &[], &[&private_key_line()]);
+    assert_eq!(stand_in.seen.token_paths(), through_iam);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_service_account_key_names_the_file_and_the_account() {
+    let stand_in = start_google().await;
+    let dir = tempfile::tempdir().unwrap();
+    let key = service_account(DELETED_ACCOUNT, &stand_in.url("/sa/token"));
+    let file = write_json(dir.path(), "key.json", &key);
+    let mut command = load_command(&stand_in);
+    command.env("GOOGLE_APPLICATION_CREDENTIALS", &file);
+    let output = run(command).await;
+    assert_exit(&output, 2);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    for expected in [
+        "service_account",
+        &file.display().to_string(),
+        DELETED_ACCOUNT,
+        "400",
+        // The endpoint's own message, then what to do about it.
+        "Invalid grant: account not found",
+        "gcloud iam service-accounts keys list",
+    ] {
+        assert!(
+            stderr.contains(expected),
+            "expected `{expected}`:\n{stderr}"
+        );
+    }
+    let requests = stand_in.seen.token_requests.lock().unwrap().clone();
+    let [(path, form)] = &requests[..] else {
+        panic!("{requests:?}");
+    };
+    assert_eq!(path, "/sa/token");
+    let assertion = form
+        .split("\"assertion\": \"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap();
+    assert_no_secrets(&output, &[], &[&private_key_line(), assertion]);
+    assert!(stand_in.seen.store_authorizations().is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

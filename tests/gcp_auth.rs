@@ -1,33 +1,46 @@
-//! `load --store` through the real gcp_auth path: a generated service-account key whose
-//! `token_uri` is a token endpoint on 127.0.0.1, and a store that demands the token it issues.
+//! `load --store` with a service-account key: a generated key (parsed and signing with
+//! gcp_auth) whose `token_uri` is a token endpoint on 127.0.0.1 that checks the signed
+//! assertion, and a store that demands the token it issues.
 
 mod common;
+#[path = "common/google.rs"]
+mod google;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use axum::Router;
 use axum::routing::post;
+use axum::{Form, Router};
 use common::*;
 use fhirgen::emulator::EmulatorOptions;
 use fhirgen::secret::SecretString;
-use rsa::pkcs8::{EncodePrivateKey, LineEnding};
 
 const ISSUED_TOKEN: &str = "test-token-issued-by-the-local-endpoint";
+
+/// Panics (failing the token request, and so the load) unless the assertion is signed by the
+/// generated key and names `token_uri`.
+fn check_assertion(form: &HashMap<String, String>, token_uri: &str) {
+    let key = google::service_account_key().to_public_key();
+    if let Err(reason) = google::check_assertion(form, &key, &[token_uri.to_owned()]) {
+        panic!("a wrong service-account assertion: {reason}");
+    }
+}
 
 /// A token endpoint that counts its calls and always issues the same hour-long token.
 async fn start_token_endpoint() -> (String, Arc<AtomicU64>) {
     let calls = Arc::new(AtomicU64::new(0));
     let counter = calls.clone();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/token", listener.local_addr().unwrap());
+    let token_uri = url.clone();
     let app = Router::new().route(
         "/token",
-        post(move |body: String| {
+        post(move |Form(form): Form<HashMap<String, String>>| {
             let counter = counter.clone();
+            let token_uri = token_uri.clone();
             async move {
-                assert!(
-                    body.contains("assertion="),
-                    "a signed JWT is exchanged: {body}"
-                );
+                check_assertion(&form, &token_uri);
                 counter.fetch_add(1, Ordering::SeqCst);
                 axum::Json(serde_json::json!({
                     "access_token": ISSUED_TOKEN,
@@ -37,22 +50,12 @@ async fn start_token_endpoint() -> (String, Arc<AtomicU64>) {
             }
         }),
     );
-    let url = format!("http://{}/token", serve_on_loopback(app).await);
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
     (url, calls)
 }
 
 fn write_service_account(dir: &std::path::Path, token_uri: &str) -> std::path::PathBuf {
-    let key = rsa::RsaPrivateKey::new(&mut rand08::rngs::OsRng, 2048).unwrap();
-    let pem = key.to_pkcs8_pem(LineEnding::LF).unwrap();
-    let account = serde_json::json!({
-        "type": "service_account",
-        "project_id": "fhirgen-test",
-        "private_key_id": "0000000000000000000000000000000000000000",
-        "private_key": pem.as_str(),
-        "client_email": "loader@fhirgen-test.iam.gserviceaccount.com",
-        "client_id": "1",
-        "token_uri": token_uri,
-    });
+    let account = google::service_account("loader@fhirgen-test.iam.gserviceaccount.com", token_uri);
     let path = dir.join("service-account.json");
     std::fs::write(&path, serde_json::to_vec_pretty(&account).unwrap()).unwrap();
     path
@@ -153,11 +156,17 @@ async fn an_expiring_token_is_renewed_mid_run() {
 
     let issued: Arc<std::sync::Mutex<Vec<String>>> = Arc::default();
     let issuer = issued.clone();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let token_uri = format!("http://{}/token", listener.local_addr().unwrap());
+    let audience = token_uri.clone();
     let token_app = Router::new().route(
         "/token",
-        post(move || {
+        post(move |Form(form): Form<HashMap<String, String>>| {
             let issuer = issuer.clone();
+            let audience = audience.clone();
             async move {
+                // Each renewal signs a new assertion.
+                check_assertion(&form, &audience);
                 let mut issued = issuer.lock().unwrap();
                 let token = format!("short-lived-token-{}", issued.len());
                 issued.push(token.clone());
@@ -165,7 +174,7 @@ async fn an_expiring_token_is_renewed_mid_run() {
             }
         }),
     );
-    let token_uri = format!("http://{}/token", serve_on_loopback(token_app).await);
+    tokio::spawn(async move { axum::serve(listener, token_app).await.unwrap() });
 
     let store_app = Router::new()
         .route(

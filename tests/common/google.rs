@@ -1,12 +1,13 @@
 //! A stand-in for Google's token endpoints and a FHIR store, all on one loopback port: the
-//! OAuth token endpoint (refresh tokens), STS (token exchange), IAM Credentials
-//! (generateAccessToken), a URL that serves a subject token, and a store that records the
-//! Authorization and x-goog-user-project of every create.
+//! OAuth token endpoint (refresh tokens, and service-account assertions it checks against the
+//! generated key), STS (token exchange), IAM Credentials (generateAccessToken), a URL that
+//! serves a subject token, and a store that records the Authorization and
+//! x-goog-user-project of every create. Plain http, or behind TLS with a fresh certificate.
 #![allow(dead_code)]
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use axum::Form;
 use axum::Router;
@@ -14,7 +15,11 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use serde_json::json;
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use rsa::pkcs1::EncodeRsaPublicKey;
+use rsa::pkcs8::{EncodePrivateKey, LineEnding};
+use serde_json::{Value, json};
 
 pub const REFRESH_TOKEN: &str = "refresh-token-secret-1234";
 pub const CLIENT_SECRET: &str = "client-secret-5678";
@@ -22,16 +27,24 @@ pub const SUBJECT_TOKEN: &str = "subject-jwt-secret-9012";
 pub const SUBJECT_URL_BEARER: &str = "oidc-request-bearer-3456";
 pub const USER_TOKEN: &str = "user-access-token-7890";
 pub const STS_TOKEN: &str = "sts-federated-token-1111";
+pub const KEY_TOKEN: &str = "service-account-token-8888";
 pub const STORE: &str = "projects/p/locations/l/datasets/d/fhirStores/s";
+pub const CLOUD_PLATFORM: &str = "https://www.googleapis.com/auth/cloud-platform";
+
+/// The account of the generated service-account key, and one the token endpoint does not know.
+pub const KEY_ACCOUNT: &str = "loader-key@p.iam.gserviceaccount.com";
+pub const DELETED_ACCOUNT: &str = "deleted-key@p.iam.gserviceaccount.com";
+pub const KEY_ID: &str = "0123456789abcdef0123456789abcdef01234567";
 
 /// Every secret the stand-in hands out or expects; none may ever be printed.
-pub const SECRETS: [&str; 6] = [
+pub const SECRETS: [&str; 7] = [
     REFRESH_TOKEN,
     CLIENT_SECRET,
     SUBJECT_TOKEN,
     SUBJECT_URL_BEARER,
     USER_TOKEN,
     STS_TOKEN,
+    KEY_TOKEN,
 ];
 
 pub fn impersonated_token(email: &str) -> String {
@@ -68,11 +81,26 @@ impl Seen {
 pub struct StandIn {
     pub addr: SocketAddr,
     pub seen: Seen,
+    /// The self-signed certificate (for 127.0.0.1 and localhost) when it speaks TLS.
+    pub certificate_pem: Option<String>,
 }
 
 impl StandIn {
     pub fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
+        format!("{}://{}{path}", self.scheme(), self.addr)
+    }
+
+    /// The same endpoint named `localhost`: a host NO_PROXY can take out apart from 127.0.0.1.
+    pub fn localhost_url(&self, path: &str) -> String {
+        format!("{}://localhost:{}{path}", self.scheme(), self.addr.port())
+    }
+
+    fn scheme(&self) -> &'static str {
+        if self.certificate_pem.is_some() {
+            "https"
+        } else {
+            "http"
+        }
     }
 
     pub fn endpoint(&self) -> String {
@@ -88,17 +116,67 @@ impl StandIn {
 
 pub async fn start_google() -> StandIn {
     let seen = Seen::default();
-    let app = Router::new()
+    StandIn {
+        addr: super::serve_on_loopback(google_app(seen.clone())).await,
+        seen,
+        certificate_pem: None,
+    }
+}
+
+/// The same stand-in behind TLS, with a fresh self-signed certificate for 127.0.0.1 and
+/// localhost (give its `certificate_pem` to `--ca-file`).
+pub async fn start_google_tls() -> StandIn {
+    let seen = Seen::default();
+    let plain = super::serve_on_loopback(google_app(seen.clone())).await;
+    let (addr, pem) = tls_in_front_of(plain).await;
+    StandIn {
+        addr,
+        seen,
+        certificate_pem: Some(pem),
+    }
+}
+
+/// Terminates TLS and passes the bytes on to `plain`; gives the address and the PEM.
+async fn tls_in_front_of(plain: SocketAddr) -> (SocketAddr, String) {
+    use tokio_rustls::rustls;
+    let names = vec!["127.0.0.1".to_owned(), "localhost".to_owned()];
+    let certified = rcgen::generate_simple_self_signed(names).unwrap();
+    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(certified.signing_key.serialize_der().into());
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(vec![certified.cert.der().clone()], key)
+    .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((socket, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(socket).await else {
+                    return;
+                };
+                let mut upstream = tokio::net::TcpStream::connect(plain).await.unwrap();
+                let _ = tokio::io::copy_bidirectional(&mut tls, &mut upstream).await;
+            });
+        }
+    });
+    (addr, certified.cert.pem())
+}
+
+fn google_app(seen: Seen) -> Router {
+    Router::new()
         .route("/oauth/token", post(oauth_token))
+        .route("/sa/token", post(service_account_token))
         .route("/sts/token", post(sts_token))
         .route("/v1/projects/-/serviceAccounts/{action}", post(generate))
         .route("/subject", get(subject))
         .route("/v1/projects/{*path}", post(store_create))
-        .with_state(seen.clone());
-    StandIn {
-        addr: super::serve_on_loopback(app).await,
-        seen,
-    }
+        .with_state(seen)
 }
 
 async fn oauth_token(
@@ -121,6 +199,116 @@ async fn oauth_token(
     }
     axum::Json(json!({"access_token": USER_TOKEN, "expires_in": 3599, "token_type": "Bearer"}))
         .into_response()
+}
+
+/// Google's token endpoint for service-account keys: the assertion must be signed by the
+/// generated key and name this endpoint, whichever name (and scheme) it was reached by.
+async fn service_account_token(
+    State(seen): State<Seen>,
+    headers: HeaderMap,
+    Form(form): Form<HashMap<String, String>>,
+) -> Response {
+    seen.token_requests
+        .lock()
+        .unwrap()
+        .push(("/sa/token".into(), format!("{form:?}")));
+    let host = headers
+        .get("host")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let audiences = ["http", "https"].map(|scheme| format!("{scheme}://{host}/sa/token"));
+    let refusal = match check_assertion(&form, &service_account_key().to_public_key(), &audiences) {
+        Ok(claims) if claims["iss"] == KEY_ACCOUNT => None,
+        Ok(_) => Some("Invalid grant: account not found".to_owned()),
+        Err(reason) => Some(format!("Invalid JWT: {reason}")),
+    };
+    if let Some(message) = refusal {
+        return (
+            StatusCode::BAD_REQUEST,
+            axum::Json(json!({"error": "invalid_grant", "error_description": message})),
+        )
+            .into_response();
+    }
+    axum::Json(json!({"access_token": KEY_TOKEN, "expires_in": 3599, "token_type": "Bearer"}))
+        .into_response()
+}
+
+/// Checks a JWT-bearer token request as Google does: RS256 over `header.claims` by `key`,
+/// the key id, the audience (one of `audiences`), the cloud-platform scope, and an hour's
+/// life from now. Gives the claims, or why they are wrong.
+pub fn check_assertion(
+    form: &HashMap<String, String>,
+    key: &rsa::RsaPublicKey,
+    audiences: &[String],
+) -> Result<Value, String> {
+    if form.get("grant_type").map(String::as_str)
+        != Some("urn:ietf:params:oauth:grant-type:jwt-bearer")
+    {
+        return Err(format!("grant_type in {form:?}"));
+    }
+    let assertion = form.get("assertion").ok_or("no assertion")?;
+    let parts: Vec<&str> = assertion.split('.').collect();
+    let [header, claims, signature] = parts[..] else {
+        return Err(format!("{} parts, not 3", parts.len()));
+    };
+    let decode = |part: &str| URL_SAFE_NO_PAD.decode(part).map_err(|e| e.to_string());
+    let public_key = key.to_pkcs1_der().unwrap();
+    ring::signature::UnparsedPublicKey::new(
+        &ring::signature::RSA_PKCS1_2048_8192_SHA256,
+        public_key.as_bytes(),
+    )
+    .verify(format!("{header}.{claims}").as_bytes(), &decode(signature)?)
+    .map_err(|_| "the signature does not verify with the key's public key".to_owned())?;
+    let header: Value = serde_json::from_slice(&decode(header)?).map_err(|e| e.to_string())?;
+    if header != json!({"alg": "RS256", "typ": "JWT", "kid": KEY_ID}) {
+        return Err(format!("header {header}"));
+    }
+    let claims: Value = serde_json::from_slice(&decode(claims)?).map_err(|e| e.to_string())?;
+    let now = chrono::Utc::now().timestamp();
+    let issued_at = claims["iat"].as_i64().ok_or("no iat")?;
+    let fits = claims["scope"] == CLOUD_PLATFORM
+        && audiences.iter().any(|aud| claims["aud"] == aud.as_str())
+        && (now - 60..=now + 60).contains(&issued_at)
+        && claims["exp"].as_i64() == Some(issued_at + 3600);
+    if !fits {
+        return Err(format!("claims {claims} (audience one of {audiences:?})"));
+    }
+    Ok(claims)
+}
+
+/// One RSA key for the whole test binary: generating it is the slow part.
+pub fn service_account_key() -> &'static rsa::RsaPrivateKey {
+    static KEY: OnceLock<rsa::RsaPrivateKey> = OnceLock::new();
+    KEY.get_or_init(|| rsa::RsaPrivateKey::new(&mut rand08::rngs::OsRng, 2048).unwrap())
+}
+
+/// A `service_account` key file's content for `key` as `client_email`, trading at `token_uri`.
+pub fn service_account_with(
+    key: &rsa::RsaPrivateKey,
+    client_email: &str,
+    token_uri: &str,
+) -> Value {
+    json!({
+        "type": "service_account",
+        "project_id": "p",
+        "private_key_id": KEY_ID,
+        "private_key": key.to_pkcs8_pem(LineEnding::LF).unwrap().as_str(),
+        "client_email": client_email,
+        "client_id": "1",
+        "auth_uri": "https://accounts.google.com/o/oauth2/auth",
+        "token_uri": token_uri,
+    })
+}
+
+/// The generated key as `client_email`, trading at this stand-in's `token_uri`.
+pub fn service_account(client_email: &str, token_uri: &str) -> Value {
+    service_account_with(service_account_key(), client_email, token_uri)
+}
+
+/// A line from the middle of the generated private key's PEM: it must never be shown.
+pub fn private_key_line() -> String {
+    let pem = service_account_key().to_pkcs8_pem(LineEnding::LF).unwrap();
+    pem.lines().nth(5).unwrap().to_owned()
 }
 
 async fn sts_token(
@@ -187,7 +375,7 @@ async fn generate(
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default();
     let body: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
-    let known_source = [USER_TOKEN, STS_TOKEN, "a-static-token-2222"]
+    let known_source = [USER_TOKEN, STS_TOKEN, KEY_TOKEN, "a-static-token-2222"]
         .iter()
         .any(|t| bearer == format!("Bearer {t}"));
     if !known_source || body["scope"][0] != "https://www.googleapis.com/auth/cloud-platform" {

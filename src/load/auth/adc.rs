@@ -1,7 +1,8 @@
 //! Application Default Credentials, found in gcloud's order: the file named by
 //! GOOGLE_APPLICATION_CREDENTIALS, gcloud's ADC file, the metadata server, the gcloud CLI.
-//! A file is read here and handed to the provider for its `type`; gcp_auth's own providers
-//! serve service-account keys, the metadata server and gcloud.
+//! A file is read here and handed to the provider for its `type`, whose token requests go
+//! through `TokenClient`; gcp_auth's own providers serve the metadata server (link-local,
+//! never proxied) and gcloud (which has its own proxy settings).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -11,10 +12,10 @@ use gcp_auth::{Token, TokenProvider};
 
 use super::external::ExternalAccount;
 use super::impersonate::Impersonation;
+use super::service_account::ServiceAccountKey;
 use super::token::{CredentialFile, TokenClient};
 use super::user::AuthorizedUser;
 use crate::exit::usage;
-use crate::secret::SecretString;
 
 /// A credential ready for its first token, with what messages should call it.
 pub struct Found {
@@ -103,7 +104,7 @@ fn provider_for(
 ) -> anyhow::Result<Arc<dyn TokenProvider>> {
     let kind = file.kind.rsplit('.').next().unwrap_or_default();
     Ok(match kind {
-        "service_account" => Arc::new(ServiceAccountKey::from_file(file)?),
+        "service_account" => Arc::new(ServiceAccountKey::from_file(file, client.clone())?),
         "authorized_user" | "external_account_authorized_user" => {
             Arc::new(AuthorizedUser::from_file(file, client.clone())?)
         }
@@ -160,48 +161,6 @@ fn provider_for(
             ));
         }
     })
-}
-
-/// A service-account key, signed and exchanged by gcp_auth. A new gcp_auth provider per token:
-/// its cache would hand back the old token until 20 s before expiry, and a refresh ahead of
-/// time needs a new one.
-struct ServiceAccountKey {
-    json: SecretString,
-}
-
-impl ServiceAccountKey {
-    fn from_file(file: &CredentialFile) -> anyhow::Result<Self> {
-        for field in ["client_email", "private_key", "token_uri"] {
-            file.text(field)?;
-        }
-        let json = SecretString::new(file.json.to_string());
-        gcp_auth::CustomServiceAccount::from_json(json.expose()).map_err(|e| {
-            file.wrong(
-                "private_key",
-                &format!(
-                    "is not a usable PKCS#8 RSA key ({})",
-                    super::token::error_chain(&e)
-                ),
-            )
-        })?;
-        Ok(Self { json })
-    }
-}
-
-#[async_trait]
-impl TokenProvider for ServiceAccountKey {
-    async fn token(&self, scopes: &[&str]) -> Result<Arc<Token>, gcp_auth::Error> {
-        gcp_auth::CustomServiceAccount::from_json(self.json.expose())?
-            .token(scopes)
-            .await
-    }
-
-    async fn project_id(&self) -> Result<Arc<str>, gcp_auth::Error> {
-        gcp_auth::CustomServiceAccount::from_json(self.json.expose())?
-            .project_id()
-            .map(Arc::from)
-            .ok_or(gcp_auth::Error::Str("no project_id in the key"))
-    }
 }
 
 /// A provider whose token requests block their thread (gcloud's): run on the blocking pool.

@@ -5,6 +5,7 @@ mod adc;
 mod external;
 mod impersonate;
 mod refresh;
+mod service_account;
 mod token;
 mod user;
 
@@ -194,8 +195,8 @@ impl Credentials {
         }
     }
 
-    /// `text` with every secret this credential holds cut out: a store may echo the
-    /// Authorization header in an error body.
+    /// `text` with every secret this credential holds cut out, and the proxy's: a store (or
+    /// a proxy in front of it) may echo the Authorization header in an error body.
     pub fn redact<'a>(&self, text: &'a str) -> Cow<'a, str> {
         let mut text = Cow::Borrowed(text);
         let mut cut = |secret: &str| {
@@ -204,6 +205,7 @@ impl Credentials {
                 text = Cow::Owned(text.replace(secret, "(redacted)"));
             }
         };
+        crate::secret::proxy_secrets().iter().for_each(|s| cut(s));
         match &self.scheme {
             Scheme::None => {}
             Scheme::Static { token, .. } => cut(token.expose()),

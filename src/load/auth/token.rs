@@ -40,7 +40,9 @@ impl TokenClient {
             .await
             .map_err(|e| anyhow::anyhow!("{what}: reading the answer of {endpoint}: {e}"))?;
         let mut text = String::from_utf8_lossy(&body).into_owned();
-        for secret in secrets.iter().filter(|s| s.len() >= 4) {
+        let proxy_secrets = crate::secret::proxy_secrets().iter().map(String::as_str);
+        let all_secrets = secrets.iter().copied().chain(proxy_secrets);
+        for secret in all_secrets.filter(|s| s.len() >= 4) {
             text = text.replace(secret, "(redacted)");
         }
         if !status.is_success() {
