@@ -129,6 +129,42 @@ async fn no_proxy_takes_a_host_out_of_the_proxy() {
     assert_eq!(stand_in.seen.store_authorizations().len(), 20);
 }
 
+/// A proxy that wants credentials it was not given answers a plain-http request with 407:
+/// the run stops at once with what to check, instead of failing every resource in turn.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proxy_that_wants_credentials_stops_the_run() {
+    let refusing = Router::new().fallback(|| async {
+        (
+            StatusCode::PROXY_AUTHENTICATION_REQUIRED,
+            [("proxy-authenticate", "Basic realm=\"corp\"")],
+            "proxy authentication required",
+        )
+    });
+    let proxy = format!("http://{}", serve_on_loopback(refusing).await);
+    let mut command = fhirgen();
+    command
+        .args([
+            "load",
+            "--fhir-url",
+            "http://127.0.0.1:9/fhir",
+            "--count",
+            "200",
+        ])
+        .args(["--workers", "4", "--json"])
+        .env("HTTP_PROXY", &proxy);
+    let output = run(command).await;
+    assert_exit(&output, 1);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("the proxy refused fhirgen's credentials (HTTP 407")
+            && stderr.contains("check the user:password in HTTPS_PROXY"),
+        "{stderr}"
+    );
+    let summary = summary(&output);
+    assert_eq!(summary["stored"], 0);
+    assert!(summary["requests"].as_u64().unwrap() <= 4, "{summary}");
+}
+
 /// An https proxy: answers `CONNECT host:port` with 200 and then passes bytes both ways. It
 /// keeps each CONNECT's target and Proxy-Authorization, and refuses with 407 any other
 /// Proxy-Authorization than `required`, when one is.
@@ -370,9 +406,15 @@ async fn a_proxy_password_is_sent_to_the_proxy_and_never_shown() {
 
     let wrong = "a-wrong-proxy-password-5151";
     let output = run(with_password(wrong, &["-vv"])).await;
-    assert_ne!(output.status.code(), Some(0));
+    assert_exit(&output, 1);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("proxy authorization required"), "{stderr}");
+    // No retry changes a proxy's mind: the run stops with the reason and what to check.
+    assert!(
+        stderr.contains("the proxy refused fhirgen's credentials")
+            && stderr.contains("check the user:password in HTTPS_PROXY"),
+        "{stderr}"
+    );
     // base64("proxy-user:a-wrong-proxy-password-5151")
     let wrong_basic = "cHJveHktdXNlcjphLXdyb25nLXByb3h5LXBhc3N3b3JkLTUxNTE=";
     assert_no_secrets(&output, &[&failed], &[wrong, wrong_basic]);

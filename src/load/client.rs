@@ -405,6 +405,14 @@ impl StoreClient {
                         if code == 401 || code == 403 {
                             return Err(self.unauthorized(code, message));
                         }
+                        // A plain-http request forwarded by a proxy that wants credentials.
+                        if code == 407 {
+                            let last = format!("HTTP 407: {message}");
+                            return Err(self.fail_run(
+                                format!("{PROXY_REFUSED} ({last}): {PROXY_REMEDY}"),
+                                SendError::GaveUp { attempts, last },
+                            ));
+                        }
                         // A transaction that met another writer (Google's ABORTED) goes again.
                         let contended = code == 409 && request.is_bundle();
                         if !is_transient(code) && !contended {
@@ -448,6 +456,8 @@ impl StoreClient {
                         AttemptError::Http(error) => {
                             let kind = if error.is_tls() {
                                 "TLS handshake failed"
+                            } else if error.is_proxy_refusal() {
+                                PROXY_REFUSED
                             } else if error.is_connect() {
                                 "connection refused or reset"
                             } else {
@@ -462,6 +472,7 @@ impl StoreClient {
                             let last = format!("{kind}: {}", error_chain(&*error));
                             // Nothing will work: say so now rather than retry every resource.
                             let hopeless = error.is_tls()
+                                || error.is_proxy_refusal()
                                 || (error.is_connect()
                                     && attempts >= UNREACHABLE_AFTER
                                     && !self.reached.load(Ordering::Relaxed));
@@ -566,7 +577,9 @@ impl StoreClient {
 
     /// Why the run stops when the store cannot be reached at all, and what to check.
     fn unreachable(&self, last: &str, tls: bool) -> String {
-        let remedy = if tls {
+        let remedy = if last.starts_with(PROXY_REFUSED) {
+            PROXY_REMEDY
+        } else if tls {
             "check that the URL's scheme matches the server (https for TLS), that the \
              server's certificate is valid for its name, and that its CA is trusted"
         } else {
@@ -660,9 +673,18 @@ enum AttemptError {
 /// A failure of the connection or of the exchange on it.
 struct HttpError(reqwest::Error);
 
+const PROXY_REFUSED: &str = "the proxy refused fhirgen's credentials";
+const PROXY_REMEDY: &str = "check the user:password in HTTPS_PROXY / HTTP_PROXY / ALL_PROXY (percent-encode any @ : / in them)";
+
 impl HttpError {
     fn is_connect(&self) -> bool {
         self.0.is_connect()
+    }
+
+    /// Whether the proxy answered the CONNECT with 407: no retry will change its mind. The
+    /// tunnel's error type is private to hyper-util, so its words are what can be matched.
+    fn is_proxy_refusal(&self) -> bool {
+        error_chain(&self.0).contains("proxy authorization required")
     }
 
     /// Whether TLS refused the connection (a certificate, or a server that speaks no TLS).
