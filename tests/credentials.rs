@@ -83,6 +83,44 @@ async fn authorized_user_named_by_google_application_credentials_bills_its_quota
     assert_eq!(stand_in.seen.token_paths(), ["/oauth/token"]);
 }
 
+/// A token endpoint that answers 503 twice is asked again, with backoff, before the run is
+/// told it has no token; one that keeps failing is reported with its last answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_endpoint_that_blinks_is_asked_again() {
+    let stand_in = start_google().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut credential = authorized_user(&stand_in);
+    credential["token_uri"] = json!(stand_in.url("/blinking/oauth/token"));
+    let file = write_json(dir.path(), "user.json", &credential);
+
+    *stand_in.seen.blinks_left.lock().unwrap() = 2;
+    let mut command = load_command(&stand_in);
+    command.env("GOOGLE_APPLICATION_CREDENTIALS", &file);
+    loads_with(command, &stand_in, USER_TOKEN, Some("file-quota-project")).await;
+    assert_eq!(
+        stand_in.seen.token_paths(),
+        [
+            "/blinking/oauth/token",
+            "/blinking/oauth/token",
+            "/oauth/token"
+        ]
+    );
+
+    *stand_in.seen.blinks_left.lock().unwrap() = 100;
+    let mut command = load_command(&stand_in);
+    command.env("GOOGLE_APPLICATION_CREDENTIALS", &file);
+    let output = run(command).await;
+    assert_ne!(output.status.code(), Some(0));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("503") && stderr.contains("try again"),
+        "{stderr}"
+    );
+    // The first try and three more.
+    assert_eq!(*stand_in.seen.blinks_left.lock().unwrap(), 96);
+    assert_no_secrets(&output, &[], &[]);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gclouds_adc_file_is_found_and_quota_project_flag_wins() {
     let stand_in = start_google().await;

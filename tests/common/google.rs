@@ -59,6 +59,8 @@ pub struct Seen {
     /// `(path, form or JSON body)` of every token request.
     pub token_requests: Arc<Mutex<Vec<(String, String)>>>,
     pub store_requests: Arc<Mutex<Vec<StoreRequestSeen>>>,
+    /// How many more times `/blinking/oauth/token` answers 503 before it serves tokens.
+    pub blinks_left: Arc<Mutex<u32>>,
 }
 
 impl Seen {
@@ -171,6 +173,7 @@ async fn tls_in_front_of(plain: SocketAddr) -> (SocketAddr, String) {
 fn google_app(seen: Seen) -> Router {
     Router::new()
         .route("/oauth/token", post(oauth_token))
+        .route("/blinking/oauth/token", post(blinking_oauth_token))
         .route("/sa/token", post(service_account_token))
         .route("/sts/token", post(sts_token))
         .route("/v1/projects/-/serviceAccounts/{action}", post(generate))
@@ -199,6 +202,25 @@ async fn oauth_token(
     }
     axum::Json(json!({"access_token": USER_TOKEN, "expires_in": 3599, "token_type": "Bearer"}))
         .into_response()
+}
+
+/// The OAuth token endpoint having a bad moment: 503 for its first `blinks_left` requests.
+async fn blinking_oauth_token(
+    State(seen): State<Seen>,
+    form: Form<HashMap<String, String>>,
+) -> Response {
+    {
+        let mut left = seen.blinks_left.lock().unwrap();
+        if *left > 0 {
+            *left -= 1;
+            seen.token_requests
+                .lock()
+                .unwrap()
+                .push(("/blinking/oauth/token".into(), "503".into()));
+            return (StatusCode::SERVICE_UNAVAILABLE, "try again").into_response();
+        }
+    }
+    oauth_token(State(seen), form).await
 }
 
 /// Google's token endpoint for service-account keys: the assertion must be signed by the

@@ -139,8 +139,8 @@ async fn renew_ahead(shared: Weak<SharedToken>) {
         let now = Instant::now();
         next = match shared.renew(&before).await {
             Ok(after) if !Arc::ptr_eq(&after, &before) => after.renew_at,
-            // The provider still hands out the cached token (gcp_auth keeps it until 20 s
-            // before expiry): ask again just inside that window.
+            // The provider still hands out a cached token (gcp_auth's metadata-server and
+            // gcloud providers keep one until 20 s before expiry): ask again inside that window.
             Ok(_) => before
                 .expires_at
                 .checked_sub(Duration::from_secs(15))

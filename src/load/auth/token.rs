@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use backon::{ExponentialBuilder, Retryable};
 use gcp_auth::Token;
 use serde_json::Value;
 
@@ -30,15 +31,43 @@ impl TokenClient {
             .timeout(Duration::from_secs(30))
             .build()?;
         let endpoint = without_query(request.url());
-        let response =
-            self.0.execute(request).await.map_err(|e| {
-                anyhow::anyhow!("{what}: cannot reach {endpoint}: {}", error_chain(&e))
-            })?;
-        let status = response.status();
-        let body = response
-            .bytes()
-            .await
-            .map_err(|e| anyhow::anyhow!("{what}: reading the answer of {endpoint}: {e}"))?;
+        // A token endpoint that blinks (a dropped connection, a 5xx, a 429) gets a few more
+        // tries, as gcp_auth's own requests did, before the run is told it has no token.
+        let send = || async {
+            let request = request
+                .try_clone()
+                .expect("token requests have in-memory bodies");
+            let response = self
+                .0
+                .execute(request)
+                .await
+                .map_err(|e| Attempt::Unreachable(error_chain(&e)))?;
+            let status = response.status();
+            let body = response
+                .bytes()
+                .await
+                .map_err(|e| Attempt::Unreachable(e.to_string()))?;
+            let transient = status.as_u16() == 429 || status.is_server_error();
+            if transient {
+                return Err(Attempt::Transient(status, body));
+            }
+            Ok((status, body))
+        };
+        let answer = send
+            .retry(
+                ExponentialBuilder::default()
+                    .with_min_delay(Duration::from_millis(200))
+                    .with_max_times(3)
+                    .with_jitter(),
+            )
+            .await;
+        let (status, body) = match answer {
+            Ok(answer) => answer,
+            Err(Attempt::Transient(status, body)) => (status, body),
+            Err(Attempt::Unreachable(e)) => {
+                anyhow::bail!("{what}: cannot reach {endpoint}: {e}")
+            }
+        };
         let mut text = String::from_utf8_lossy(&body).into_owned();
         let proxy_secrets = crate::secret::proxy_secrets().iter().map(String::as_str);
         let all_secrets = secrets.iter().copied().chain(proxy_secrets);
@@ -53,6 +82,13 @@ impl TokenClient {
             anyhow::anyhow!("{what}: {endpoint} answered something that is not JSON ({e})")
         })
     }
+}
+
+/// Why one try at a token endpoint did not give an answer to keep.
+enum Attempt {
+    Unreachable(String),
+    /// 429 or 5xx: tried again, and if it persists, reported as the endpoint's answer.
+    Transient(reqwest::StatusCode, bytes::Bytes),
 }
 
 fn without_query(url: &reqwest::Url) -> String {
