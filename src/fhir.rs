@@ -95,9 +95,7 @@ impl Resource {
         if let Some(id) = self.body["id"].as_str().filter(|id| is_fhir_id(id)) {
             return id.to_owned();
         }
-        full_url(&self.key)
-            .trim_start_matches("urn:uuid:")
-            .to_owned()
+        key_uuid(&self.key)
     }
 
     /// The code of this resource's source-key tag: the one it carries, else [`source_key`] of
@@ -276,19 +274,31 @@ pub fn is_fhir_id(id: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
 }
 
-/// The `urn:uuid:` fullUrl a resource has inside a transaction Bundle: its own key when that is
-/// already one, the id when it is a UUID, or a UUID derived from the key (stable across runs).
+/// The `urn:uuid:` fullUrl a resource has inside a transaction Bundle: a UUID derived from its
+/// key in fhirgen's own namespace, the same on every run. Never the input's own fullUrl or id:
+/// a server may rewrite every string in the bundle that holds a fullUrl, identifiers included
+/// (Medplum does), and Synthea's DocumentReferences carry their report's fullUrl as an
+/// identifier, so reusing it would change what a later run looks them up by.
 pub fn full_url(key: &str) -> String {
-    if key.starts_with("urn:uuid:") {
-        return key.to_owned();
+    format!(
+        "urn:uuid:{}",
+        uuid::Uuid::new_v5(&FULL_URL_NAMESPACE, key.as_bytes())
+    )
+}
+
+const FULL_URL_NAMESPACE: uuid::Uuid =
+    uuid::Uuid::from_u128(0x5f0c_1e2a_8d4b_4c71_9a36_2be8_f1d0_7c45);
+
+/// A UUID for `key`: the input's own when the key is a `urn:uuid:` or its id a UUID, else one
+/// derived from the key.
+fn key_uuid(key: &str) -> String {
+    if let Some(uuid) = key.strip_prefix("urn:uuid:") {
+        return uuid.to_owned();
     }
     let id = key.rsplit('/').next().unwrap_or(key);
     match uuid::Uuid::try_parse(id) {
-        Ok(uuid) => format!("urn:uuid:{uuid}"),
-        Err(_) => format!(
-            "urn:uuid:{}",
-            uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_URL, key.as_bytes())
-        ),
+        Ok(uuid) => uuid.to_string(),
+        Err(_) => uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_URL, key.as_bytes()).to_string(),
     }
 }
 
@@ -645,7 +655,9 @@ mod tests {
         assert_eq!(bundle["resourceType"], "Bundle");
         assert_eq!(bundle["type"], "transaction");
         let entries = bundle["entry"].as_array().unwrap();
-        assert_eq!(entries[0]["fullUrl"], format!("urn:uuid:{id}"));
+        let patient_url = full_url(&format!("Patient/{id}"));
+        assert_eq!(entries[0]["fullUrl"], patient_url);
+        assert_ne!(patient_url, format!("urn:uuid:{id}"));
         assert!(entries[0]["resource"].get("id").is_none());
         assert_eq!(
             entries[0]["request"]["ifNoneExist"],
@@ -655,12 +667,55 @@ mod tests {
             entries[0]["resource"]["generalPractitioner"][0]["reference"],
             "Practitioner/42"
         );
-        assert_eq!(
-            entries[1]["resource"]["subject"]["reference"],
-            format!("urn:uuid:{id}")
-        );
+        assert_eq!(entries[1]["resource"]["subject"]["reference"], patient_url);
         assert_eq!(entries[1]["fullUrl"], full_url("Encounter/enc-1"));
         assert!(entries[1]["request"].get("ifNoneExist").is_none());
+    }
+
+    /// Some servers rewrite every string in a transaction that holds an entry's fullUrl (Medplum
+    /// does). Synthea's DocumentReferences carry their report's `urn:uuid` fullUrl as an
+    /// identifier: if the bundle reused it, the stored identifier would change and a later run
+    /// would not find the resource by it. A fullUrl appears only where it is a reference.
+    #[test]
+    fn full_urls_appear_in_a_bundle_only_as_references() {
+        let report_url = "urn:uuid:7c393185-f15c-45bc-a714-c0fdbea32675";
+        let mut report = Resource::new(json!({"resourceType": "DiagnosticReport",
+            "identifier": [{"system": "urn:ietf:rfc:3986", "value": report_url}]}));
+        report.key = report_url.to_owned();
+        let document_url = "urn:uuid:0b8d5d38-5c3e-4a4e-9d43-1c4cf0d6e0a1";
+        let mut document = Resource::new(json!({"resourceType": "DocumentReference",
+            "identifier": [{"system": "urn:ietf:rfc:3986", "value": report_url}],
+            "context": {"related": [{"reference": report_url}]},
+            "description": format!("report {report_url}")}));
+        document.key = document_url.to_owned();
+        let mut bytes = Vec::new();
+        write_transaction_bundle(&mut bytes, &[report, document], &|_| None).unwrap();
+        let bundle: Value = serde_json::from_slice(&bytes).unwrap();
+        let entries = bundle["entry"].as_array().unwrap();
+        let full_urls: Vec<&str> = entries
+            .iter()
+            .map(|e| e["fullUrl"].as_str().unwrap())
+            .collect();
+        assert_eq!(full_urls, [full_url(report_url), full_url(document_url)]);
+
+        fn strings<'a>(value: &'a Value, key: &str, out: &mut Vec<(String, &'a str)>) {
+            match value {
+                Value::String(s) => out.push((key.to_owned(), s)),
+                Value::Array(items) => items.iter().for_each(|v| strings(v, key, out)),
+                Value::Object(map) => map.iter().for_each(|(k, v)| strings(v, k, out)),
+                _ => {}
+            }
+        }
+        let mut found = Vec::new();
+        strings(&bundle, "", &mut found);
+        for (key, text) in found {
+            if full_urls.iter().any(|url| text.contains(url)) {
+                assert!(key == "fullUrl" || key == "reference", "{key}: {text}");
+            }
+        }
+        let document = &entries[1]["resource"];
+        assert_eq!(document["identifier"][0]["value"], report_url);
+        assert_eq!(document["context"]["related"][0]["reference"], full_urls[0]);
     }
 
     #[test]

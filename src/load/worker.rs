@@ -100,11 +100,17 @@ impl FollowUps {
 
     /// One resource was written (or failed); `ready` are those that waited for it.
     fn written(&self, ready: Vec<Job>) {
-        if !ready.is_empty() {
+        let added = !ready.is_empty();
+        if added {
             self.queue.lock().expect("follow-up lock").extend(ready);
         }
-        self.unwritten.fetch_sub(1, Ordering::SeqCst);
-        self.notify.notify_waiters();
+        let finished = self.unwritten.fetch_sub(1, Ordering::SeqCst) == 1;
+        // Waiting workers only need to look again when there is work for them, or when the
+        // last record finished and they may stop: waking them all on every write cost each
+        // request a round of wake-ups for nothing.
+        if added || finished {
+            self.notify.notify_waiters();
+        }
     }
 
     fn idle(&self) -> bool {
