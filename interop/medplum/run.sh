@@ -23,8 +23,10 @@ die() {
 }
 
 [[ $# -eq 1 ]] || die "usage: interop/medplum/run.sh PATH/TO/fhirgen"
-bin="$(cd "$(dirname "$1")" && pwd)/$(basename "$1")"
-[[ -x "$bin" ]] || die "$1 is not an executable"
+bin="$1"
+[[ "$bin" == */* ]] || bin="$(command -v "$bin" || true)"
+[[ -n "$bin" && -x "$bin" && ! -d "$bin" ]] || die "$1 is not an executable"
+bin="$(cd "$(dirname "$bin")" && pwd)/$(basename "$bin")"
 for tool in node npm jq curl timeout; do
   command -v "$tool" >/dev/null || die "$tool is needed"
 done
