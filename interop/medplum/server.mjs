@@ -24,8 +24,8 @@ if (!Number.isInteger(port) || port < 0 || port > 65535) {
   process.exit(2);
 }
 
-// What Medplum's own tests load (packages/core/src/test-utils.ts): FHIR R4 types and resources,
-// Medplum's, and every search parameter bundle.
+// What Medplum's own tests load: FHIR R4 types and resources, Medplum's, and every search
+// parameter bundle.
 for (const file of ['fhir/r4/profiles-types.json', 'fhir/r4/profiles-resources.json', 'fhir/r4/profiles-medplum.json']) {
   indexStructureDefinitionBundle(readJson(file));
 }
@@ -34,9 +34,9 @@ for (const file of SEARCH_PARAMETER_BUNDLE_FILES) {
 }
 // The in-memory repository evaluates a parameter's whole expression on every stored resource
 // ("AllergyIntolerance.identifier | CarePlan.identifier | ..." for `identifier`), ~0.3 ms each,
-// which makes a search cost seconds once a few thousand resources are stored. Medplum's server
-// indexes each parameter by the part of its expression for the type (the same core function);
-// the other parts are empty on a resource of that type, so what matches does not change.
+// which makes a search cost seconds once a few thousand resources are stored. Keep only the part
+// for the type, the split @medplum/core makes for the search columns of Medplum's server; the
+// other parts are empty on a resource of that type, so what matches does not change.
 for (const [resourceType, schema] of Object.entries(globalSchema.types)) {
   for (const [code, param] of Object.entries(schema.searchParams ?? {})) {
     const expression = param.expression && getExpressionForResourceType(resourceType, param.expression);
