@@ -4,6 +4,7 @@
 //! store with Google's default settings: conditional creates and updates by identifier, and
 //! search-then-create by a source-key tag for resources that have no identifier.
 
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock};
 
@@ -765,8 +766,6 @@ fn is_of_type(target: &str, resource_type: &str) -> bool {
         .is_some_and(|rest| rest.starts_with('/'))
 }
 
-/// The resource in a 2xx answer's body, `None` for an empty body (`return=minimal`); a
-/// failure when the body is anything but a `resource_type`.
 /// The id in a write's answer, checked to be the resource of the type sent; `None` for an empty
 /// answer (`return=minimal`) or one without an id. Only the two fields are read: the rest of
 /// an echoed resource is skipped, not built.
@@ -775,22 +774,55 @@ fn answered_resource(
     resource_type: &str,
     wanted: &str,
 ) -> Result<Option<String>, Failure> {
-    #[derive(serde::Deserialize)]
-    struct Head<'a> {
-        #[serde(rename = "resourceType", borrow, default)]
-        resource_type: Option<std::borrow::Cow<'a, str>>,
-        #[serde(borrow, default)]
-        id: Option<std::borrow::Cow<'a, str>>,
-    }
     if reply.body.trim_ascii().is_empty() {
         return Ok(None);
     }
-    match serde_json::from_slice::<Head>(&reply.body) {
+    match serde_json::from_slice::<ResourceHead>(&reply.body) {
         Ok(head) if head.resource_type.as_deref() == Some(resource_type) => {
-            Ok(head.id.map(std::borrow::Cow::into_owned))
+            Ok(head.id.map(Cow::into_owned))
         }
         _ => Err(not_the_answer(reply, wanted)),
     }
+}
+
+/// What identifies a resource in an answer; the rest of it is skipped, not built.
+#[derive(serde::Deserialize)]
+struct ResourceHead<'a> {
+    #[serde(rename = "resourceType", borrow, default)]
+    resource_type: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    id: Option<Cow<'a, str>>,
+}
+
+/// A `transaction-response` Bundle, as far as a writer reads it: each entry's status, location
+/// and outcome. The resources a store echoes (Google echoes every one) are skipped, not built:
+/// a bundle's answer is the largest thing a load receives.
+#[derive(serde::Deserialize)]
+struct TransactionResponse<'a> {
+    #[serde(rename = "resourceType", borrow)]
+    resource_type: Cow<'a, str>,
+    #[serde(rename = "type", borrow)]
+    kind: Cow<'a, str>,
+    #[serde(borrow, default)]
+    entry: Vec<ResponseEntry<'a>>,
+}
+
+#[derive(serde::Deserialize)]
+struct ResponseEntry<'a> {
+    #[serde(borrow, default)]
+    response: EntryResponse<'a>,
+    #[serde(borrow, default)]
+    resource: Option<ResourceHead<'a>>,
+}
+
+#[derive(serde::Deserialize, Default)]
+struct EntryResponse<'a> {
+    #[serde(borrow, default)]
+    status: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    location: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    outcome: Option<&'a serde_json::value::RawValue>,
 }
 
 /// The store's id for the resource tagged `tag`, when the search answer holds it.
@@ -872,20 +904,16 @@ pub fn target_from_location(location: &str) -> Option<String> {
 /// `kinds` says what each entry sent.
 fn transaction_results(reply: &Reply, kinds: &[EntryKind]) -> Result<Vec<Written>, Failure> {
     let wanted = "a transaction-response Bundle";
-    let response: Value =
-        serde_json::from_slice(&reply.body).map_err(|_| not_the_answer(reply, wanted))?;
-    if response["resourceType"] != "Bundle" || response["type"] != "transaction-response" {
-        return Err(not_the_answer(reply, wanted));
-    }
+    let response = serde_json::from_slice::<TransactionResponse>(&reply.body)
+        .ok()
+        .filter(|r| r.resource_type == "Bundle" && r.kind == "transaction-response")
+        .ok_or_else(|| not_the_answer(reply, wanted))?;
     let failure = |message: String| Failure {
         status: Some(reply.status),
         message,
         source: None,
     };
-    let entries = response["entry"]
-        .as_array()
-        .map(Vec::as_slice)
-        .unwrap_or(&[]);
+    let entries = response.entry;
     if entries.len() != kinds.len() {
         return Err(failure(format!(
             "the store answered a transaction of {} entries with {} entries; \
@@ -895,29 +923,31 @@ fn transaction_results(reply: &Reply, kinds: &[EntryKind]) -> Result<Vec<Written
         )));
     }
     entries
-        .iter()
+        .into_iter()
         .zip(kinds)
         .enumerate()
         .map(|(i, (entry, kind))| {
-            let response = &entry["response"];
-            let status = response["status"].as_str().unwrap_or_default();
+            let response = entry.response;
+            let status = response.status.as_deref().unwrap_or_default();
             if !status.starts_with('2') {
-                let reason = serde_json::to_vec(&response["outcome"])
-                    .map(|outcome| super::client::store_message(&outcome))
-                    .unwrap_or_default();
+                let reason = response.outcome.map_or_else(
+                    || "(no OperationOutcome)".to_owned(),
+                    |outcome| super::client::store_message(outcome.get().as_bytes()),
+                );
                 return Err(failure(format!(
                     "entry {i} of the transaction answered `{status}`: {reason}"
                 )));
             }
-            let target = response["location"]
-                .as_str()
+            let target = response
+                .location
+                .as_deref()
                 .and_then(target_from_location)
                 .or_else(|| {
-                    let resource = &entry["resource"];
+                    let resource = entry.resource.as_ref()?;
                     Some(format!(
                         "{}/{}",
-                        resource["resourceType"].as_str()?,
-                        resource["id"].as_str()?
+                        resource.resource_type.as_deref()?,
+                        resource.id.as_deref()?
                     ))
                 })
                 .ok_or_else(|| failure(format!("entry {i} of the transaction has no location")))?;
@@ -1013,6 +1043,30 @@ mod tests {
             ("Provenance", true),
         ]);
         assert!(transaction_results(&reply(200, None, ok), &swapped).is_err());
+
+        // Google echoes every resource: without a location, the resource says where it went.
+        let echoed = r#"{"resourceType":"Bundle","type":"transaction-response","entry":[
+            {"resource":{"resourceType":"Patient","id":"p\u0031","name":[{"family":"X"}]},
+             "response":{"status":"201 Created"}}]}"#;
+        let one = kinds(&[("Patient", false)]);
+        let results = transaction_results(&reply(200, None, echoed), &one).unwrap();
+        assert_eq!(results[0].target, "Patient/p1");
+        let nowhere = r#"{"resourceType":"Bundle","type":"transaction-response",
+            "entry":[{"response":{"status":"201 Created"}}]}"#;
+        let message = transaction_results(&reply(200, None, nowhere), &one)
+            .unwrap_err()
+            .message;
+        assert!(message.contains("has no location"), "{message}");
+        let refused = r#"{"resourceType":"Bundle","type":"transaction-response","entry":[
+            {"response":{"status":"400 Bad Request","outcome":{"resourceType":"OperationOutcome",
+             "issue":[{"severity":"error","code":"invalid","diagnostics":"bad birthDate"}]}}}]}"#;
+        let message = transaction_results(&reply(200, None, refused), &one)
+            .unwrap_err()
+            .message;
+        assert_eq!(
+            message,
+            "entry 0 of the transaction answered `400 Bad Request`: bad birthDate"
+        );
     }
 
     #[test]
