@@ -288,47 +288,14 @@ async fn a_redirect_is_not_followed_and_names_where_it_pointed() {
     );
 }
 
-/// Terminates TLS with a fresh self-signed certificate for `localhost` and passes the bytes
-/// on to `plain`; gives the port and the certificate's PEM.
-async fn tls_in_front_of(plain: std::net::SocketAddr) -> (u16, String) {
-    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
-    let pem = certified.cert.pem();
-    let key = tokio_rustls::rustls::pki_types::PrivateKeyDer::Pkcs8(
-        certified.signing_key.serialize_der().into(),
-    );
-    let config = tokio_rustls::rustls::ServerConfig::builder_with_provider(Arc::new(
-        tokio_rustls::rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_no_client_auth()
-    .with_single_cert(vec![certified.cert.der().clone()], key)
-    .unwrap();
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    tokio::spawn(async move {
-        while let Ok((socket, _)) = listener.accept().await {
-            let acceptor = acceptor.clone();
-            tokio::spawn(async move {
-                let Ok(mut tls) = acceptor.accept(socket).await else {
-                    return;
-                };
-                let mut upstream = tokio::net::TcpStream::connect(plain).await.unwrap();
-                let _ = tokio::io::copy_bidirectional(&mut tls, &mut upstream).await;
-            });
-        }
-    });
-    (port, pem)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ca_file_adds_a_trusted_certificate() {
     let store = RecordingStore::default();
     let app = Router::new()
         .route("/fhir/{resource_type}", post(recorded_create))
         .with_state(store.clone());
-    let (port, pem) = tls_in_front_of(serve_on_loopback(app).await).await;
+    let (tls, pem) = tls_in_front_of(serve_on_loopback(app).await).await;
+    let port = tls.port();
     let dir = tempfile::tempdir().unwrap();
     let ca_file = dir.path().join("ca.pem");
     std::fs::write(&ca_file, pem).unwrap();

@@ -264,16 +264,7 @@ fn load_over_tls(stand_in: &StandIn, ca_file: &Path) -> std::process::Command {
         ])
         .arg("--ca-file")
         .arg(ca_file)
-        .args([
-            "--mode",
-            "create",
-            "--count",
-            "20",
-            "--workers",
-            "4",
-            "--json",
-            "--quiet",
-        ]);
+        .args(SMALL_LOAD);
     command
 }
 

@@ -130,44 +130,12 @@ pub async fn start_google() -> StandIn {
 pub async fn start_google_tls() -> StandIn {
     let seen = Seen::default();
     let plain = super::serve_on_loopback(google_app(seen.clone())).await;
-    let (addr, pem) = tls_in_front_of(plain).await;
+    let (addr, pem) = super::tls_in_front_of(plain).await;
     StandIn {
         addr,
         seen,
         certificate_pem: Some(pem),
     }
-}
-
-/// Terminates TLS and passes the bytes on to `plain`; gives the address and the PEM.
-async fn tls_in_front_of(plain: SocketAddr) -> (SocketAddr, String) {
-    use tokio_rustls::rustls;
-    let names = vec!["127.0.0.1".to_owned(), "localhost".to_owned()];
-    let certified = rcgen::generate_simple_self_signed(names).unwrap();
-    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(certified.signing_key.serialize_der().into());
-    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_no_client_auth()
-    .with_single_cert(vec![certified.cert.der().clone()], key)
-    .unwrap();
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((socket, _)) = listener.accept().await {
-            let acceptor = acceptor.clone();
-            tokio::spawn(async move {
-                let Ok(mut tls) = acceptor.accept(socket).await else {
-                    return;
-                };
-                let mut upstream = tokio::net::TcpStream::connect(plain).await.unwrap();
-                let _ = tokio::io::copy_bidirectional(&mut tls, &mut upstream).await;
-            });
-        }
-    });
-    (addr, certified.cert.pem())
 }
 
 fn google_app(seen: Seen) -> Router {
@@ -449,18 +417,21 @@ pub fn load_command(stand_in: &StandIn) -> std::process::Command {
     without_proxies(&mut command);
     command
         .args(["load", "--store", STORE, "--endpoint", &stand_in.endpoint()])
-        .args([
-            "--mode",
-            "create",
-            "--count",
-            "20",
-            "--workers",
-            "4",
-            "--json",
-            "--quiet",
-        ]);
+        .args(SMALL_LOAD);
     command
 }
+
+/// What every load against the stand-in writes: 20 resources, one request each.
+pub const SMALL_LOAD: [&str; 8] = [
+    "--mode",
+    "create",
+    "--count",
+    "20",
+    "--workers",
+    "4",
+    "--json",
+    "--quiet",
+];
 
 pub fn without_proxies(command: &mut std::process::Command) {
     for name in ["HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY"] {

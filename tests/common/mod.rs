@@ -16,6 +16,39 @@ pub async fn serve_on_loopback(app: axum::Router) -> std::net::SocketAddr {
     addr
 }
 
+/// Terminates TLS with a fresh self-signed certificate for 127.0.0.1 and localhost, and passes
+/// the bytes on to `plain`; gives the address and the certificate's PEM.
+pub async fn tls_in_front_of(plain: std::net::SocketAddr) -> (std::net::SocketAddr, String) {
+    use tokio_rustls::rustls;
+    let names = vec!["127.0.0.1".to_owned(), "localhost".to_owned()];
+    let certified = rcgen::generate_simple_self_signed(names).unwrap();
+    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(certified.signing_key.serialize_der().into());
+    let config = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(vec![certified.cert.der().clone()], key)
+    .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((socket, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(socket).await else {
+                    return;
+                };
+                let mut upstream = tokio::net::TcpStream::connect(plain).await.unwrap();
+                let _ = tokio::io::copy_bidirectional(&mut tls, &mut upstream).await;
+            });
+        }
+    });
+    (addr, certified.cert.pem())
+}
+
 pub async fn start_emulator(options: EmulatorOptions) -> Emulator {
     Emulator::start(options, "127.0.0.1:0".parse().unwrap())
         .await
