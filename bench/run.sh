@@ -85,12 +85,16 @@ if command -v go >/dev/null; then
     go_cpu_us=$(calc "round($(cpu) / 40000 * 1e6, 1)")
 fi
 
-# 2b. reqwest alone, as fhirgen sets it up, POSTing the Go baseline's Patient: what the HTTP
-# client costs before fhirgen generates, checks or records anything.
+# 2b. The HTTP client alone, POSTing the Go baseline's Patient: reqwest as fhirgen sets it up,
+# and the bare hyper-util client fhirgen used before it. What a request costs before fhirgen
+# generates, checks or records anything.
 cargo build --release --locked --quiet --example http_floor
 reset "$SLOW"
-timed target/release/examples/http_floor "$SLOW/fhir" 40000
+timed target/release/examples/http_floor "$SLOW/fhir" 40000 reqwest
 floor_cpu_us=$(calc "round($(cpu) / 40000 * 1e6, 1)")
+reset "$SLOW"
+timed target/release/examples/http_floor "$SLOW/fhir" 40000 hyper
+hyper_floor_cpu_us=$(calc "round($(cpu) / 40000 * 1e6, 1)")
 
 # 3. Transaction mode against create mode, 32 workers, 20 ms latency.
 reset "$SLOW"
@@ -190,7 +194,7 @@ cat <<TABLE
 |---|---|---|
 | create mode, 64 workers, 20 ms latency | $create64_rps requests/s = $(calc "round($create64_rps / 3200 * 100, 1)")% of the 3200/s ceiling ($(calc "round($create64_rps / $true_ceiling * 100, 1)")% of the $true_ceiling/s the sink's measured $sink_ms ms allow); max in flight $create64_inflight | >= 95%, never > 64 |
 | Go worker-pool baseline, same sink | $go_rps requests/s = $(calc "round($go_rps / 3200 * 100, 1)" 2>/dev/null || echo "n/a")% | |
-| client CPU per POST (generation included) | fhirgen $create64_cpu_us µs, Go baseline $go_cpu_us µs ($(calc "round($create64_cpu_us / $go_cpu_us, 2)" 2>/dev/null || echo "n/a")x); reqwest alone, Go's body: $floor_cpu_us µs | fhirgen <= Go |
+| client CPU per POST (generation included) | fhirgen $create64_cpu_us µs, Go baseline $go_cpu_us µs ($(calc "round($create64_cpu_us / $go_cpu_us, 2)" 2>/dev/null || echo "n/a")x); the client alone on Go's body: reqwest $floor_cpu_us µs, hyper-util (fhirgen's client before reqwest) $hyper_floor_cpu_us µs | fhirgen <= Go |
 | transaction vs create, 32 workers, 20 ms | $tx32_res vs $create32_res resources/s = $(calc "round($tx32_res / $create32_res, 1)")x | >= 10x |
 | generate 1M resources to NDJSON | $gen_per_cpu_s resources per CPU-second, peak RSS $gen_rss MiB | >= 100k/CPU-s, < 48 MiB |
 | load 200k resources, peak RSS | transaction, 32 workers: $load_tx_rss MiB; update, 64 workers: $load_update_rss MiB | < 48 MiB |
