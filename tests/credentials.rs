@@ -23,14 +23,9 @@ fn write_json(dir: &Path, name: &str, value: &Value) -> PathBuf {
 }
 
 fn authorized_user(stand_in: &StandIn) -> Value {
-    json!({
-        "type": "authorized_user",
-        "client_id": "123.apps.googleusercontent.com",
-        "client_secret": CLIENT_SECRET,
-        "refresh_token": REFRESH_TOKEN,
-        "token_uri": stand_in.url("/oauth/token"),
-        "quota_project_id": "file-quota-project",
-    })
+    let mut user = stand_in.authorized_user();
+    user["quota_project_id"] = json!("file-quota-project");
+    user
 }
 
 fn external_account(stand_in: &StandIn, credential_source: Value) -> Value {
@@ -41,6 +36,13 @@ fn external_account(stand_in: &StandIn, credential_source: Value) -> Value {
         "token_url": stand_in.url("/sts/token"),
         "credential_source": credential_source,
     })
+}
+
+/// The load, with `file` as the Application Default Credentials (GOOGLE_APPLICATION_CREDENTIALS).
+fn load_with_credential_file(stand_in: &StandIn, file: &Path) -> std::process::Command {
+    let mut command = load_command(stand_in);
+    command.env("GOOGLE_APPLICATION_CREDENTIALS", file);
+    command
 }
 
 /// Runs the load and checks it stored everything with `token`, billed to `quota_project`.
@@ -75,8 +77,7 @@ async fn authorized_user_named_by_google_application_credentials_bills_its_quota
     let stand_in = start_google().await;
     let dir = tempfile::tempdir().unwrap();
     let file = write_json(dir.path(), "user.json", &authorized_user(&stand_in));
-    let mut command = load_command(&stand_in);
-    command.env("GOOGLE_APPLICATION_CREDENTIALS", &file);
+    let command = load_with_credential_file(&stand_in, &file);
     let output = loads_with(command, &stand_in, USER_TOKEN, Some("file-quota-project")).await;
     assert_no_secrets(&output, &[], &[]);
     // One token for the run, not one per request.
@@ -94,8 +95,7 @@ async fn a_token_endpoint_that_blinks_is_asked_again() {
     let file = write_json(dir.path(), "user.json", &credential);
 
     *stand_in.seen.blinks_left.lock().unwrap() = 2;
-    let mut command = load_command(&stand_in);
-    command.env("GOOGLE_APPLICATION_CREDENTIALS", &file);
+    let command = load_with_credential_file(&stand_in, &file);
     loads_with(command, &stand_in, USER_TOKEN, Some("file-quota-project")).await;
     assert_eq!(
         stand_in.seen.token_paths(),
@@ -107,8 +107,7 @@ async fn a_token_endpoint_that_blinks_is_asked_again() {
     );
 
     *stand_in.seen.blinks_left.lock().unwrap() = 100;
-    let mut command = load_command(&stand_in);
-    command.env("GOOGLE_APPLICATION_CREDENTIALS", &file);
+    let command = load_with_credential_file(&stand_in, &file);
     let output = run(command).await;
     assert_ne!(output.status.code(), Some(0));
     let stderr = String::from_utf8_lossy(&output.stderr);
@@ -148,8 +147,7 @@ async fn external_account_from_a_file_exchanges_at_sts_then_impersonates() {
     account["service_account_impersonation_url"] = json!(stand_in.impersonation_url(LOADER));
     account["quota_project_id"] = json!("wif-project");
     let file = write_json(dir.path(), "wif.json", &account);
-    let mut command = load_command(&stand_in);
-    command.env("GOOGLE_APPLICATION_CREDENTIALS", &file);
+    let command = load_with_credential_file(&stand_in, &file);
     let output = loads_with(
         command,
         &stand_in,
@@ -181,8 +179,7 @@ async fn external_account_from_a_url_reads_the_json_field_it_names() {
         }),
     );
     let file = write_json(dir.path(), "wif.json", &account);
-    let mut command = load_command(&stand_in);
-    command.env("GOOGLE_APPLICATION_CREDENTIALS", &file);
+    let command = load_with_credential_file(&stand_in, &file);
     let output = loads_with(command, &stand_in, STS_TOKEN, None).await;
     assert_no_secrets(&output, &[], &[]);
 }
@@ -201,8 +198,7 @@ async fn impersonated_service_account_file_uses_its_source_credentials() {
             "delegates": [],
         }),
     );
-    let mut command = load_command(&stand_in);
-    command.env("GOOGLE_APPLICATION_CREDENTIALS", &file);
+    let command = load_with_credential_file(&stand_in, &file);
     let output = loads_with(command, &stand_in, &impersonated_token(LOADER), None).await;
     assert_no_secrets(&output, &[], &[&impersonated_token(LOADER)]);
 }
@@ -308,8 +304,7 @@ async fn unusable_credential_files_name_the_field_that_is_wrong() {
     for (index, (content, expected)) in cases.into_iter().enumerate() {
         let kind = content["type"].as_str().unwrap().to_owned();
         let file = write_json(dir.path(), &format!("case-{index}.json"), &content);
-        let mut command = load_command(&stand_in);
-        command.env("GOOGLE_APPLICATION_CREDENTIALS", &file);
+        let command = load_with_credential_file(&stand_in, &file);
         let output = run(command).await;
         assert_exit(&output, 2);
         let stderr = String::from_utf8_lossy(&output.stderr);
@@ -329,8 +324,7 @@ async fn a_refused_refresh_token_names_the_credential() {
     let mut user = authorized_user(&stand_in);
     user["refresh_token"] = json!("a-revoked-refresh-token-4444");
     let file = write_json(dir.path(), "user.json", &user);
-    let mut command = load_command(&stand_in);
-    command.env("GOOGLE_APPLICATION_CREDENTIALS", &file);
+    let command = load_with_credential_file(&stand_in, &file);
     let output = run(command).await;
     assert_exit(&output, 2);
     let stderr = String::from_utf8_lossy(&output.stderr);
@@ -347,8 +341,7 @@ async fn service_account_key_signs_an_assertion_for_its_token_uri() {
     let mut key = service_account(KEY_ACCOUNT, &stand_in.url("/sa/token"));
     key["quota_project_id"] = json!("key-project");
     let file = write_json(dir.path(), "key.json", &key);
-    let mut command = load_command(&stand_in);
-    command.env("GOOGLE_APPLICATION_CREDENTIALS", &file);
+    let command = load_with_credential_file(&stand_in, &file);
     let output = loads_with(command, &stand_in, KEY_TOKEN, Some("key-project")).await;
     assert_no_secrets(&output, &[], &[&private_key_line()]);
     // The stand-in checked the signature and the claims; one token for the run.
@@ -385,8 +378,7 @@ async fn service_account_key_is_a_source_for_impersonation() {
             "source_credentials": service_account(KEY_ACCOUNT, &stand_in.url("/sa/token")),
         }),
     );
-    let mut command = load_command(&stand_in);
-    command.env("GOOGLE_APPLICATION_CREDENTIALS", &file);
+    let command = load_with_credential_file(&stand_in, &file);
     let output = loads_with(command, &stand_in, &impersonated_token(LOADER), None).await;
     assert_no_secrets(&output, &[], &[&private_key_line()]);
     assert_eq!(stand_in.seen.token_paths(), through_iam);
@@ -398,8 +390,7 @@ async fn a_refused_service_account_key_names_the_file_and_the_account() {
     let dir = tempfile::tempdir().unwrap();
     let key = service_account(DELETED_ACCOUNT, &stand_in.url("/sa/token"));
     let file = write_json(dir.path(), "key.json", &key);
-    let mut command = load_command(&stand_in);
-    command.env("GOOGLE_APPLICATION_CREDENTIALS", &file);
+    let command = load_with_credential_file(&stand_in, &file);
     let output = run(command).await;
     assert_exit(&output, 2);
     let stderr = String::from_utf8_lossy(&output.stderr);

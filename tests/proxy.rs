@@ -66,14 +66,7 @@ async fn start_proxy() -> (String, ForwardProxy) {
 
 fn user_credential(dir: &std::path::Path, stand_in: &StandIn) -> std::path::PathBuf {
     let path = dir.join("user.json");
-    let user = serde_json::json!({
-        "type": "authorized_user",
-        "client_id": "123.apps.googleusercontent.com",
-        "client_secret": CLIENT_SECRET,
-        "refresh_token": REFRESH_TOKEN,
-        "token_uri": stand_in.url("/oauth/token"),
-    });
-    std::fs::write(&path, user.to_string()).unwrap();
+    std::fs::write(&path, stand_in.authorized_user().to_string()).unwrap();
     path
 }
 

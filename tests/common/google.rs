@@ -74,6 +74,12 @@ impl Seen {
         seen.iter().map(|(_, project)| project.clone()).collect()
     }
 
+    /// Notes a token request: the path it came to and what it carried.
+    fn token_request(&self, path: impl Into<String>, body: impl Into<String>) {
+        let mut seen = self.token_requests.lock().unwrap();
+        seen.push((path.into(), body.into()));
+    }
+
     pub fn token_paths(&self) -> Vec<String> {
         let seen = self.token_requests.lock().unwrap();
         seen.iter().map(|(path, _)| path.clone()).collect()
@@ -103,6 +109,18 @@ impl StandIn {
         } else {
             "http"
         }
+    }
+
+    /// An `authorized_user` credential (a copied gcloud ADC file) whose refresh token this
+    /// stand-in's OAuth endpoint takes.
+    pub fn authorized_user(&self) -> Value {
+        json!({
+            "type": "authorized_user",
+            "client_id": "123.apps.googleusercontent.com",
+            "client_secret": CLIENT_SECRET,
+            "refresh_token": REFRESH_TOKEN,
+            "token_uri": self.url("/oauth/token"),
+        })
     }
 
     pub fn endpoint(&self) -> String {
@@ -154,21 +172,28 @@ async fn oauth_token(
     State(seen): State<Seen>,
     Form(form): Form<HashMap<String, String>>,
 ) -> Response {
-    seen.token_requests
-        .lock()
-        .unwrap()
-        .push(("/oauth/token".into(), format!("{form:?}")));
+    seen.token_request("/oauth/token", format!("{form:?}"));
     let right = form.get("grant_type").map(String::as_str) == Some("refresh_token")
         && form.get("refresh_token").map(String::as_str) == Some(REFRESH_TOKEN)
         && form.get("client_secret").map(String::as_str) == Some(CLIENT_SECRET);
     if !right {
-        return (
-            StatusCode::BAD_REQUEST,
-            axum::Json(json!({"error": "invalid_grant", "error_description": "Bad Request"})),
-        )
-            .into_response();
+        return invalid_grant("Bad Request");
     }
-    axum::Json(json!({"access_token": USER_TOKEN, "expires_in": 3599, "token_type": "Bearer"}))
+    access_token(USER_TOKEN)
+}
+
+/// An OAuth token endpoint's answer that hands out `token` for an hour.
+fn access_token(token: &str) -> Response {
+    axum::Json(json!({"access_token": token, "expires_in": 3599, "token_type": "Bearer"}))
+        .into_response()
+}
+
+/// An OAuth token endpoint's refusal, as Google words it.
+fn invalid_grant(description: &str) -> Response {
+    (
+        StatusCode::BAD_REQUEST,
+        axum::Json(json!({"error": "invalid_grant", "error_description": description})),
+    )
         .into_response()
 }
 
@@ -181,10 +206,7 @@ async fn blinking_oauth_token(
         let mut left = seen.blinks_left.lock().unwrap();
         if *left > 0 {
             *left -= 1;
-            seen.token_requests
-                .lock()
-                .unwrap()
-                .push(("/blinking/oauth/token".into(), "503".into()));
+            seen.token_request("/blinking/oauth/token", "503");
             return (StatusCode::SERVICE_UNAVAILABLE, "try again").into_response();
         }
     }
@@ -198,10 +220,7 @@ async fn service_account_token(
     headers: HeaderMap,
     Form(form): Form<HashMap<String, String>>,
 ) -> Response {
-    seen.token_requests
-        .lock()
-        .unwrap()
-        .push(("/sa/token".into(), format!("{form:?}")));
+    seen.token_request("/sa/token", format!("{form:?}"));
     let host = headers
         .get("host")
         .and_then(|v| v.to_str().ok())
@@ -213,14 +232,9 @@ async fn service_account_token(
         Err(reason) => Some(format!("Invalid JWT: {reason}")),
     };
     if let Some(message) = refusal {
-        return (
-            StatusCode::BAD_REQUEST,
-            axum::Json(json!({"error": "invalid_grant", "error_description": message})),
-        )
-            .into_response();
+        return invalid_grant(&message);
     }
-    axum::Json(json!({"access_token": KEY_TOKEN, "expires_in": 3599, "token_type": "Bearer"}))
-        .into_response()
+    access_token(KEY_TOKEN)
 }
 
 /// Checks a JWT-bearer token request as Google does: RS256 over `header.claims` by `key`,
@@ -305,10 +319,7 @@ async fn sts_token(
     State(seen): State<Seen>,
     Form(form): Form<HashMap<String, String>>,
 ) -> Response {
-    seen.token_requests
-        .lock()
-        .unwrap()
-        .push(("/sts/token".into(), format!("{form:?}")));
+    seen.token_request("/sts/token", format!("{form:?}"));
     let expect = [
         (
             "grant_type",
@@ -353,10 +364,7 @@ async fn generate(
     headers: HeaderMap,
     body: String,
 ) -> Response {
-    seen.token_requests
-        .lock()
-        .unwrap()
-        .push((format!("/iam/{action}"), body.clone()));
+    seen.token_request(format!("/iam/{action}"), body.clone());
     let Some(email) = action.strip_suffix(":generateAccessToken") else {
         return StatusCode::NOT_FOUND.into_response();
     };
