@@ -237,15 +237,10 @@ impl StoreClient {
             .connect_timeout(Duration::from_secs(10).min(options.timeout))
             .pool_max_idle_per_host(options.workers as usize);
         // Over TLS the versions are offered by ALPN; plain http is HTTP/1.1 unless told.
-        let http1_only = match options.http {
-            HttpVersion::Auto => base_url.scheme() == "http",
-            HttpVersion::Http1 => true,
-            HttpVersion::Http2 => false,
-        };
-        let builder = match options.http {
-            HttpVersion::Auto => builder,
-            HttpVersion::Http1 => builder.http1_only(),
-            HttpVersion::Http2 => builder.http2_prior_knowledge(),
+        let (builder, http1_only) = match options.http {
+            HttpVersion::Auto => (builder, base_url.scheme() == "http"),
+            HttpVersion::Http1 => (builder.http1_only(), true),
+            HttpVersion::Http2 => (builder.http2_prior_knowledge(), false),
         };
         // reqwest's own retries only resend HTTP/2 streams the server refused unprocessed; over
         // HTTP/1.1 they never apply, yet keeping them copies every request's headers.
@@ -454,15 +449,8 @@ impl StoreClient {
                             }
                         }
                         AttemptError::Http(error) => {
-                            let kind = if error.is_tls() {
-                                "TLS handshake failed"
-                            } else if error.is_proxy_refusal() {
-                                PROXY_REFUSED
-                            } else if error.is_connect() {
-                                "connection refused or reset"
-                            } else {
-                                "connection error"
-                            };
+                            let cause = error.cause();
+                            let kind = cause.label();
                             stats.record_error(kind);
                             tracing::info!(
                                 "{} {} -> {kind} (attempt {attempts})",
@@ -471,13 +459,12 @@ impl StoreClient {
                             );
                             let last = format!("{kind}: {}", error_chain(&*error));
                             // Nothing will work: say so now rather than retry every resource.
-                            let hopeless = error.is_tls()
-                                || error.is_proxy_refusal()
-                                || (error.is_connect()
+                            let hopeless = cause.is_final()
+                                || (cause == Cause::Connect
                                     && attempts >= UNREACHABLE_AFTER
                                     && !self.reached.load(Ordering::Relaxed));
                             if hopeless {
-                                let reason = self.unreachable(&last, error.is_tls());
+                                let reason = self.unreachable(&last, cause.remedy());
                                 return Err(
                                     self.fail_run(reason, SendError::GaveUp { attempts, last })
                                 );
@@ -486,7 +473,7 @@ impl StoreClient {
                                 last,
                                 at_least: Duration::ZERO,
                                 // Refused connections never carried the request.
-                                maybe_written: !error.is_connect(),
+                                maybe_written: cause != Cause::Connect,
                             }
                         }
                     }
@@ -576,16 +563,7 @@ impl StoreClient {
     }
 
     /// Why the run stops when the store cannot be reached at all, and what to check.
-    fn unreachable(&self, last: &str, tls: bool) -> String {
-        let remedy = if last.starts_with(PROXY_REFUSED) {
-            PROXY_REMEDY
-        } else if tls {
-            "check that the URL's scheme matches the server (https for TLS), that the \
-             server's certificate is valid for its name, and that its CA is trusted"
-        } else {
-            "check the URL (host and port), that the store is up, and any proxy or firewall \
-             between"
-        };
+    fn unreachable(&self, last: &str, remedy: &str) -> String {
         format!("cannot reach {}: {last}; {remedy}", self.base)
     }
 
@@ -595,7 +573,7 @@ impl StoreClient {
         if answer.status.is_redirection() {
             let to = answer.location.as_deref().map_or_else(
                 || "nowhere (no Location)".to_owned(),
-                |location| shown_location(url_base(&self.base), location),
+                |location| shown_location(&self.base_url, location),
             );
             answer.body = Bytes::from(format!(
                 "the store redirected to {to}; fhirgen does not follow redirects: put the final \
@@ -676,13 +654,65 @@ struct HttpError(reqwest::Error);
 const PROXY_REFUSED: &str = "the proxy refused fhirgen's credentials";
 const PROXY_REMEDY: &str = "check the user:password in HTTPS_PROXY / HTTP_PROXY / ALL_PROXY (percent-encode any @ : / in them)";
 
-impl HttpError {
-    fn is_connect(&self) -> bool {
-        self.0.is_connect()
+/// What a connection failure was, as far as retrying it goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Cause {
+    /// TLS refused the connection (a certificate, or a server that speaks no TLS).
+    Tls,
+    /// The proxy answered the CONNECT with 407.
+    ProxyRefused,
+    /// The connection could not be made (refused, reset, unresolvable).
+    Connect,
+    /// The exchange broke on a connection that was made.
+    Other,
+}
+
+impl Cause {
+    fn label(self) -> &'static str {
+        match self {
+            Cause::Tls => "TLS handshake failed",
+            Cause::ProxyRefused => PROXY_REFUSED,
+            Cause::Connect => "connection refused or reset",
+            Cause::Other => "connection error",
+        }
     }
 
-    /// Whether the proxy answered the CONNECT with 407: no retry will change its mind. The
-    /// tunnel's error type is private to hyper-util, so its words are what can be matched.
+    /// No retry will change it: the run stops at the first.
+    fn is_final(self) -> bool {
+        matches!(self, Cause::Tls | Cause::ProxyRefused)
+    }
+
+    /// What to check when this failure means nothing will get through.
+    fn remedy(self) -> &'static str {
+        match self {
+            Cause::ProxyRefused => PROXY_REMEDY,
+            Cause::Tls => {
+                "check that the URL's scheme matches the server (https for TLS), that the \
+                 server's certificate is valid for its name, and that its CA is trusted"
+            }
+            Cause::Connect | Cause::Other => {
+                "check the URL (host and port), that the store is up, and any proxy or \
+                 firewall between"
+            }
+        }
+    }
+}
+
+impl HttpError {
+    fn cause(&self) -> Cause {
+        if self.is_tls() {
+            Cause::Tls
+        } else if self.is_proxy_refusal() {
+            Cause::ProxyRefused
+        } else if self.0.is_connect() {
+            Cause::Connect
+        } else {
+            Cause::Other
+        }
+    }
+
+    /// Whether the proxy answered the CONNECT with 407. The tunnel's error type is private to
+    /// hyper-util, so its words are what can be matched.
     fn is_proxy_refusal(&self) -> bool {
         error_chain(&self.0).contains("proxy authorization required")
     }
@@ -765,18 +795,10 @@ fn with_google_reasons(message: &str, details: &serde_json::Value) -> String {
     }
 }
 
-/// The FHIR base's origin, to resolve a relative Location against.
-fn url_base(base: &str) -> Option<Url> {
-    Url::parse(base).ok()
-}
-
-/// Where a redirect pointed, without any user name, password or query it carried.
-fn shown_location(base: Option<Url>, location: &str) -> String {
-    let resolved = match base {
-        Some(base) => base.join(location),
-        None => Url::parse(location),
-    };
-    match resolved {
+/// Where a redirect pointed (a relative Location is resolved against the FHIR base), without
+/// any user name, password or query it carried.
+fn shown_location(base: &Url, location: &str) -> String {
+    match base.join(location) {
         Ok(mut url) => {
             let _ = url.set_username("");
             let _ = url.set_password(None);
@@ -853,11 +875,14 @@ mod tests {
 
     #[test]
     fn redirect_targets_are_shown_without_credentials() {
-        let base = url_base("https://fhir.example/r4");
+        let base = Url::parse("https://fhir.example/r4").unwrap();
         assert_eq!(
-            shown_location(base.clone(), "https://u:p@other.example/fhir?sig=s3cret"),
+            shown_location(&base, "https://u:p@other.example/fhir?sig=s3cret"),
             "https://other.example/fhir"
         );
-        assert_eq!(shown_location(base, "/login"), "https://fhir.example/login");
+        assert_eq!(
+            shown_location(&base, "/login"),
+            "https://fhir.example/login"
+        );
     }
 }
