@@ -1,8 +1,9 @@
 //! The unit the generator, the input reader and the loader share: a `Record` of resources that
 //! refer to each other, in dependency order (nothing refers to a resource after it).
 
-use std::borrow::Borrow;
-use std::collections::HashMap;
+use foldhash::HashMap;
+use std::borrow::{Borrow, Cow};
+use std::fmt::Write as _;
 
 use serde::Serialize;
 use serde::ser::{SerializeMap, SerializeSeq, Serializer};
@@ -57,35 +58,49 @@ impl Resource {
         self.body["identifier"].as_array()?.iter().find_map(|id| {
             let system = id["system"].as_str()?;
             let value = id["value"].as_str()?;
-            Some(format!(
-                "identifier={}|{}",
-                escape_search_value(system),
-                escape_search_value(value)
-            ))
+            Some(
+                [
+                    "identifier=",
+                    &escape_search_value(system),
+                    "|",
+                    &escape_search_value(value),
+                ]
+                .concat(),
+            )
         })
     }
 }
 
 /// FHIR search escaping (`\`, `|`, `,`, `$`) and percent-encoding of what a query, or the
 /// If-None-Exist header it travels in, cannot carry.
-fn escape_search_value(raw: &str) -> String {
-    let mut out = String::with_capacity(raw.len());
-    for c in raw.chars() {
+fn escape_search_value(raw: &str) -> Cow<'_, str> {
+    let needs_escape = |c: char| {
+        matches!(c, '\\' | '|' | ',' | '$' | '&' | '#' | '+' | '%' | ' ')
+            || c.is_control()
+            || !c.is_ascii()
+    };
+    // Identifiers almost never need escaping, and every conditional create builds one.
+    let Some(first) = raw.find(needs_escape) else {
+        return Cow::Borrowed(raw);
+    };
+    let mut out = String::with_capacity(raw.len() + 8);
+    out.push_str(&raw[..first]);
+    for c in raw[first..].chars() {
         match c {
             '\\' | '|' | ',' | '$' => {
                 out.push('\\');
                 out.push(c);
             }
-            c if matches!(c, '&' | '#' | '+' | '%' | ' ') || c.is_control() || !c.is_ascii() => {
+            c if needs_escape(c) => {
                 let mut buf = [0; 4];
                 for b in c.encode_utf8(&mut buf).bytes() {
-                    out.push_str(&format!("%{b:02X}"));
+                    write!(out, "%{b:02X}").expect("a String takes any write");
                 }
             }
             _ => out.push(c),
         }
     }
-    out
+    Cow::Owned(out)
 }
 
 impl Resource {

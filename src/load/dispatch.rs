@@ -4,7 +4,9 @@
 //! stores them at once; small patient records are packed into one transaction; records written
 //! resource by resource start as [`RecordDag`]s whose resources the workers release.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::VecDeque;
+
+use foldhash::{HashMap, HashSet};
 use std::sync::Arc;
 
 use tokio::sync::{Semaphore, mpsc};

@@ -3,7 +3,7 @@
 //! record's resources as what they refer to is stored, the `Completion` that later jobs wait
 //! on, and what became of it all (`JobOutcome`).
 
-use std::collections::{HashMap, HashSet};
+use foldhash::{HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 

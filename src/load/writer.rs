@@ -4,8 +4,8 @@
 //! store with Google's default settings: conditional creates and updates by identifier, and
 //! search-then-create by a source-key tag for resources that have no identifier.
 
+use foldhash::{HashMap, HashSet};
 use std::borrow::Cow;
-use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock};
 
 use bytes::Bytes;
@@ -370,7 +370,7 @@ impl RecordWriter {
         // Resources a bundle cannot hold (no identifier on a store that does not create on
         // PUT), and what refers to them: written one by one after the bundles.
         let mut deferred: Vec<usize> = Vec::new();
-        let mut deferred_keys: HashSet<String> = HashSet::new();
+        let mut deferred_keys: HashSet<String> = HashSet::default();
         while next < len || !carried.is_empty() {
             let mut chunk: Vec<usize> = std::mem::take(&mut carried);
             while next < len && chunk.len() < self.bundle_size {
@@ -721,15 +721,17 @@ fn to_bytes(value: &impl serde::Serialize) -> Bytes {
 /// Where the store put the resource `request` wrote, and how, from a 2xx answer; a failure
 /// when the answer is not the FHIR answer to that request.
 fn written(request: &StoreRequest, resource_type: &str, reply: &Reply) -> Result<Written, Failure> {
-    let wanted = format!("the {resource_type} that was sent");
-    let answered_id = answered_resource(reply, resource_type, &wanted)?;
+    // Only a failure says what was wanted: most answers are what was asked for.
+    let wanted = || format!("the {resource_type} that was sent");
+    let answered_id =
+        answered_resource(reply, resource_type).ok_or_else(|| not_the_answer(reply, &wanted()))?;
     let located = match reply.location.as_deref() {
         Some(location) => match target_from_location(location) {
             Some(target) if is_of_type(&target, resource_type) => Some(target),
             Some(target) => {
                 return Err(not_the_answer(
                     reply,
-                    &format!("{wanted} (its Location names {target})"),
+                    &format!("{} (its Location names {target})", wanted()),
                 ));
             }
             None => None,
@@ -766,22 +768,18 @@ fn is_of_type(target: &str, resource_type: &str) -> bool {
         .is_some_and(|rest| rest.starts_with('/'))
 }
 
-/// The id in a write's answer, checked to be the resource of the type sent; `None` for an empty
-/// answer (`return=minimal`) or one without an id. Only the two fields are read: the rest of
-/// an echoed resource is skipped, not built.
-fn answered_resource(
-    reply: &Reply,
-    resource_type: &str,
-    wanted: &str,
-) -> Result<Option<String>, Failure> {
+/// The id in a write's answer (`None` for an empty answer, as `return=minimal` gives, or one
+/// without an id), or `None` outright when the answer is not a resource of the type sent. Only
+/// the two fields are read: the rest of an echoed resource is skipped, not built.
+fn answered_resource(reply: &Reply, resource_type: &str) -> Option<Option<String>> {
     if reply.body.trim_ascii().is_empty() {
-        return Ok(None);
+        return Some(None);
     }
     match serde_json::from_slice::<ResourceHead>(&reply.body) {
         Ok(head) if head.resource_type.as_deref() == Some(resource_type) => {
-            Ok(head.id.map(Cow::into_owned))
+            Some(head.id.map(Cow::into_owned))
         }
-        _ => Err(not_the_answer(reply, wanted)),
+        _ => None,
     }
 }
 
@@ -887,17 +885,20 @@ fn not_the_answer(reply: &Reply, wanted: &str) -> Failure {
 /// `Type/id` from a Location such as `https://host/v1/.../fhir/Patient/123/_history/1`.
 pub fn target_from_location(location: &str) -> Option<String> {
     let path = location.split(['?', '#']).next()?;
-    let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
-    let end = segments
-        .iter()
-        .position(|s| *s == "_history")
-        .unwrap_or(segments.len());
-    if end < 2 {
-        return None;
+    // The last two segments before any `_history`, found without collecting them: every
+    // create's answer goes through here.
+    let mut last_two = (None, None);
+    for segment in path.split('/').filter(|s| !s.is_empty()) {
+        if segment == "_history" {
+            break;
+        }
+        last_two = (last_two.1, Some(segment));
     }
-    let (kind, id) = (segments[end - 2], segments[end - 1]);
+    let (Some(kind), Some(id)) = last_two else {
+        return None;
+    };
     kind.starts_with(|c: char| c.is_ascii_uppercase())
-        .then(|| format!("{kind}/{id}"))
+        .then(|| [kind, "/", id].concat())
 }
 
 /// Where each entry of a transaction went and how, from the `transaction-response` Bundle;
