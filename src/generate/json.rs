@@ -75,10 +75,7 @@ impl Body {
             "{} has more fields than its capacity",
             self.key
         );
-        Resource {
-            key: self.key,
-            body: Value::Object(self.fields),
-        }
+        Resource::with_key(self.key, &Value::Object(self.fields))
     }
 }
 

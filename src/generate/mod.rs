@@ -242,7 +242,7 @@ fn write_records(
         OutputFormat::Ndjson => {
             for record in generator {
                 for resource in &record.resources {
-                    serde_json::to_writer(&mut *out, &resource.body).map_err(io::Error::from)?;
+                    out.write_all(resource.json().as_bytes())?;
                     out.write_all(b"\n")?;
                 }
             }
@@ -256,10 +256,12 @@ fn write_records(
                 .filter_map(|r| Some((r.key.clone(), r.conditional_reference()?)))
                 .collect();
             let resolve = |key: &str| shared.get(key).cloned();
+            let mut bundle = Vec::new();
             for record in generator {
-                write_transaction_bundle(&mut *out, &record.resources, &resolve)
-                    .map_err(io::Error::from)?;
-                out.write_all(b"\n")?;
+                bundle.clear();
+                write_transaction_bundle(&mut bundle, &record.resources, &resolve);
+                bundle.push(b'\n');
+                out.write_all(&bundle)?;
             }
         }
     }

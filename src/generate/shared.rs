@@ -382,7 +382,7 @@ mod tests {
             record.resources[first_practitioner].key,
             pool.practitioner(0)
         );
-        let ids = &record.resources[first_practitioner].body["identifier"];
+        let ids = &record.resources[first_practitioner].to_value()["identifier"];
         assert_eq!(ids[1]["system"], codes::NPI);
     }
 }

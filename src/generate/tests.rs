@@ -41,7 +41,7 @@ fn records(count: u64, seed: u64, shard: Shard) -> Vec<Record> {
 fn lines_of(config: GeneratorConfig) -> Vec<String> {
     Generator::new(config)
         .flat_map(|r| r.resources)
-        .map(|r| serde_json::to_string(&r.body).unwrap())
+        .map(|r| serde_json::to_string(&r.to_value()).unwrap())
         .collect()
 }
 
@@ -60,7 +60,7 @@ fn lines(count: u64, seed: u64, shard: Shard) -> Vec<String> {
     records(count, seed, shard)
         .iter()
         .flat_map(|r| &r.resources)
-        .map(|r| serde_json::to_string(&r.body).unwrap())
+        .map(|r| serde_json::to_string(&r.to_value()).unwrap())
         .collect()
 }
 
@@ -101,7 +101,7 @@ fn same_seed_same_bytes_other_seed_other_bytes() {
     });
     let later: Vec<String> = later
         .flat_map(|r| r.resources)
-        .map(|r| serde_json::to_string(&r.body).unwrap())
+        .map(|r| serde_json::to_string(&r.to_value()).unwrap())
         .collect();
     assert_ne!(later, lines(3000, 11, Shard::WHOLE));
 }
@@ -162,7 +162,7 @@ fn assert_references_resolve(records: &[Record]) {
     for record in records {
         let mut seen: BTreeSet<&str> = BTreeSet::new();
         for resource in &record.resources {
-            for reference in references(&resource.body) {
+            for reference in references(&resource.to_value()) {
                 assert!(
                     seen.contains(reference.as_str()) || shared.contains(reference.as_str()),
                     "{} refers to {reference}, which is not before it",
@@ -188,7 +188,7 @@ fn references_resolve_to_earlier_resources() {
 fn the_reference_table_is_what_the_renderer_writes() {
     let mut written = BTreeSet::new();
     for resource in resources(30_000, 19) {
-        for reference in references(&resource.body) {
+        for reference in references(&resource.to_value()) {
             let (target, _) = reference.split_once('/').unwrap();
             written.insert((type_of(&resource), ResourceType::from_name(target).unwrap()));
         }
@@ -315,7 +315,7 @@ fn identifiers_are_unique_and_fhirgen_first() {
     let mut seen = BTreeSet::new();
     let mut ids = BTreeSet::new();
     for resource in resources(30_000, 4) {
-        let body = &resource.body;
+        let body = &resource.to_value();
         let kind = resource.resource_type().to_ascii_lowercase();
         let first = &body["identifier"][0];
         assert_eq!(first["system"], format!("{IDENTIFIER_SYSTEM_BASE}/{kind}"));
@@ -361,10 +361,16 @@ fn is_date_time(s: &str) -> bool {
 fn no_empty_values_and_well_formed_dates() {
     for resource in resources(20_000, 6) {
         assert_eq!(
-            resource.body.as_object().unwrap().keys().next().unwrap(),
+            resource
+                .to_value()
+                .as_object()
+                .unwrap()
+                .keys()
+                .next()
+                .unwrap(),
             "resourceType"
         );
-        walk(&resource.body, &mut |key, value| {
+        walk(&resource.to_value(), &mut |key, value| {
             match value {
                 Value::String(s) => assert!(!s.is_empty(), "{} {key}", resource.key),
                 Value::Array(a) => assert!(!a.is_empty(), "{} {key}", resource.key),
@@ -396,14 +402,14 @@ fn nothing_before_birth_or_after_death_or_as_of() {
         if record.kind == RecordKind::Shared {
             continue;
         }
-        let patient = &record.resources[0].body;
+        let patient = &record.resources[0].to_value();
         let birth = format!("{}T00:00:00+00:00", patient["birthDate"].as_str().unwrap());
         let end = patient["deceasedDateTime"]
             .as_str()
             .map_or(as_of_end.clone(), str::to_owned);
         let mut periods: HashMap<&str, (&str, &str)> = HashMap::new();
-        for resource in &record.resources {
-            let body = &resource.body;
+        let bodies: Vec<Value> = record.resources.iter().map(Resource::to_value).collect();
+        for (resource, body) in record.resources.iter().zip(&bodies) {
             walk(body, &mut |key, value| {
                 if let Some(s) = value.as_str().filter(|s| is_date_time(s)) {
                     assert!(
@@ -481,7 +487,7 @@ fn observations_have_ucum_units_and_plausible_values() {
     let measures = measures();
     let mut seen = BTreeSet::new();
     for resource in resources(30_000, 10) {
-        let body = &resource.body;
+        let body = &resource.to_value();
         match resource.resource_type() {
             "Observation" => {
                 let code = &body["code"];
@@ -518,7 +524,7 @@ fn bmi_agrees_with_height_and_weight() {
     for record in records(20_000, 12, Shard::WHOLE) {
         let mut by_encounter: BTreeMap<String, BTreeMap<String, f64>> = BTreeMap::new();
         for resource in &record.resources {
-            let body = &resource.body;
+            let body = &resource.to_value();
             if resource.resource_type() != "Observation" {
                 continue;
             }
@@ -626,7 +632,10 @@ fn required_fields_are_present() {
             .find(|(t, _)| *t == kind)
             .unwrap_or_else(|| panic!("unexpected {kind}"));
         for field in *fields {
-            assert!(resource.body.get(*field).is_some(), "{kind} lacks {field}");
+            assert!(
+                resource.to_value().get(*field).is_some(),
+                "{kind} lacks {field}"
+            );
         }
         types.insert(kind);
     }
@@ -636,7 +645,7 @@ fn required_fields_are_present() {
 #[test]
 fn value_set_bindings_use_valid_codes() {
     for resource in resources(20_000, 14) {
-        let body = &resource.body;
+        let body = &resource.to_value();
         let code_of = |path: &str| body[path]["coding"][0]["code"].as_str().unwrap_or("");
         match resource.resource_type() {
             "Encounter" => {

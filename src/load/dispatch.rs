@@ -314,7 +314,7 @@ impl Unfinished {
         let own: HashSet<&str> = resources.iter().map(|r| r.key.as_str()).collect();
         let mut waits: Vec<Arc<Completion>> = Vec::new();
         for resource in resources {
-            crate::fhir::any_reference(&resource.body, &mut |reference| {
+            resource.any_reference(|reference| {
                 if let Some(completion) = self.by_key.get(reference) {
                     if !own.contains(reference)
                         && !completion.is_finished()

@@ -67,7 +67,7 @@ impl RecordDag {
         let mut waiting = Vec::with_capacity(resources.len());
         for (i, resource) in resources.iter().enumerate() {
             let mut depends_on: Vec<usize> = Vec::new();
-            crate::fhir::any_reference(&resource.body, &mut |reference| {
+            resource.any_reference(|reference| {
                 if let Some(&j) = index_of.get(reference) {
                     if j != i && !depends_on.contains(&j) {
                         depends_on.push(j);

@@ -18,10 +18,7 @@ use super::job::{DagState, Job, JobOutcome, JobState, Node, Publish, Stored};
 use super::report::FailureLog;
 use super::stats::{Progress, RequestStats};
 use crate::cli::LoadMode;
-use crate::fhir::{
-    IdField, Resource, Rewritten, SOURCE_KEY_SYSTEM, for_each_reference_mut, query_for_url,
-    with_source_tag, write_transaction_bundle,
-};
+use crate::fhir::{IdField, Resource, SOURCE_KEY_SYSTEM, query_for_url, write_transaction_bundle};
 
 /// executeBundle requests are capped at 50 MB; stay clear of it.
 const MAX_BUNDLE_BYTES: usize = 45 * 1024 * 1024;
@@ -205,7 +202,7 @@ impl RecordWriter {
                 }
             }
         };
-        let written_body = {
+        {
             let mut state = node.dag.state.lock().expect("record lock");
             let DagState { resources, job } = &mut *state;
             let resource = &resources[index];
@@ -214,10 +211,8 @@ impl RecordWriter {
                 Ok(Err(failure)) => self.fail(resource, None, job, outcome, failure),
                 Err(missing) => self.not_send(resource, None, job, outcome, &missing),
             }
-            std::mem::take(&mut resources[index].body)
-        };
-        // Freed outside the lock: the record's other resources may be settling meanwhile.
-        drop(written_body);
+            resources[index].release();
+        }
         node.dag.release(index)
     }
 
@@ -229,12 +224,11 @@ impl RecordWriter {
         }
         let resolve = |reference: &str| self.resolve(reference, state);
         let resource_type = resource.resource_type();
-        let body = |body: &Value, id: IdField| {
-            to_bytes(&Rewritten {
-                body,
-                resolve: &resolve,
-                id,
-            })
+        let body = |resource: &Resource, id: IdField| {
+            // Most resources fit: one allocation instead of growing by doubling.
+            let mut body = Vec::with_capacity(resource.json().len() + 256);
+            resource.write_rewritten(&mut body, &resolve, id);
+            Bytes::from(body)
         };
         let prepared = match (resource.conditional_query(), self.mode) {
             // Conditional update: updates the one match, creates with a server id when there
@@ -243,7 +237,7 @@ impl RecordWriter {
             (Some(condition), LoadMode::Update) => Prepared::One(StoreRequest {
                 method: Method::PUT,
                 path: format!("{resource_type}?{}", query_for_url(&condition)),
-                body: body(&resource.body, IdField::Remove),
+                body: body(resource, IdField::Remove),
                 if_none_exist: None,
                 operations: 1,
             }),
@@ -251,7 +245,7 @@ impl RecordWriter {
                 Prepared::One(StoreRequest {
                     method: Method::POST,
                     path: resource_type.to_owned(),
-                    body: body(&resource.body, IdField::Remove),
+                    body: body(resource, IdField::Remove),
                     if_none_exist: Some(condition),
                     operations: 1,
                 })
@@ -261,14 +255,14 @@ impl RecordWriter {
                 Prepared::One(StoreRequest {
                     method: Method::PUT,
                     path: format!("{resource_type}/{id}"),
-                    body: body(&resource.body, IdField::Set(&id)),
+                    body: body(resource, IdField::Set(&id)),
                     if_none_exist: None,
                     operations: 1,
                 })
             }
             (None, _) => {
                 let tag = resource.source_tag();
-                let tagged = with_source_tag(&resource.body, &tag);
+                let tagged = resource.with_source_tag(&tag);
                 let search = format!("_tag={SOURCE_KEY_SYSTEM}|{tag}");
                 Prepared::SearchThenCreate {
                     search: StoreRequest {
@@ -358,10 +352,6 @@ impl RecordWriter {
         outcome: &mut JobOutcome,
         stats: &mut RequestStats,
     ) {
-        // Once in a bundle, a body is needed again only for --failed or to publish its
-        // identifier; otherwise it is dropped, not held (~8 KiB each) while the store answers,
-        // and read back from the bundle in the rare case that the bundle is split.
-        let keep_bodies = self.failed.is_some() || job.publish != Publish::Nothing;
         let record_of = record_numbers(&job.record_ends, job.resources.len());
         let len = job.resources.len();
         let mut next = 0;
@@ -410,11 +400,6 @@ impl RecordWriter {
                         put: !job.resources[i].has_conditional_identifier(),
                     })
                     .collect();
-                if !keep_bodies {
-                    for &index in &part {
-                        job.resources[index].body = Value::Null;
-                    }
-                }
                 let request = StoreRequest {
                     method: Method::POST,
                     path: String::new(),
@@ -440,10 +425,7 @@ impl RecordWriter {
                         return;
                     }
                     Err(SendError::Rejected { status, .. })
-                        if (400..500).contains(&status)
-                            && spans_records(&part, &record_of)
-                            && (keep_bodies
-                                || restore_bodies(&mut job.resources, &part, &request.body)) =>
+                        if (400..500).contains(&status) && spans_records(&part, &record_of) =>
                     {
                         let (first, second) = split_by_record(part, &record_of);
                         parts.push((second, None));
@@ -474,8 +456,7 @@ impl RecordWriter {
         if !self.update_create && !resource.has_conditional_identifier() {
             return true;
         }
-        !deferred_keys.is_empty()
-            && crate::fhir::any_reference(&resource.body, &mut |r| deferred_keys.contains(r))
+        !deferred_keys.is_empty() && resource.any_reference(|r| deferred_keys.contains(r))
     }
 
     /// The resources of `part` whose references are all stored; the others are not sent.
@@ -519,11 +500,11 @@ impl RecordWriter {
 
     fn bundle(&self, resources: &[Resource], part: &[usize], state: &JobState) -> Bytes {
         let resources: Vec<&Resource> = part.iter().map(|&i| &resources[i]).collect();
-        let mut body = Vec::with_capacity(resources.len() * 1024);
+        let size: usize = resources.iter().map(|r| r.json().len() + 256).sum();
+        let mut body = Vec::with_capacity(size);
         write_transaction_bundle(&mut body, &resources, &|reference| {
             self.resolve(reference, state)
-        })
-        .expect("JSON values always serialize");
+        });
         Bytes::from(body)
     }
 
@@ -537,13 +518,13 @@ impl RecordWriter {
 
     /// The body with every reference to an already-written resource pointing at its store id.
     fn resolved_body(&self, resource: &Resource, state: &JobState) -> Value {
-        let mut body = resource.body.clone();
-        for_each_reference_mut(&mut body, &mut |reference| {
-            if let Some(target) = self.resolve(reference, state) {
-                *reference = target;
-            }
-        });
-        body
+        let mut body = Vec::with_capacity(resource.json().len());
+        resource.write_rewritten(
+            &mut body,
+            &|reference| self.resolve(reference, state),
+            IdField::Keep,
+        );
+        serde_json::from_slice(&body).expect("a resource's text is JSON")
     }
 
     fn missing_dependency(&self, resource: &Resource, state: &JobState) -> Option<String> {
@@ -551,7 +532,7 @@ impl RecordWriter {
             return None;
         }
         let mut missing = None;
-        crate::fhir::any_reference(&resource.body, &mut |reference| {
+        resource.any_reference(|reference| {
             let failed = state.failed_keys.contains(reference);
             if failed {
                 missing = Some(reference.to_owned());
@@ -650,25 +631,6 @@ fn split_by_record(mut part: Vec<usize>, record_of: &[u32]) -> (Vec<usize>, Vec<
     (part, second)
 }
 
-/// Puts back the bodies of `part` (dropped once bundled) from the bundle that carried them,
-/// to send them again in smaller bundles. Their references already point where the bundle
-/// said; their fullUrls are derived from their keys as before.
-fn restore_bodies(resources: &mut [Resource], part: &[usize], bundle: &[u8]) -> bool {
-    let Ok(mut bundle) = serde_json::from_slice::<Value>(bundle) else {
-        return false;
-    };
-    let Some(entries) = bundle["entry"].as_array_mut() else {
-        return false;
-    };
-    if entries.len() != part.len() {
-        return false;
-    }
-    for (entry, &index) in entries.iter_mut().zip(part) {
-        resources[index].body = entry["resource"].take();
-    }
-    true
-}
-
 /// Names the resource behind "entry N" in a store's message about a bundle.
 fn name_entry(mut failure: Failure, part: &[usize], job: &Job) -> Failure {
     let entry = failure
@@ -709,13 +671,6 @@ fn failure_of(error: &SendError) -> Failure {
         message: error.to_string(),
         source: None,
     }
-}
-
-fn to_bytes(value: &impl serde::Serialize) -> Bytes {
-    // Most resources fit: one allocation instead of growing from 128 bytes by doubling.
-    let mut body = Vec::with_capacity(2048);
-    serde_json::to_writer(&mut body, value).expect("JSON values always serialize");
-    Bytes::from(body)
 }
 
 /// Where the store put the resource `request` wrote, and how, from a 2xx answer; a failure

@@ -55,7 +55,7 @@ struct Lookup {
 impl Lookup {
     fn of(resource: &Resource) -> Self {
         let identifier = resource.conditional_query().or_else(|| {
-            recorded_source_key(&resource.body)
+            recorded_source_key(&resource.to_value())
                 .map(|code| format!("_tag={SOURCE_KEY_SYSTEM}|{code}"))
         });
         Self {

@@ -16,6 +16,7 @@ use std::io::{self, BufRead, BufReader, BufWriter, Seek, Write};
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use serde_json::value::RawValue;
 
 use super::SourceItem;
 use crate::fhir::{Record, RecordKind, Resource};
@@ -170,7 +171,7 @@ impl<I: Iterator<Item = SourceItem>> InOrder<I> {
             .enumerate()
             .map(|(i, resource)| {
                 let mut targets = Vec::new();
-                crate::fhir::any_reference(&resource.body, &mut |reference| {
+                resource.any_reference(|reference| {
                     if let Some(&j) = position.get(&self.hasher.hash(reference)) {
                         if j != i && !targets.contains(&j) {
                             targets.push(j);
@@ -257,7 +258,7 @@ impl<I: Iterator<Item = SourceItem>> InOrder<I> {
     fn missing(&self, record: &Record, provided: &[KeyHash]) -> Vec<KeyHash> {
         let mut missing: Vec<KeyHash> = Vec::new();
         for resource in &record.resources {
-            crate::fhir::any_reference(&resource.body, &mut |reference| {
+            resource.any_reference(|reference| {
                 if reference.is_empty() || reference.starts_with('#') {
                     return false;
                 }
@@ -472,37 +473,22 @@ fn strongly_connected(edges: &[Vec<usize>]) -> Vec<Vec<usize>> {
 /// `Type?identifier=system|value` for each identifier of `resource`, as data sets write them
 /// and as the loader escapes them.
 fn for_each_identifier_reference(resource: &Resource, mut found: impl FnMut(&str)) {
-    let Some(identifiers) = resource.body["identifier"].as_array() else {
-        return;
-    };
     let resource_type = resource.resource_type();
-    for identifier in identifiers {
-        if let (Some(system), Some(value)) =
-            (identifier["system"].as_str(), identifier["value"].as_str())
-        {
-            found(&format!("{resource_type}?identifier={system}|{value}"));
-        }
+    for (system, value) in resource.identifiers() {
+        found(&format!("{resource_type}?identifier={system}|{value}"));
     }
     if let Some(escaped) = resource.conditional_reference() {
         found(&escaped);
     }
 }
 
-/// Roughly what a waiting record takes in memory: JSON values cost about 32 bytes a node and
-/// 80 an object member, on top of their text.
+/// Roughly what a waiting record takes in memory: its text and keys, and a little more for
+/// each resource (where its references and identifiers are, its place in the record).
 fn footprint(record: &Record, sources: Option<&[String]>, missing: usize) -> usize {
-    fn value(v: &Value) -> usize {
-        match v {
-            Value::String(s) => s.len(),
-            Value::Array(items) => items.iter().map(|item| 32 + value(item)).sum(),
-            Value::Object(map) => map.iter().map(|(k, item)| 80 + k.len() + value(item)).sum(),
-            _ => 0,
-        }
-    }
     let resources: usize = record
         .resources
         .iter()
-        .map(|r| 128 + r.key.len() + value(&r.body))
+        .map(|r| 128 + r.key.len() + r.json().len())
         .sum();
     let sources: usize = sources.map_or(0, |s| s.iter().map(|s| 24 + s.len()).sum());
     resources + sources + missing * 64
@@ -538,7 +524,7 @@ struct SpilledResource<'a> {
     key: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     source: Option<&'a str>,
-    body: &'a Value,
+    body: Box<RawValue>,
 }
 
 #[derive(Deserialize)]
@@ -571,7 +557,8 @@ impl Spill {
                 .map(|(i, resource)| SpilledResource {
                     key: &resource.key,
                     source: sources.map(|s| s[i].as_str()),
-                    body: &resource.body,
+                    body: RawValue::from_string(resource.json().to_owned())
+                        .expect("a resource's text is JSON"),
                 })
                 .collect(),
         };
@@ -623,10 +610,7 @@ impl Iterator for SpillReader {
             .into_iter()
             .map(|r| {
                 sources.push(r.source);
-                Resource {
-                    key: r.key,
-                    body: r.body,
-                }
+                Resource::with_key(r.key, &r.body)
             })
             .collect();
         let kind = if record.shared {

@@ -224,7 +224,7 @@ impl FileItems {
                 }
                 let (resources, sources): (Vec<Resource>, Vec<String>) =
                     entries.into_iter().unzip();
-                let all_shared = resources.iter().all(|r| types::is_shared(&r.body));
+                let all_shared = resources.iter().all(types::is_shared);
                 self.ready.push_back(record(resources, sources, all_shared));
             }
             Unpacked::Invalid { message, content } => {
@@ -282,11 +282,11 @@ impl RecordBuilder {
     /// Adds `resource`, first finishing the record being built when `resource` does not
     /// belong with it or the record is full; returns the finished record.
     fn push(&mut self, resource: Resource, source: String) -> Option<SourceItem> {
-        let shared = types::is_shared(&resource.body);
+        let shared = types::is_shared(&resource);
         let belongs = if self.shared {
             shared && !self.resources.is_empty()
         } else {
-            refers_to_any(&resource.body, &self.keys)
+            resource.any_reference(|reference| self.keys.contains(reference))
         };
         let done = if !belongs {
             let done = self.finish();
@@ -327,9 +327,5 @@ impl RecordBuilder {
 }
 
 /// Whether any `reference` inside `value` is one of `keys`.
-fn refers_to_any(value: &Value, keys: &HashSet<String>) -> bool {
-    crate::fhir::any_reference(value, &mut |reference| keys.contains(reference))
-}
-
 #[cfg(test)]
 mod tests;

@@ -83,7 +83,7 @@ pub(super) fn unpack(mut value: Value, origin: &Origin) -> Unpacked {
         return unpack_bundle(value, origin);
     }
     let key = own_key(&value);
-    Unpacked::Single(with_source_key(key, value))
+    Unpacked::Single(Resource::with_key(key, &with_source_key(value)))
 }
 
 fn unpack_bundle(mut bundle: Value, origin: &Origin) -> Unpacked {
@@ -120,28 +120,32 @@ fn unpack_bundle(mut bundle: Value, origin: &Origin) -> Unpacked {
             Some(url) => url.to_owned(),
             None => own_key(&resource),
         };
-        resources.push((with_source_key(key, resource), origin.entry_source(index)));
+        resources.push((key, with_source_key(resource), origin.entry_source(index)));
     }
     resolve_relative_references(&mut resources);
+    let resources = resources
+        .into_iter()
+        .map(|(key, body, source)| (Resource::with_key(key, &body), source))
+        .collect();
     Unpacked::Entries(resources, bad)
 }
 
 /// A relative reference (`Medication/x`) inside a Bundle means the entry whose RESTful fullUrl
 /// ends with it (`https://example.com/base/Medication/x`): point it at that fullUrl, the key
 /// the loader knows the entry by.
-fn resolve_relative_references(resources: &mut [(Resource, String)]) {
+fn resolve_relative_references(resources: &mut [(String, Value, String)]) {
     let by_relative: HashMap<String, String> = resources
         .iter()
-        .filter_map(|(resource, _)| {
-            let relative = restful_tail(&resource.key)?;
-            Some((relative.to_owned(), resource.key.clone()))
+        .filter_map(|(key, ..)| {
+            let relative = restful_tail(key)?;
+            Some((relative.to_owned(), key.clone()))
         })
         .collect();
     if by_relative.is_empty() {
         return;
     }
-    for (resource, _) in resources.iter_mut() {
-        for_each_reference_mut(&mut resource.body, &mut |reference| {
+    for (_, body, _) in resources.iter_mut() {
+        for_each_reference_mut(body, &mut |reference| {
             if let Some(full_url) = by_relative.get(reference.as_str()) {
                 reference.clone_from(full_url);
             }
@@ -179,7 +183,7 @@ fn own_key(body: &Value) -> String {
 /// The resource, with its source key where it has no identifier with a system and a value:
 /// as an identifier where its type has a list of them, so that creates can be conditional,
 /// else as a `meta.tag`, by which it can be searched for (`_tag=system|code`).
-fn with_source_key(key: String, mut body: Value) -> Resource {
+fn with_source_key(mut body: Value) -> Value {
     let identifiers = body["resourceType"]
         .as_str()
         .is_some_and(types::has_identifier_list);
@@ -214,7 +218,7 @@ fn with_source_key(key: String, mut body: Value) -> Resource {
             _ => body["meta"] = json!({"tag": [tag]}),
         }
     }
-    Resource { key, body }
+    body
 }
 
 fn kind_of(value: &Value) -> &'static str {
@@ -246,20 +250,17 @@ mod tests {
         }
     }
 
-    fn source_key_of(resource: &Resource) -> &str {
-        resource.body["identifier"]
+    fn source_key_of(resource: &Resource) -> String {
+        let body = resource.to_value();
+        body["identifier"]
             .as_array()
             .into_iter()
             .flatten()
-            .chain(
-                resource.body["meta"]["tag"]
-                    .as_array()
-                    .into_iter()
-                    .flatten(),
-            )
+            .chain(body["meta"]["tag"].as_array().into_iter().flatten())
             .find(|id| id["system"] == "https://fhirgen.dev/sid/source-key")
             .and_then(|id| id["value"].as_str().or(id["code"].as_str()))
             .expect("a source key")
+            .to_owned()
     }
 
     #[test]
@@ -269,7 +270,7 @@ mod tests {
         let key = source_key_of(&observation).to_owned();
         assert!(uuid::Uuid::try_parse(&key).is_ok(), "{key}");
         assert_eq!(
-            observation.body["identifier"],
+            observation.to_value()["identifier"],
             json!([{"system": "https://fhirgen.dev/sid/source-key", "value": key}])
         );
         assert_eq!(
@@ -283,23 +284,24 @@ mod tests {
             "resourceType": "PractitionerRole", "id": "r",
             "identifier": [{"value": "no system"}]
         }));
-        assert_eq!(role.body["identifier"].as_array().unwrap().len(), 2);
+        assert_eq!(role.to_value()["identifier"].as_array().unwrap().len(), 2);
 
         let patient = json!({
             "resourceType": "Patient", "id": "p",
             "identifier": [{"system": "https://x", "value": "1"}]
         });
-        assert_eq!(single(patient.clone()).body, patient);
+        assert_eq!(single(patient.clone()).to_value(), patient);
 
         // No identifier element: the key goes in meta.tag, next to the tags already there.
         let provenance = single(json!({"resourceType": "Provenance", "id": "v",
             "meta": {"tag": [{"system": "https://t", "code": "c"}]}}));
-        assert!(provenance.body.get("identifier").is_none());
-        let tags = provenance.body["meta"]["tag"].as_array().unwrap();
+        assert!(provenance.to_value().get("identifier").is_none());
+        let provenance = provenance.to_value();
+        let tags = provenance["meta"]["tag"].as_array().unwrap();
         assert_eq!(tags.len(), 2);
         assert_eq!(tags[1]["system"], "https://fhirgen.dev/sid/source-key");
         let bundle = single(json!({"resourceType": "Bundle", "type": "document"}));
-        assert!(uuid::Uuid::try_parse(source_key_of(&bundle)).is_ok());
+        assert!(uuid::Uuid::try_parse(&source_key_of(&bundle)).is_ok());
     }
 
     #[test]
@@ -335,14 +337,14 @@ mod tests {
         // Read back from a --failed file (references since pointed at store ids), it keeps
         // the key it was given, as identifier or as tag.
         for resource in [a, single(json!({"resourceType": "Provenance", "id": "v"}))] {
-            let mut body = resource.body.clone();
+            let mut body = resource.to_value().clone();
             body["target"] = json!([{"reference": "Patient/store-id"}]);
             let again = single(json!({
                 "resource": body.clone(),
                 "failure": {"message": "503", "source": "dir/in.ndjson:7"}
             }));
             assert_eq!(again.key, resource.key);
-            assert_eq!(again.body, body);
+            assert_eq!(again.to_value(), body);
         }
     }
 
@@ -403,14 +405,14 @@ mod tests {
         );
         assert!(keys[3].starts_with("Observation/"));
         assert_eq!(
-            resources[0].0.body["medicationReference"]["reference"],
+            resources[0].0.to_value()["medicationReference"]["reference"],
             keys[1]
         );
         assert_eq!(resources[3].1, "dir/in.ndjson:7#entry 4");
         assert!(
             resources
                 .iter()
-                .all(|(r, _)| r.body.get("request").is_none())
+                .all(|(r, _)| r.to_value().get("request").is_none())
         );
         assert_eq!(bad.len(), 1);
         assert_eq!(bad[0].source, "dir/in.ndjson:7#entry 5");
@@ -419,9 +421,9 @@ mod tests {
             json!({"resourceType": "Bundle", "id": "d", "type": "document", "entry": []});
         let resource = single(document.clone());
         assert_eq!(resource.key, "Bundle/d");
-        assert_eq!(resource.body["entry"], document["entry"]);
+        assert_eq!(resource.to_value()["entry"], document["entry"]);
         assert_eq!(
-            resource.body["meta"]["tag"][0]["system"],
+            resource.to_value()["meta"]["tag"][0]["system"],
             "https://fhirgen.dev/sid/source-key"
         );
     }

@@ -116,8 +116,8 @@ fn synthea_bundles_shared_first_then_patients() {
         let query = resource.conditional_query().unwrap_or_default();
         match resource.resource_type() {
             "Provenance" => {
-                assert!(resource.body.get("identifier").is_none());
-                let tag = &resource.body["meta"]["tag"][0];
+                assert!(resource.to_value().get("identifier").is_none());
+                let tag = &resource.to_value()["meta"]["tag"][0];
                 assert_eq!(tag["system"], "https://fhirgen.dev/sid/source-key");
                 assert_is_source_key(tag["code"].as_str().unwrap_or_default());
             }
@@ -144,7 +144,7 @@ fn synthea_bundles_shared_first_then_patients() {
         for reference in record
             .resources
             .iter()
-            .flat_map(|r| crate::fhir::references(&r.body))
+            .flat_map(|r| crate::fhir::references(&r.to_value()))
         {
             if reference.contains('?') {
                 assert!(published.contains(&reference), "{reference}");
@@ -180,7 +180,7 @@ fn bulk_export_references_point_backwards() {
         .collect();
     let mut checked = HashSet::new();
     for (i, resource) in all.iter().enumerate() {
-        for reference in literal_references(&resource.body) {
+        for reference in literal_references(&resource.to_value()) {
             let target = position.get(reference.as_str());
             assert!(
                 target.is_some_and(|t| *t < i),
@@ -207,7 +207,7 @@ fn smart_patients_before_what_refers_to_them() {
     assert!(last_patient < first_other);
     let keys: HashSet<&str> = read.resources().map(|r| r.key.as_str()).collect();
     for resource in read.resources() {
-        for reference in literal_references(&resource.body) {
+        for reference in literal_references(&resource.to_value()) {
             assert!(keys.contains(reference.as_str()), "{reference}");
         }
     }
@@ -240,8 +240,8 @@ fn hl7_examples_each_read_as_specified() {
     let document = read_path(&dir.join("document-example-dischargesummary.json"));
     let bundle = &document.records[0].0.resources[0];
     assert_eq!(bundle.key, "Bundle/father");
-    assert_eq!(bundle.body["type"], "document");
-    assert!(bundle.body["identifier"].is_object());
+    assert_eq!(bundle.to_value()["type"], "document");
+    assert!(bundle.to_value()["identifier"].is_object());
 
     let patients = read_path(&dir.join("patient-examples-general.json"));
     assert!(patients.resources().all(|r| r.resource_type() == "Patient"));
@@ -256,7 +256,7 @@ fn hl7_examples_each_read_as_specified() {
         .resources()
         .find(|r| r.resource_type() == "Binary")
         .unwrap();
-    assert!(binary.body.get("identifier").is_none());
+    assert!(binary.to_value().get("identifier").is_none());
 
     let search = read_path(&dir.join("bundle-example.json"));
     let request = search
@@ -264,7 +264,7 @@ fn hl7_examples_each_read_as_specified() {
         .find(|r| r.resource_type() == "MedicationRequest")
         .unwrap();
     assert_eq!(
-        request.body["medicationReference"]["reference"],
+        request.to_value()["medicationReference"]["reference"],
         "https://example.com/base/Medication/example"
     );
 
@@ -278,7 +278,7 @@ fn hl7_examples_each_read_as_specified() {
         // A record goes whole (one transaction): inside it, references may point anywhere.
         before.extend(record.resources.iter().map(|r| r.key.as_str()));
         for resource in &record.resources {
-            for reference in literal_references(&resource.body) {
+            for reference in literal_references(&resource.to_value()) {
                 assert!(
                     before.contains(reference.as_str()) || !keys.contains(reference.as_str()),
                     "{} refers to {reference}, which does not come before it",
@@ -430,9 +430,9 @@ fn pretty_json_documents() {
         ]
     );
     let encounter = &read.records[0].0.resources[1];
-    assert!(encounter.body.get("request").is_none());
+    assert!(encounter.to_value().get("request").is_none());
     assert_eq!(
-        encounter.body["subject"]["reference"],
+        encounter.to_value()["subject"]["reference"],
         "urn:uuid:0b8d5d38-5c3e-4a4e-9d43-1c4cf0d6e0a1"
     );
 }
@@ -463,7 +463,7 @@ fn failed_lines_are_read_as_their_resource() {
     assert!(read.invalid.is_empty(), "{:?}", read.invalid);
     let resource = read.resources().next().unwrap();
     assert_eq!(resource.key, "Observation/o");
-    assert!(resource.body.get("failure").is_none());
+    assert!(resource.to_value().get("failure").is_none());
 }
 
 #[test]
@@ -549,8 +549,8 @@ fn source_keys_are_the_same_under_any_name() {
         let (_, key) = resource.key.split_once('/').unwrap();
         assert_is_source_key(key);
         match resource.resource_type() {
-            "Provenance" => assert_eq!(resource.body["meta"]["tag"][0]["code"], key),
-            _ => assert_eq!(resource.body["identifier"][0]["value"], key),
+            "Provenance" => assert_eq!(resource.to_value()["meta"]["tag"][0]["code"], key),
+            _ => assert_eq!(resource.to_value()["identifier"][0]["value"], key),
         }
     }
 }
@@ -614,7 +614,7 @@ fn bulk_exports_in_any_order_read_in_dependency_order() {
                 assert_eq!(all.len(), ndjson_resources, "{what}");
                 let mut before = HashSet::new();
                 for resource in &all {
-                    for reference in literal_references(&resource.body) {
+                    for reference in literal_references(&resource.to_value()) {
                         assert!(
                             before.contains(reference.as_str())
                                 || !keys.contains(reference.as_str()),

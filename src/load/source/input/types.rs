@@ -1,7 +1,7 @@
 //! What the input reader knows about FHIR R4 resource types: which are shared by many patients,
 //! which come before which, and which cannot carry a list of identifiers.
 
-use serde_json::Value;
+use crate::fhir::Resource;
 
 /// Types that many patients refer to and that refer to no patient: loaded before everything else.
 const SHARED: &[&str] = &[
@@ -114,11 +114,11 @@ pub(super) fn is_shared_type(resource_type: &str) -> bool {
 }
 
 /// A resource many patients may refer to: a shared type, or a Device that belongs to no patient.
-pub(super) fn is_shared(body: &Value) -> bool {
-    match body["resourceType"].as_str() {
-        Some("Device") => body.get("patient").is_none(),
-        Some(resource_type) => is_shared_type(resource_type),
-        None => false,
+pub(super) fn is_shared(resource: &Resource) -> bool {
+    match resource.resource_type() {
+        // Rare enough to look at the whole resource.
+        "Device" => resource.to_value().get("patient").is_none(),
+        resource_type => is_shared_type(resource_type),
     }
 }
 
@@ -171,12 +171,13 @@ mod tests {
 
     #[test]
     fn shared_resources() {
-        assert!(is_shared(&json!({"resourceType": "Organization"})));
-        assert!(is_shared(&json!({"resourceType": "Device"})));
-        assert!(!is_shared(
-            &json!({"resourceType": "Device", "patient": {"reference": "Patient/1"}})
+        let shared = |body| is_shared(&Resource::new(body));
+        assert!(shared(json!({"resourceType": "Organization"})));
+        assert!(shared(json!({"resourceType": "Device"})));
+        assert!(!shared(
+            json!({"resourceType": "Device", "patient": {"reference": "Patient/1"}})
         ));
-        assert!(!is_shared(&json!({"resourceType": "Patient"})));
+        assert!(!shared(json!({"resourceType": "Patient"})));
         assert!(SHARED.iter().all(|t| rank(t) < rank("Patient")));
     }
 

@@ -5,8 +5,6 @@ use foldhash::HashMap;
 use std::borrow::{Borrow, Cow};
 use std::fmt::Write as _;
 
-use serde::Serialize;
-use serde::ser::{SerializeMap, SerializeSeq, Serializer};
 use serde_json::Value;
 
 /// Base of the `identifier.system` of every generated resource.
@@ -20,12 +18,19 @@ pub const FHIR_JSON: &str = "application/fhir+json;charset=utf-8";
 /// before they are created.
 pub const SOURCE_KEY_SYSTEM: &str = "https://fhirgen.dev/sid/source-key";
 
+mod text;
+
+use text::Text;
+pub use text::TextWriter;
+
+/// One resource of the data set: its key, and its compact JSON text with where the parts the
+/// loader reads and rewrites lie (see [`text`]).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Resource {
     /// How the rest of the data set refers to this resource: `Type/id` for generated and
     /// NDJSON input, the Bundle entry's `fullUrl` (often `urn:uuid:...`) for bundle input.
     pub key: String,
-    pub body: Value,
+    text: Text,
 }
 
 impl Resource {
@@ -37,37 +42,83 @@ impl Resource {
             body["id"].as_str().unwrap_or_default(),
         ]
         .concat();
-        Self { key, body }
+        Self::with_key(key, &body)
+    }
+
+    pub fn with_key(key: String, body: &Value) -> Self {
+        Self {
+            key,
+            text: Text::of_value(body),
+        }
+    }
+
+    /// A resource from what a [`TextWriter`] wrote.
+    pub fn written(key: String, writer: TextWriter) -> Self {
+        Self {
+            key,
+            text: writer.finish(),
+        }
+    }
+
+    /// The resource as compact JSON.
+    pub fn json(&self) -> &str {
+        self.text.json()
+    }
+
+    /// The resource as a JSON tree, parsed from its text: for what reads more than the
+    /// loader's few fields.
+    pub fn to_value(&self) -> Value {
+        serde_json::from_str(self.json()).expect("a resource's text is JSON")
+    }
+
+    /// Frees the text of a resource that will not be read again.
+    pub fn release(&mut self) {
+        self.text = Text::default();
     }
 
     pub fn resource_type(&self) -> &str {
-        self.body["resourceType"].as_str().unwrap_or_default()
+        self.text.resource_type().unwrap_or_default()
+    }
+
+    /// `(system, value)` of each identifier that has both.
+    pub fn identifiers(&self) -> impl Iterator<Item = (Cow<'_, str>, Cow<'_, str>)> {
+        self.text.identifiers()
+    }
+
+    /// Every `reference` string inside the resource (Reference.reference, at any depth).
+    pub fn references(&self) -> impl Iterator<Item = Cow<'_, str>> {
+        self.text.references()
+    }
+
+    /// Whether `found` holds for one of its references; stops at the first.
+    pub fn any_reference(&self, mut found: impl FnMut(&str) -> bool) -> bool {
+        self.references().any(|reference| found(&reference))
+    }
+
+    /// Writes the resource to be sent: each reference `resolve` knows replaced, and its `id`
+    /// kept, removed or set.
+    pub fn write_rewritten(&self, out: &mut Vec<u8>, resolve: Resolve<'_>, id: IdField<'_>) {
+        self.text.write_rewritten(out, resolve, id);
     }
 
     /// Whether [`Self::conditional_query`] finds one, without building it.
     pub fn has_conditional_identifier(&self) -> bool {
-        self.body["identifier"].as_array().is_some_and(|ids| {
-            ids.iter()
-                .any(|id| id["system"].is_string() && id["value"].is_string())
-        })
+        self.identifiers().next().is_some()
     }
 
     /// The search that finds this resource again (`identifier=system|value`), from its first
     /// identifier that has both; conditional creates use it so that re-runs store nothing twice.
     pub fn conditional_query(&self) -> Option<String> {
-        self.body["identifier"].as_array()?.iter().find_map(|id| {
-            let system = id["system"].as_str()?;
-            let value = id["value"].as_str()?;
-            Some(
-                [
-                    "identifier=",
-                    &escape_search_value(system),
-                    "|",
-                    &escape_search_value(value),
-                ]
-                .concat(),
-            )
-        })
+        let (system, value) = self.identifiers().next()?;
+        Some(
+            [
+                "identifier=",
+                &escape_search_value(&system),
+                "|",
+                &escape_search_value(&value),
+            ]
+            .concat(),
+        )
     }
 }
 
@@ -107,8 +158,8 @@ impl Resource {
     /// The id this resource is PUT to: its own when it has a valid one, else one derived from
     /// its key, so that every run picks the same.
     pub fn stable_id(&self) -> String {
-        if let Some(id) = self.body["id"].as_str().filter(|id| is_fhir_id(id)) {
-            return id.to_owned();
+        if let Some(id) = self.text.id().filter(|id| is_fhir_id(id)) {
+            return id.into_owned();
         }
         key_uuid(&self.key)
     }
@@ -117,7 +168,13 @@ impl Resource {
     /// its JSON as read (before references are rewritten), the same on every run and in every
     /// mode, and the same the input reader gives.
     pub fn source_tag(&self) -> String {
-        source_key(&self.body)
+        source_key(&self.to_value())
+    }
+
+    /// This resource with the source-key tag `code` in its `meta.tag`, added when it is not
+    /// there.
+    pub fn with_source_tag(&self, code: &str) -> Resource {
+        Self::with_key(self.key.clone(), &with_source_tag(&self.to_value(), code))
     }
 
     /// A reference that finds this resource by identifier (`Type?identifier=system|value`):
@@ -330,89 +387,16 @@ pub enum IdField<'a> {
     Set(&'a str),
 }
 
-/// Serializes a resource with its references rewritten on the way out, so that what is
-/// sent is never a modified copy of the resource: the loader's hot path.
-pub struct Rewritten<'a> {
-    pub body: &'a Value,
-    pub resolve: Resolve<'a>,
-    pub id: IdField<'a>,
-}
-
-impl Serialize for Rewritten<'_> {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let Value::Object(map) = self.body else {
-            return self.body.serialize(serializer);
-        };
-        let mut out = serializer.serialize_map(None)?;
-        let mut id_written = false;
-        for (key, value) in map {
-            match (key.as_str(), self.id) {
-                ("id", IdField::Remove) => continue,
-                ("id", IdField::Set(id)) => {
-                    out.serialize_entry("id", id)?;
-                    id_written = true;
-                    continue;
-                }
-                _ => {}
-            }
-            out.serialize_entry(key, &Node(value, self.resolve))?;
-            // FHIR puts the id right after resourceType; keep it there when it is added.
-            if key == "resourceType" && !map.contains_key("id") {
-                if let IdField::Set(id) = self.id {
-                    out.serialize_entry("id", id)?;
-                    id_written = true;
-                }
-            }
-        }
-        if let (IdField::Set(id), false) = (self.id, id_written) {
-            out.serialize_entry("id", id)?;
-        }
-        out.end()
-    }
-}
-
-struct Node<'a>(&'a Value, Resolve<'a>);
-
-impl Serialize for Node<'_> {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        match self.0 {
-            Value::Object(map) => {
-                let mut out = serializer.serialize_map(Some(map.len()))?;
-                for (key, value) in map {
-                    match value {
-                        Value::String(reference) if key == "reference" => {
-                            match (self.1)(reference) {
-                                Some(resolved) => out.serialize_entry(key, &resolved)?,
-                                None => out.serialize_entry(key, reference)?,
-                            }
-                        }
-                        _ => out.serialize_entry(key, &Node(value, self.1))?,
-                    }
-                }
-                out.end()
-            }
-            Value::Array(items) => {
-                let mut out = serializer.serialize_seq(Some(items.len()))?;
-                for item in items {
-                    out.serialize_element(&Node(item, self.1))?;
-                }
-                out.end()
-            }
-            other => other.serialize(serializer),
-        }
-    }
-}
-
 /// Writes a transaction Bundle that stores `resources` so that a retry or a re-run stores
 /// nothing twice: a conditional create (`ifNoneExist` by identifier) for each resource that
 /// has an identifier, a PUT to its stable id for each that has none. References between the
 /// resources become their `urn:uuid` fullUrls (or the PUT's `Type/id`); any other reference is
 /// replaced by what `resolve` returns for it, if anything.
 pub fn write_transaction_bundle<R: std::borrow::Borrow<Resource>>(
-    out: &mut impl std::io::Write,
+    out: &mut Vec<u8>,
     resources: &[R],
     resolve: Resolve<'_>,
-) -> serde_json::Result<()> {
+) {
     let resources: Vec<&Resource> = resources.iter().map(Borrow::borrow).collect();
     let plans: Vec<EntryPlan> = resources.iter().map(|r| EntryPlan::new(r)).collect();
     let local: HashMap<&str, &str> = resources
@@ -424,41 +408,41 @@ pub fn write_transaction_bundle<R: std::borrow::Borrow<Resource>>(
         Some(target) => Some((*target).to_owned()),
         None => resolve(reference),
     };
-    let entries: Vec<BundleEntry> = resources
-        .iter()
-        .zip(&plans)
-        .map(|(resource, plan)| BundleEntry {
-            full_url: &plan.full_url,
-            resource: Rewritten {
-                body: &resource.body,
-                resolve: &resolve_all,
-                id: match &plan.put_id {
-                    Some(id) => IdField::Set(id),
-                    None => IdField::Remove,
-                },
-            },
-            request: match &plan.put_id {
-                Some(_) => BundleRequest {
-                    method: "PUT",
-                    url: &plan.target,
-                    if_none_exist: None,
-                },
-                None => BundleRequest {
-                    method: "POST",
-                    url: resource.resource_type(),
-                    if_none_exist: plan.condition.as_deref(),
-                },
-            },
-        })
-        .collect();
-    serde_json::to_writer(
-        out,
-        &TransactionBundle {
-            resource_type: "Bundle",
-            kind: "transaction",
-            entry: entries,
-        },
-    )
+    out.extend_from_slice(br#"{"resourceType":"Bundle","type":"transaction","entry":["#);
+    for (i, (resource, plan)) in resources.iter().zip(&plans).enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(br#"{"fullUrl":"#);
+        write_string(out, &plan.full_url);
+        out.extend_from_slice(br#","resource":"#);
+        let id = match &plan.put_id {
+            Some(id) => IdField::Set(id),
+            None => IdField::Remove,
+        };
+        resource.write_rewritten(out, &resolve_all, id);
+        match (&plan.put_id, &plan.condition) {
+            (Some(_), _) => {
+                out.extend_from_slice(br#","request":{"method":"PUT","url":"#);
+                write_string(out, &plan.target);
+            }
+            (None, condition) => {
+                out.extend_from_slice(br#","request":{"method":"POST","url":"#);
+                write_string(out, resource.resource_type());
+                if let Some(condition) = condition {
+                    out.extend_from_slice(br#","ifNoneExist":"#);
+                    write_string(out, condition);
+                }
+            }
+        }
+        out.extend_from_slice(b"}}");
+    }
+    out.extend_from_slice(b"]}");
+}
+
+/// `s` as a JSON string.
+fn write_string(out: &mut Vec<u8>, s: &str) {
+    serde_json::to_writer(out, s).expect("strings serialize");
 }
 
 /// How one resource goes into a transaction.
@@ -492,31 +476,6 @@ impl EntryPlan {
             }
         }
     }
-}
-
-#[derive(Serialize)]
-struct TransactionBundle<'a> {
-    #[serde(rename = "resourceType")]
-    resource_type: &'static str,
-    #[serde(rename = "type")]
-    kind: &'static str,
-    entry: Vec<BundleEntry<'a>>,
-}
-
-#[derive(Serialize)]
-struct BundleEntry<'a> {
-    #[serde(rename = "fullUrl")]
-    full_url: &'a str,
-    resource: Rewritten<'a>,
-    request: BundleRequest<'a>,
-}
-
-#[derive(Serialize)]
-struct BundleRequest<'a> {
-    method: &'static str,
-    url: &'a str,
-    #[serde(rename = "ifNoneExist", skip_serializing_if = "Option::is_none")]
-    if_none_exist: Option<&'a str>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -553,26 +512,10 @@ pub fn for_each_reference_mut(value: &mut Value, f: &mut impl FnMut(&mut String)
     }
 }
 
-/// Whether `found` holds for some `reference` string inside `value`; stops at the first.
-/// Runs on every resource the loader dispatches, so it walks without copying.
-pub fn any_reference(value: &Value, found: &mut impl FnMut(&str) -> bool) -> bool {
-    match value {
-        Value::Object(map) => map.iter().any(|(key, child)| match child {
-            Value::String(s) if key == "reference" => found(s),
-            _ => any_reference(child, found),
-        }),
-        Value::Array(items) => items.iter().any(|item| any_reference(item, found)),
-        _ => false,
-    }
-}
-
-/// Every `reference` string inside `value`.
+/// Every `reference` string inside a JSON tree (a resource read back from a store, say).
 pub fn references(value: &Value) -> Vec<String> {
     let mut all = Vec::new();
-    any_reference(value, &mut |r| {
-        all.push(r.to_owned());
-        false
-    });
+    for_each_reference_mut(&mut value.clone(), &mut |r| all.push(r.clone()));
     all
 }
 
@@ -612,36 +555,103 @@ mod tests {
     }
 
     #[test]
-    fn rewritten_serializes_like_an_edited_copy() {
+    fn rewriting_on_the_way_out_sends_what_an_edited_copy_would() {
         let body = json!({"resourceType": "Encounter", "id": "e1", "status": "finished",
             "subject": {"reference": "Patient/local", "display": "x"},
             "participant": [{"individual": {"reference": "Practitioner/p"}}]});
+        let resource = Resource::new(body.clone());
         let resolve = |r: &str| (r == "Patient/local").then(|| "Patient/123".to_owned());
-        let sent = |id| {
-            let rewritten = Rewritten {
-                body: &body,
-                resolve: &resolve,
-                id,
-            };
-            serde_json::to_string(&rewritten).unwrap()
+        let sent = |resource: &Resource, id| {
+            let mut out = Vec::new();
+            resource.write_rewritten(&mut out, &resolve, id);
+            String::from_utf8(out).unwrap()
         };
         let mut edited = body.clone();
         edited["subject"]["reference"] = json!("Patient/123");
-        assert_eq!(sent(IdField::Keep), edited.to_string());
+        assert_eq!(sent(&resource, IdField::Keep), edited.to_string());
         edited.as_object_mut().unwrap().shift_remove("id");
-        assert_eq!(sent(IdField::Remove), edited.to_string());
+        assert_eq!(sent(&resource, IdField::Remove), edited.to_string());
         edited["id"] = json!("e2");
-        let with_new_id: Value = serde_json::from_str(&sent(IdField::Set("e2"))).unwrap();
+        let with_new_id: Value =
+            serde_json::from_str(&sent(&resource, IdField::Set("e2"))).unwrap();
         assert_eq!(with_new_id, edited);
-        let without_id = json!({"resourceType": "Basic", "code": {}});
-        let rewritten = Rewritten {
-            body: &without_id,
-            resolve: &resolve,
-            id: IdField::Set("b"),
-        };
+        let without_id = Resource::new(json!({"resourceType": "Basic", "code": {}}));
         assert_eq!(
-            serde_json::to_string(&rewritten).unwrap(),
+            sent(&without_id, IdField::Set("b")),
             r#"{"resourceType":"Basic","id":"b","code":{}}"#
+        );
+    }
+
+    /// The spans must hold wherever the parts sit: the id first or last, a resource with
+    /// nothing but an id, strings that need escapes, references next to the id.
+    #[test]
+    fn rewriting_holds_wherever_the_parts_sit() {
+        let resolve = |r: &str| {
+            r.strip_prefix("local/")
+                .map(|id| format!("Patient/\"{id}\""))
+        };
+        let cases = [
+            json!({"id": "first", "resourceType": "Patient", "link": [{"other": {"reference": "local/1"}}]}),
+            json!({"resourceType": "Patient", "link": [{"other": {"reference": "local/1"}}], "id": "last"}),
+            json!({"id": "only"}),
+            json!({"resourceType": "Patient"}),
+            json!({}),
+            json!({"resourceType": "Observation", "subject": {"reference": "local/\u{e9}\"q"}, "id": "x\ny",
+                "note": [{"text": "tab\there", "reference": "not/local"}], "valueQuantity": {"value": 1.5e-7}}),
+            json!({"resourceType": "Patient", "id": 7, "identifier": [{"system": "s", "value": 3},
+                {"system": "a\\b", "value": "v|w"}]}),
+        ];
+        for body in cases {
+            let resource = Resource::with_key("k".to_owned(), &body);
+            assert_eq!(
+                resource.json(),
+                body.to_string(),
+                "written as serde_json writes it"
+            );
+            assert_eq!(resource.to_value(), body);
+            let mut edited = body.clone();
+            for_each_reference_mut(&mut edited, &mut |r| {
+                if let Some(resolved) = resolve(r) {
+                    *r = resolved;
+                }
+            });
+            for id in [IdField::Keep, IdField::Remove, IdField::Set("new-id")] {
+                let mut out = Vec::new();
+                resource.write_rewritten(&mut out, &resolve, id);
+                let sent: Value = serde_json::from_slice(&out).unwrap_or_else(|e| {
+                    panic!("{body} {id:?}: {e}: {}", String::from_utf8_lossy(&out))
+                });
+                let mut expected = edited.clone();
+                match id {
+                    IdField::Keep => {}
+                    IdField::Remove => {
+                        expected.as_object_mut().unwrap().shift_remove("id");
+                    }
+                    IdField::Set(id) => expected["id"] = json!(id),
+                }
+                assert_eq!(sent, expected, "{body} {id:?}");
+            }
+            let references: Vec<String> = resource.references().map(String::from).collect();
+            assert_eq!(references, super::references(&body), "{body}");
+        }
+        let odd = Resource::with_key(
+            "k".to_owned(),
+            &json!({"resourceType": "Patient", "id": "x\ny",
+            "identifier": [{"system": "s", "value": 3}, {"system": "a\\b", "value": "v|w"}]}),
+        );
+        assert_eq!(
+            odd.stable_id(),
+            key_uuid("k"),
+            "an id that is not a FHIR id is not used"
+        );
+        let identifiers: Vec<(String, String)> = odd
+            .identifiers()
+            .map(|(s, v)| (s.into_owned(), v.into_owned()))
+            .collect();
+        assert_eq!(identifiers, [("a\\b".to_owned(), "v|w".to_owned())]);
+        assert_eq!(
+            odd.conditional_query().as_deref(),
+            Some(r"identifier=a\\b|v\|w")
         );
     }
 
@@ -664,8 +674,7 @@ mod tests {
         let mut bytes = Vec::new();
         write_transaction_bundle(&mut bytes, &[patient, encounter, provenance], &|r| {
             (r == "Practitioner/shared-1").then(|| "Practitioner/42".to_owned())
-        })
-        .unwrap();
+        });
         let bundle: Value = serde_json::from_slice(&bytes).unwrap();
         assert_eq!(bundle["resourceType"], "Bundle");
         assert_eq!(bundle["type"], "transaction");
@@ -704,7 +713,7 @@ mod tests {
             "description": format!("report {report_url}")}));
         document.key = document_url.to_owned();
         let mut bytes = Vec::new();
-        write_transaction_bundle(&mut bytes, &[report, document], &|_| None).unwrap();
+        write_transaction_bundle(&mut bytes, &[report, document], &|_| None);
         let bundle: Value = serde_json::from_slice(&bytes).unwrap();
         let entries = bundle["entry"].as_array().unwrap();
         let full_urls: Vec<&str> = entries
@@ -743,7 +752,7 @@ mod tests {
             "target": [{"reference": "Encounter/e1"}]}));
         assert_ne!(code, other.source_tag());
 
-        let tagged = with_source_tag(&provenance.body, &code);
+        let tagged = with_source_tag(&provenance.to_value(), &code);
         assert_eq!(
             tagged["meta"]["tag"],
             json!([{"system": SOURCE_KEY_SYSTEM, "code": code}])
