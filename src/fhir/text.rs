@@ -339,15 +339,18 @@ impl TextWriter {
         self.out.extend_from_slice(json.as_bytes());
     }
 
+    /// A number, written as serde_json writes it.
+    pub fn number(&mut self, n: &serde_json::Number) {
+        self.item();
+        self.member = None;
+        write!(self.out, "{n}").expect("a Vec takes any write");
+    }
+
     pub fn value(&mut self, value: &Value) {
         match value {
             Value::Null => self.scalar("null"),
             Value::Bool(b) => self.scalar(if *b { "true" } else { "false" }),
-            Value::Number(n) => {
-                self.item();
-                self.member = None;
-                write!(self.out, "{n}").expect("a Vec takes any write");
-            }
+            Value::Number(n) => self.number(n),
             Value::String(s) => self.string(s),
             Value::Array(items) => {
                 self.begin_array();

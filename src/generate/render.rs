@@ -6,11 +6,10 @@ use fake::Fake;
 use fake::faker::name::en::LastName;
 use rand::RngExt;
 use rand::rngs::ChaCha8Rng;
-use serde_json::{Map, Value};
 
 use super::codes::{self, Concept, Measure};
 use super::json::{
-    Body, address, array, codeable, coded, coded_list, coding, date, date_time, key, object,
+    Body, Json, address, array, codeable, coded, coded_list, coding, date, date_time, key, object,
     period, phone, reference,
 };
 use super::names;
@@ -24,11 +23,11 @@ use super::types::{ResourceType, TypeSet};
 use crate::fhir::Resource;
 
 /// A UCUM quantity; whole numbers are written without a fraction.
-fn quantity(measure: &Measure, value: f64) -> Value {
+fn quantity(measure: &Measure, value: f64) -> Json {
     let number = if measure.decimals == 0 {
-        Value::from(value as i64)
+        Json::Int(value as i64)
     } else {
-        Value::from(value)
+        Json::Float(value)
     };
     object([
         ("value", number),
@@ -38,12 +37,12 @@ fn quantity(measure: &Measure, value: f64) -> Value {
     ])
 }
 
-fn loinc_code(measure: &Measure) -> Value {
+fn loinc_code(measure: &Measure) -> Json {
     let mut coding = Vec::with_capacity(1 + usize::from(measure.also.is_some()));
     coding.push(self::coding(codes::LOINC, measure.loinc));
     coding.extend(measure.also.map(|also| self::coding(codes::LOINC, also)));
     object([
-        ("coding", Value::Array(coding)),
+        ("coding", Json::Array(coding)),
         ("text", measure.loinc.display.into()),
     ])
 }
@@ -56,7 +55,7 @@ enum Category {
 }
 
 impl Category {
-    fn value(self) -> Value {
+    fn value(self) -> Json {
         let (code, display) = match self {
             Category::VitalSigns => ("vital-signs", "Vital Signs"),
             Category::Laboratory => ("laboratory", "Laboratory"),
@@ -85,7 +84,7 @@ pub fn render_patient(
         limit,
         subject: reference(key(ResourceType::Patient, &patient_id)),
         condition_refs: Vec::with_capacity(plan.conditions.len()),
-        encounter: Value::Null,
+        encounter: Json::Null,
         pool,
         rng,
     };
@@ -122,11 +121,11 @@ struct Renderer<'a> {
     types: TypeSet,
     limit: u64,
     /// Reference to this patient.
-    subject: Value,
+    subject: Json,
     /// References to the conditions rendered so far, by index in the plan.
-    condition_refs: Vec<Value>,
+    condition_refs: Vec<Json>,
     /// Reference to the encounter being rendered.
-    encounter: Value,
+    encounter: Json,
     pool: &'a SharedPool,
     rng: ChaCha8Rng,
 }
@@ -145,12 +144,12 @@ impl Renderer<'_> {
         self.types.contains(t) && !self.is_full()
     }
 
-    fn subject(&self) -> Value {
+    fn subject(&self) -> Json {
         self.subject.clone()
     }
 
-    fn practitioner(&self, encounter: &EncounterPlan) -> Value {
-        reference(self.pool.practitioner(encounter.practitioner))
+    fn practitioner(&self, encounter: &EncounterPlan) -> Json {
+        reference(self.pool.practitioner(encounter.practitioner).to_owned())
     }
 
     fn push(&mut self, body: Body) {
@@ -163,7 +162,7 @@ impl Renderer<'_> {
         let given_names = if female { names::FEMALE } else { names::MALE };
         let first = rng.random_range(0..given_names.len());
         let mut given = Vec::with_capacity(2);
-        given.push(Value::from(given_names[first]));
+        given.push(Json::from(given_names[first]));
         if rng.random_bool(0.5) {
             // A middle name other than the first name.
             let offset = rng.random_range(1..given_names.len());
@@ -171,17 +170,17 @@ impl Renderer<'_> {
         }
         let family: &str = LastName().fake_with_rng(rng);
         let adult = years_between(plan.birth_date, date_of(plan.history_end)) >= 18;
-        let mut name = Map::with_capacity(4);
-        name.insert("use".to_owned(), "official".into());
-        name.insert("family".to_owned(), family.into());
-        name.insert("given".to_owned(), Value::Array(given));
+        let mut name = Vec::with_capacity(4);
+        name.push(("use", "official".into()));
+        name.push(("family", family.into()));
+        name.push(("given", Json::Array(given)));
         if adult {
             let prefix = match (female, plan.marital_status) {
                 (false, _) => "Mr.",
                 (true, Some(codes::MARRIED | codes::WIDOWED)) => "Mrs.",
                 (true, _) => "Ms.",
             };
-            name.insert("prefix".to_owned(), array([prefix.into()]));
+            name.push(("prefix", array([prefix.into()])));
         }
         let race = plan.race;
         let ethnicity = if plan.hispanic {
@@ -189,7 +188,7 @@ impl Renderer<'_> {
         } else {
             codes::NOT_HISPANIC
         };
-        let category = |url: &str, concept: Concept| {
+        let category = |url: &'static str, concept: Concept| {
             object([
                 ("url", url.into()),
                 (
@@ -224,9 +223,9 @@ impl Renderer<'_> {
         let gp = plan.general_practitioner;
         let body = Body::new(ResourceType::Patient, id, 15)
             .set("extension", extension)
-            .identified("patient")
+            .identified()
             .set("active", true)
-            .set("name", array([Value::Object(name)]))
+            .set("name", array([Json::Object(name)]))
             .set("telecom", telecom)
             .set("gender", if female { "female" } else { "male" })
             .set("birthDate", date(plan.birth_date))
@@ -246,13 +245,14 @@ impl Renderer<'_> {
             )
             .set(
                 "generalPractitioner",
-                array([reference(self.pool.practitioner(gp))]),
+                array([reference(self.pool.practitioner(gp).to_owned())]),
             )
             .set(
                 "managingOrganization",
                 reference(
                     self.pool
-                        .organization(self.pool.shape().organization_of(gp)),
+                        .organization(self.pool.shape().organization_of(gp))
+                        .to_owned(),
                 ),
             );
         // Built whatever is kept: its draws decide the ids of everything after it.
@@ -272,7 +272,7 @@ impl Renderer<'_> {
             "mild"
         };
         let body = Body::new(ResourceType::AllergyIntolerance, id, 13)
-            .identified("allergyintolerance")
+            .identified()
             .set("clinicalStatus", coded(codes::ALLERGY_CLINICAL, ACTIVE))
             .set(
                 "verificationStatus",
@@ -330,7 +330,7 @@ impl Renderer<'_> {
         });
         let period = period(encounter.start, encounter.end);
         let body = Body::new(ResourceType::Encounter, id, 12)
-            .identified("encounter")
+            .identified()
             .set("status", "finished")
             .set("class", coding(codes::ACT_CODE, Concept { code, display }))
             .set("type", array([codeable(codes::SNOMED, encounter.kind)]))
@@ -362,9 +362,9 @@ impl Renderer<'_> {
             .set_some("hospitalization", hospitalization)
             .set(
                 "serviceProvider",
-                reference(self.pool.organization(encounter.organization)),
+                reference(self.pool.organization(encounter.organization).to_owned()),
             );
-        self.encounter = reference(body.key());
+        self.encounter = reference(body.key().to_owned());
         self.push(body);
     }
 
@@ -395,7 +395,7 @@ impl Renderer<'_> {
             }
         };
         let body = Body::new(ResourceType::Condition, id, 12)
-            .identified("condition")
+            .identified()
             .set("clinicalStatus", coded(codes::CONDITION_CLINICAL, status))
             .set(
                 "verificationStatus",
@@ -408,7 +408,7 @@ impl Renderer<'_> {
             .set("onsetDateTime", date_time(condition.onset))
             .set_some("abatementDateTime", condition.abatement.map(date_time))
             .set("recordedDate", date_time(condition.recorded));
-        self.condition_refs.push(reference(body.key()));
+        self.condition_refs.push(reference(body.key().to_owned()));
         self.push(body);
     }
 
@@ -416,26 +416,26 @@ impl Renderer<'_> {
     fn observation(
         &mut self,
         category: Category,
-        code: Value,
+        code: Json,
         at: &str,
-        value_key: &str,
-        value: Value,
-    ) -> Value {
+        value_key: &'static str,
+        value: Json,
+    ) -> Json {
         let id = self.id();
         if !self.keeps(ResourceType::Observation) {
             return reference(key(ResourceType::Observation, &id));
         }
         let body = Body::new(ResourceType::Observation, id, 11)
-            .identified("observation")
+            .identified()
             .set("status", "final")
             .set("category", category.value())
             .set("code", code)
             .set("subject", self.subject())
             .set("encounter", self.encounter.clone())
-            .set("effectiveDateTime", at)
-            .set("issued", at)
+            .set("effectiveDateTime", at.to_owned())
+            .set("issued", at.to_owned())
             .set(value_key, value);
-        let reference = reference(body.key());
+        let reference = reference(body.key().to_owned());
         self.push(body);
         reference
     }
@@ -474,7 +474,7 @@ impl Renderer<'_> {
             return;
         }
         let labs_at = date_time(encounter.labs_at);
-        let results: Vec<Value> = encounter
+        let results: Vec<Json> = encounter
             .labs
             .iter()
             .map(|m| {
@@ -493,7 +493,7 @@ impl Renderer<'_> {
         }
         let issued = (encounter.labs_at + 3_600).min(encounter.end);
         let body = Body::new(ResourceType::DiagnosticReport, id, 12)
-            .identified("diagnosticreport")
+            .identified()
             .set("status", "final")
             .set(
                 "category",
@@ -524,7 +524,7 @@ impl Renderer<'_> {
             .reason
             .map(|i| array([self.condition_refs[i].clone()]));
         let body = Body::new(ResourceType::Procedure, id, 10)
-            .identified("procedure")
+            .identified()
             .set("status", "completed")
             .set("code", codeable(codes::SNOMED, procedure.snomed))
             .set("subject", self.subject())
@@ -561,7 +561,7 @@ impl Renderer<'_> {
         };
         let drug = medication.medication;
         let body = Body::new(ResourceType::MedicationRequest, id, 13)
-            .identified("medicationrequest")
+            .identified()
             .set("status", status)
             .set("intent", "order")
             .set(
@@ -593,7 +593,7 @@ impl Renderer<'_> {
             return;
         }
         let body = Body::new(ResourceType::Immunization, id, 10)
-            .identified("immunization")
+            .identified()
             .set("status", "completed")
             .set("vaccineCode", codeable(codes::CVX, vaccine))
             .set("patient", self.subject())

@@ -6,11 +6,10 @@ use fake::faker::name::en::LastName;
 use rand::RngExt;
 use rand::rngs::ChaCha8Rng;
 use rand::seq::IndexedRandom;
-use serde_json::Value;
 
 use super::codes::{self, Concept};
 use super::json::{
-    Body, address, array, codeable, coded_list, identifier, object, phone, reference,
+    Body, Json, address, array, codeable, coded_list, identifier, object, phone, reference,
 };
 use super::names;
 use super::random::{Purpose, stream, uuid};
@@ -199,10 +198,13 @@ impl SharedPool {
             .expect("organization kinds are not empty");
         let name = format!(
             "{} {kind}",
-            address["city"].as_str().unwrap_or("Springfield")
+            address
+                .get("city")
+                .and_then(Json::as_str)
+                .unwrap_or("Springfield")
         );
         Body::new(ResourceType::Organization, id, 8)
-            .identified("organization")
+            .identified()
             .set("active", true)
             .set("type", coded_list(codes::ORGANIZATION_TYPE, PROVIDER))
             .set("name", name)
@@ -220,7 +222,7 @@ impl SharedPool {
             .expect("names are not empty");
         let family: &str = LastName().fake_with_rng(&mut rng);
         let ids = array([
-            identifier("practitioner", &id),
+            identifier(ResourceType::Practitioner, &id),
             object([
                 ("system", codes::NPI.into()),
                 ("value", npi(self.seed, index).into()),
@@ -248,12 +250,18 @@ impl SharedPool {
         let id = uuid(&mut rng);
         let specialty = codes::SPECIALTIES[PoolShape::specialty_of(index) as usize];
         Body::new(ResourceType::PractitionerRole, id, 8)
-            .identified("practitionerrole")
+            .identified()
             .set("active", true)
-            .set("practitioner", reference(self.practitioner(index)))
+            .set(
+                "practitioner",
+                reference(self.practitioner(index).to_owned()),
+            )
             .set(
                 "organization",
-                reference(self.organization(self.shape.organization_of(index))),
+                reference(
+                    self.organization(self.shape.organization_of(index))
+                        .to_owned(),
+                ),
             )
             .set("code", coded_list(codes::PRACTITIONER_ROLE, DOCTOR))
             .set("specialty", array([codeable(codes::NUCC, specialty)]))
@@ -262,7 +270,7 @@ impl SharedPool {
 }
 
 /// The telecom of a pool member: one work phone.
-fn work_phone(rng: &mut ChaCha8Rng) -> Value {
+fn work_phone(rng: &mut ChaCha8Rng) -> Json {
     array([object([
         ("system", "phone".into()),
         ("value", phone(rng).into()),
