@@ -1,10 +1,10 @@
 //! The unit the generator, the input reader and the loader share: a `Record` of resources that
 //! refer to each other, in dependency order (nothing refers to a resource after it).
 
-use foldhash::HashMap;
 use std::borrow::{Borrow, Cow};
 use std::fmt::Write as _;
 
+use foldhash::HashMap;
 use serde_json::Value;
 
 /// Base of the `identifier.system` of every generated resource.
@@ -598,6 +598,8 @@ mod tests {
             json!({}),
             json!({"resourceType": "Observation", "subject": {"reference": "local/\u{e9}\"q"}, "id": "x\ny",
                 "note": [{"text": "tab\there", "reference": "not/local"}], "valueQuantity": {"value": 1.5e-7}}),
+            json!({"resourceType": "Patient", "id": {"reference": "local/2"}, "text": {"reference": "local/3"}}),
+            json!(["not", "an", "object"]),
             json!({"resourceType": "Patient", "id": 7, "identifier": [{"system": "s", "value": 3},
                 {"system": "a\\b", "value": "v|w"}]}),
         ];
@@ -623,6 +625,7 @@ mod tests {
                 });
                 let mut expected = edited.clone();
                 match id {
+                    _ if !body.is_object() => {}
                     IdField::Keep => {}
                     IdField::Remove => {
                         expected.as_object_mut().unwrap().shift_remove("id");

@@ -5,7 +5,7 @@
 //! tree many times that size.
 
 use std::borrow::Cow;
-use std::io::Write as _;
+use std::fmt::Write as _;
 
 use serde_json::Value;
 
@@ -95,6 +95,10 @@ impl Text {
                 out.extend_from_slice(with.as_bytes());
                 copied = to;
             }
+            // A reference inside an `id` that is not a string went with the id.
+            if (span.start as usize) < copied {
+                continue;
+            }
             let Some(resolved) = resolve(&self.string(span)) else {
                 continue;
             };
@@ -136,6 +140,8 @@ impl Text {
             (super::IdField::Set(id), Some(span)) => {
                 Some((span.start as usize, span.end as usize, member(id)))
             }
+            // Not an object: nowhere to put an id.
+            (super::IdField::Set(_), None) if self.id_slot == 0 => None,
             (super::IdField::Set(id), None) => {
                 let at = self.id_slot as usize;
                 let separated = match text[at - 1] {
@@ -151,16 +157,27 @@ impl Text {
 
 /// Writes `s` as the inside of a JSON string, escaped exactly as serde_json escapes it.
 fn write_string_contents(out: &mut Vec<u8>, s: &str) {
-    let plain = s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\');
-    if plain {
-        out.extend_from_slice(s.as_bytes());
-    } else {
-        let start = out.len();
-        serde_json::to_writer(&mut *out, s).expect("strings serialize");
-        // Drop the quotes serde_json put around it.
-        out.pop();
-        out.remove(start);
+    match escaped(s) {
+        None => out.extend_from_slice(s.as_bytes()),
+        Some(escaped) => out.extend_from_slice(escaped.as_bytes()),
     }
+}
+
+fn push_string_contents(out: &mut String, s: &str) {
+    match escaped(s) {
+        None => out.push_str(s),
+        Some(escaped) => out.push_str(&escaped),
+    }
+}
+
+/// `s` escaped for the inside of a JSON string, or `None` when it needs no escapes (nearly
+/// always).
+fn escaped(s: &str) -> Option<String> {
+    if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+        return None;
+    }
+    let quoted = serde_json::to_string(s).expect("strings serialize");
+    Some(quoted[1..quoted.len() - 1].to_owned())
 }
 
 /// What a container being written is, as far as the spans care.
@@ -188,15 +205,27 @@ enum Member {
 }
 
 /// Writes compact JSON exactly as serde_json does, noting the spans as it goes.
-#[derive(Default)]
 pub struct TextWriter {
-    out: Vec<u8>,
+    out: String,
     /// The open containers, and whether each has a member or item yet.
     open: Vec<(Container, bool)>,
     member: Option<Member>,
     text: Text,
     /// Start of the top-level `id` member while it is being written.
     id_start: Option<u32>,
+}
+
+impl Default for TextWriter {
+    fn default() -> Self {
+        Self {
+            // Most resources fit: growing from nothing would copy the text about ten times.
+            out: String::with_capacity(2048),
+            open: Vec::with_capacity(8),
+            member: None,
+            text: Text::default(),
+            id_start: None,
+        }
+    }
 }
 
 impl TextWriter {
@@ -209,7 +238,7 @@ impl TextWriter {
         if self.member.is_none() {
             if let Some((_, has_items)) = self.open.last_mut() {
                 if *has_items {
-                    self.out.push(b',');
+                    self.out.push(',');
                 }
                 *has_items = true;
             }
@@ -233,7 +262,7 @@ impl TextWriter {
             _ => Container::Other,
         };
         self.open.push((container, false));
-        self.out.push(b'{');
+        self.out.push('{');
     }
 
     pub fn key(&mut self, key: &str) {
@@ -246,7 +275,7 @@ impl TextWriter {
             self.close_id_member();
         }
         if separated {
-            self.out.push(b',');
+            self.out.push(',');
         }
         let member = match (container, key) {
             (Container::Resource, "resourceType") => Member::ResourceType,
@@ -261,9 +290,9 @@ impl TextWriter {
             (_, "reference") => Member::Reference,
             _ => Member::Other,
         };
-        self.out.push(b'"');
-        write_string_contents(&mut self.out, key);
-        self.out.extend_from_slice(b"\":");
+        self.out.push('"');
+        push_string_contents(&mut self.out, key);
+        self.out.push_str("\":");
         self.member = Some(member);
     }
 
@@ -283,7 +312,7 @@ impl TextWriter {
             }
             _ => {}
         }
-        self.out.push(b'}');
+        self.out.push('}');
     }
 
     pub fn begin_array(&mut self) {
@@ -293,24 +322,24 @@ impl TextWriter {
             _ => Container::Other,
         };
         self.open.push((container, false));
-        self.out.push(b'[');
+        self.out.push('[');
     }
 
     pub fn end_array(&mut self) {
         self.open.pop();
-        self.out.push(b']');
+        self.out.push(']');
     }
 
     pub fn string(&mut self, s: &str) {
         self.item();
-        self.out.push(b'"');
+        self.out.push('"');
         let start = self.position();
-        write_string_contents(&mut self.out, s);
+        push_string_contents(&mut self.out, s);
         let span = Span {
             start,
             end: self.position(),
         };
-        self.out.push(b'"');
+        self.out.push('"');
         match self.member.take() {
             Some(Member::ResourceType) => {
                 self.text.resource_type = Some(span);
@@ -336,14 +365,14 @@ impl TextWriter {
     pub fn scalar(&mut self, json: &str) {
         self.item();
         self.member = None;
-        self.out.extend_from_slice(json.as_bytes());
+        self.out.push_str(json);
     }
 
     /// A number, written as serde_json writes it.
     pub fn number(&mut self, n: &serde_json::Number) {
         self.item();
         self.member = None;
-        write!(self.out, "{n}").expect("a Vec takes any write");
+        write!(self.out, "{n}").expect("a String takes any write");
     }
 
     pub fn value(&mut self, value: &Value) {
@@ -371,9 +400,7 @@ impl TextWriter {
     }
 
     pub fn finish(mut self) -> Text {
-        self.text.json = String::from_utf8(self.out)
-            .expect("JSON text is UTF-8")
-            .into_boxed_str();
+        self.text.json = self.out.into_boxed_str();
         self.text
     }
 }

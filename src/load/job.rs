@@ -3,10 +3,10 @@
 //! record's resources as what they refer to is stored, the `Completion` that later jobs wait
 //! on, and what became of it all (`JobOutcome`).
 
-use foldhash::{HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
+use foldhash::{HashMap, HashSet};
 use tokio::sync::{Notify, OwnedSemaphorePermit};
 
 use crate::fhir::Resource;

@@ -4,11 +4,11 @@
 //! store with Google's default settings: conditional creates and updates by identifier, and
 //! search-then-create by a source-key tag for resources that have no identifier.
 
-use foldhash::{HashMap, HashSet};
 use std::borrow::Cow;
 use std::sync::{Arc, RwLock};
 
 use bytes::Bytes;
+use foldhash::{HashMap, HashSet};
 use http::Method;
 use serde_json::Value;
 
