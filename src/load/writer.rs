@@ -948,6 +948,30 @@ mod tests {
             Some("Encounter/9")
         );
         assert_eq!(target_from_location("nonsense"), None);
+        let cases = [
+            ("http://h/fhir/Patient/abc/", Some("Patient/abc")),
+            ("http://h/fhir/Patient/abc/_history", Some("Patient/abc")),
+            (
+                "http://h/fhir/Patient/abc?_format=json#x",
+                Some("Patient/abc"),
+            ),
+            (
+                "http://h/fhir/Patient/abc/_history/3?x=/_history/",
+                Some("Patient/abc"),
+            ),
+            ("http://h/fhir/Patient/abc/_historyX", None),
+            ("_history/1", None),
+            ("http://h/fhir/patient/abc", None),
+            ("/", None),
+            ("", None),
+        ];
+        for (location, target) in cases {
+            assert_eq!(
+                target_from_location(location).as_deref(),
+                target,
+                "{location}"
+            );
+        }
     }
 
     fn reply(status: u16, location: Option<&str>, body: &str) -> Reply {
