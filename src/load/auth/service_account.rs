@@ -10,7 +10,9 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use gcp_auth::{Token, TokenProvider};
 
-use super::token::{CredentialFile, TokenClient, error_chain, oauth_token, provider_error};
+use super::token::{
+    CredentialFile, Refused, TokenClient, error_chain, oauth_token, provider_error,
+};
 use crate::secret::SecretString;
 
 const JWT_BEARER: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
@@ -115,7 +117,8 @@ impl ServiceAccountKey {
             .map_err(|e| {
                 // Google answers 400 invalid_grant to a deleted or disabled key, and to an
                 // assertion whose times are off.
-                if e.to_string().contains(" 400 ") {
+                let refused = e.downcast_ref::<Refused>();
+                if refused.is_some_and(|r| r.status == reqwest::StatusCode::BAD_REQUEST) {
                     anyhow::anyhow!(
                         "{e:#}; check that the key still exists and is enabled \
                          (`gcloud iam service-accounts keys list --iam-account {}`) and that \

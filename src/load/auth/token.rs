@@ -75,14 +75,36 @@ impl TokenClient {
             text = text.replace(secret, "(redacted)");
         }
         if !status.is_success() {
-            let message = endpoint_message(&text);
-            anyhow::bail!("{what}: {endpoint} answered {status}: {message}");
+            return Err(Refused {
+                status,
+                message: format!(
+                    "{what}: {endpoint} answered {status}: {}",
+                    endpoint_message(&text)
+                ),
+            }
+            .into());
         }
         serde_json::from_str(&text).map_err(|e| {
             anyhow::anyhow!("{what}: {endpoint} answered something that is not JSON ({e})")
         })
     }
 }
+
+/// A token endpoint that answered, but not with a token: the status, for a provider to say
+/// what a given refusal means, and the whole message.
+#[derive(Debug)]
+pub struct Refused {
+    pub status: reqwest::StatusCode,
+    message: String,
+}
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Refused {}
 
 /// Why one try at a token endpoint did not give an answer to keep.
 enum Attempt {
