@@ -1,11 +1,18 @@
 //! The unit the generator, the input reader and the loader share: a `Record` of resources that
-//! refer to each other, in dependency order (nothing refers to a resource after it).
+//! refer to each other, in dependency order (nothing refers to a resource after it), each held
+//! as its JSON text (`text`), and how a resource is sent: alone with its references rewritten,
+//! or in a transaction Bundle.
 
 use std::borrow::{Borrow, Cow};
 use std::fmt::Write as _;
 
 use foldhash::HashMap;
 use serde_json::Value;
+
+mod text;
+
+use text::Text;
+pub use text::TextWriter;
 
 /// Base of the `identifier.system` of every generated resource.
 pub const IDENTIFIER_SYSTEM_BASE: &str = "https://fhirgen.dev/sid";
@@ -17,11 +24,6 @@ pub const FHIR_JSON: &str = "application/fhir+json;charset=utf-8";
 /// creates and updates only search by identifier, so such resources are looked up by this tag
 /// before they are created.
 pub const SOURCE_KEY_SYSTEM: &str = "https://fhirgen.dev/sid/source-key";
-
-mod text;
-
-use text::Text;
-pub use text::TextWriter;
 
 /// One resource of the data set: its key, and its compact JSON text with where the parts the
 /// loader reads and rewrites lie (see [`text`]).
