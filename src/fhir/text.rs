@@ -163,17 +163,34 @@ fn write_string_contents(out: &mut Vec<u8>, s: &str) {
     }
 }
 
-fn push_string_contents(out: &mut String, s: &str) {
-    match escaped(s) {
-        None => out.push_str(s),
-        Some(escaped) => out.push_str(&escaped),
+/// Whether a string is looked at for what needs escaping before it is written.
+#[derive(Clone, Copy)]
+enum Escape {
+    AsNeeded,
+    /// Known not to need any: written as it is.
+    Never,
+}
+
+impl Escape {
+    fn push(self, out: &mut String, s: &str) {
+        let escaped = match self {
+            Escape::AsNeeded => escaped(s),
+            Escape::Never => None,
+        };
+        out.push_str(escaped.as_deref().unwrap_or(s));
     }
 }
 
 /// `s` escaped for the inside of a JSON string, or `None` when it needs no escapes (nearly
 /// always).
 fn escaped(s: &str) -> Option<String> {
-    if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+    // Every byte looked at, without stopping at the first that needs an escape: that loop
+    // compiles to a few vector compares, where stopping early costs a branch a byte, and every
+    // key and string of every resource goes through here.
+    let needs_escape = s.bytes().fold(false, |found, b| {
+        found | (b < 0x20) | (b == b'"') | (b == b'\\')
+    });
+    if !needs_escape {
         return None;
     }
     let quoted = serde_json::to_string(s).expect("strings serialize");
@@ -266,6 +283,16 @@ impl TextWriter {
     }
 
     pub fn key(&mut self, key: &str) {
+        self.member_key(key, Escape::AsNeeded);
+    }
+
+    /// A key that needs no escapes, such as every FHIR element name: written without looking.
+    pub fn plain_key(&mut self, key: &'static str) {
+        debug_assert!(escaped(key).is_none(), "{key:?} needs escapes");
+        self.member_key(key, Escape::Never);
+    }
+
+    fn member_key(&mut self, key: &str, escape: Escape) {
         let Some((container, has_members)) = self.open.last_mut() else {
             unreachable!("a key is written inside an object")
         };
@@ -291,7 +318,7 @@ impl TextWriter {
             _ => Member::Other,
         };
         self.out.push('"');
-        push_string_contents(&mut self.out, key);
+        escape.push(&mut self.out, key);
         self.out.push_str("\":");
         self.member = Some(member);
     }
@@ -331,10 +358,21 @@ impl TextWriter {
     }
 
     pub fn string(&mut self, s: &str) {
+        self.string_value(s, Escape::AsNeeded);
+    }
+
+    /// A string that needs no escapes, such as the codes and displays the generator holds:
+    /// written without looking.
+    pub fn plain_string(&mut self, s: &'static str) {
+        debug_assert!(escaped(s).is_none(), "{s:?} needs escapes");
+        self.string_value(s, Escape::Never);
+    }
+
+    fn string_value(&mut self, s: &str, escape: Escape) {
         self.item();
         self.out.push('"');
         let start = self.position();
-        push_string_contents(&mut self.out, s);
+        escape.push(&mut self.out, s);
         let span = Span {
             start,
             end: self.position(),

@@ -48,7 +48,8 @@ impl Json {
                 Some(n) => out.number(&n),
                 None => out.scalar("null"),
             },
-            Json::Str(s) => out.string(s),
+            Json::Str(Cow::Borrowed(s)) => out.plain_string(s),
+            Json::Str(Cow::Owned(s)) => out.string(s),
             Json::Array(items) => {
                 out.begin_array();
                 for item in items {
@@ -63,7 +64,7 @@ impl Json {
     fn write_object(fields: &[(&'static str, Json)], out: &mut TextWriter) {
         out.begin_object();
         for (key, value) in fields {
-            out.key(key);
+            out.plain_key(key);
             value.write(out);
         }
         out.end_object();
