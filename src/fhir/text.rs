@@ -157,10 +157,7 @@ impl Text {
 
 /// Writes `s` as the inside of a JSON string, escaped exactly as serde_json escapes it.
 fn write_string_contents(out: &mut Vec<u8>, s: &str) {
-    match escaped(s) {
-        None => out.extend_from_slice(s.as_bytes()),
-        Some(escaped) => out.extend_from_slice(escaped.as_bytes()),
-    }
+    out.extend_from_slice(escaped(s).as_deref().unwrap_or(s).as_bytes());
 }
 
 /// Whether a string is looked at for what needs escaping before it is written.
