@@ -55,15 +55,7 @@ async fn loads_with(
     let output = run(command).await;
     assert_exit(&output, 0);
     assert_eq!(summary(&output)["stored"], 20);
-    let expected = format!("Bearer {token}");
-    let authorizations = stand_in.seen.store_authorizations();
-    assert_eq!(authorizations.len(), 20);
-    assert!(
-        authorizations
-            .iter()
-            .all(|a| a.as_deref() == Some(&expected)),
-        "{authorizations:?}"
-    );
+    stand_in.seen.assert_store_requests_carried(token, 20);
     let projects = stand_in.seen.quota_projects();
     assert!(
         projects.iter().all(|p| p.as_deref() == quota_project),

@@ -324,15 +324,7 @@ async fn a_service_account_token_request_tunnels_unless_no_proxy_names_its_host(
             "{targets:?}"
         );
     }
-    let expected = format!("Bearer {KEY_TOKEN}");
-    let authorizations = stand_in.seen.store_authorizations();
-    assert_eq!(authorizations.len(), 40);
-    assert!(
-        authorizations
-            .iter()
-            .all(|a| a.as_deref() == Some(&expected)),
-        "{authorizations:?}"
-    );
+    stand_in.seen.assert_store_requests_carried(KEY_TOKEN, 40);
 }
 
 const PROXY_PASSWORD: &str = "proxy-pa$$word-4242";

@@ -69,6 +69,19 @@ impl Seen {
         seen.iter().map(|(auth, _)| auth.clone()).collect()
     }
 
+    /// Checks that the store saw `count` requests, each with `Bearer {token}`.
+    pub fn assert_store_requests_carried(&self, token: &str, count: usize) {
+        let expected = format!("Bearer {token}");
+        let authorizations = self.store_authorizations();
+        assert_eq!(authorizations.len(), count, "{authorizations:?}");
+        assert!(
+            authorizations
+                .iter()
+                .all(|a| a.as_deref() == Some(&expected)),
+            "{authorizations:?}"
+        );
+    }
+
     pub fn quota_projects(&self) -> Vec<Option<String>> {
         let seen = self.store_requests.lock().unwrap();
         seen.iter().map(|(_, project)| project.clone()).collect()
