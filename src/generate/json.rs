@@ -228,12 +228,8 @@ static IDENTIFIER_SYSTEMS: LazyLock<[String; ResourceType::ALL.len()]> = LazyLoc
 });
 
 fn identifier_system(t: ResourceType) -> &'static str {
-    let systems: &'static [String] = &*IDENTIFIER_SYSTEMS;
-    let index = ResourceType::ALL
-        .iter()
-        .position(|&each| each == t)
-        .expect("ALL holds every type");
-    &systems[index]
+    // ALL is in declaration order, as TypeSet's bits also have it.
+    &IDENTIFIER_SYSTEMS[t as usize]
 }
 
 /// The fhirgen identifier of a resource of type `t`.

@@ -186,6 +186,14 @@ mod tests {
         TypeSet::parse(&names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
     }
 
+    /// A type's discriminant is its place in ALL: type sets and per-type tables index by it.
+    #[test]
+    fn all_is_in_declaration_order() {
+        for (i, t) in ResourceType::ALL.iter().enumerate() {
+            assert_eq!(*t as usize, i, "{}", t.name());
+        }
+    }
+
     #[test]
     fn names_parse_exactly() {
         assert_eq!(parse(&[]).unwrap(), TypeSet::ALL);
