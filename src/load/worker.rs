@@ -71,7 +71,12 @@ async fn next_job(
         match received {
             Some(job) => return Some(job),
             None if followups.idle() => return None,
-            None => notified.await,
+            // No new records will come, but records in progress may still make follow-ups,
+            // unless the run stops: then nothing wakes this worker but the stop itself.
+            None => tokio::select! {
+                _ = stop.cancelled() => return None,
+                _ = notified => {}
+            },
         }
     }
 }
@@ -120,5 +125,38 @@ impl FollowUps {
     /// Resources of records in progress never written (the run stopped).
     pub fn unwritten(&self) -> u64 {
         self.unwritten.load(Ordering::SeqCst) as u64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    /// A worker waiting for follow-ups after the last new record has gone out must stop with
+    /// the run, even though nothing will ever be written again to wake it.
+    #[tokio::test(start_paused = true)]
+    async fn a_worker_waiting_for_follow_ups_stops_with_the_run() {
+        let (job_tx, job_rx) = mpsc::channel::<Job>(1);
+        drop(job_tx);
+        let jobs = Mutex::new(job_rx);
+        let followups = FollowUps::default();
+        // A record in progress: follow-ups may still come, so the worker waits for them.
+        followups.start_record(2);
+        let stop = CancellationToken::new();
+        let waiting = next_job(&jobs, &followups, &stop);
+        tokio::pin!(waiting);
+        assert!(
+            tokio::time::timeout(Duration::from_secs(1), &mut waiting)
+                .await
+                .is_err(),
+            "the worker waits while the record is in progress"
+        );
+        stop.cancel();
+        let next = tokio::time::timeout(Duration::from_secs(1), waiting)
+            .await
+            .expect("the worker stops with the run");
+        assert!(next.is_none());
     }
 }
