@@ -513,7 +513,9 @@ impl StoreClient {
         let mut http_request = reqwest::Request::new(request.method.clone(), url.clone());
         *http_request.body_mut() = Some(request.body.clone().into());
         let headers = http_request.headers_mut();
-        headers.reserve(6);
+        // Room for this request's six and the three the HTTP stack adds (accept, host,
+        // content-length): the map's copies keep its table, so none of them grows it again.
+        headers.reserve(9);
         headers.insert(USER_AGENT, HeaderValue::from_static(USER_AGENT_VALUE));
         headers.insert(CONTENT_TYPE, HeaderValue::from_static(FHIR_JSON));
         // Only the Location is needed back; echoing every resource costs both sides.
