@@ -74,15 +74,23 @@ create64_inflight=$(sink_stat "$SLOW" max_in_flight)
 # The sink's own mean answer time (20 ms plus its wake-up): the ceiling a client can reach.
 sink_ms=$(sink_stat "$SLOW" mean_latency_ms)
 true_ceiling=$(calc "round(64 / $sink_ms * 1000)")
+# 1b. The same on two runtime threads, a thread per core as other commands run (src/runtime.rs).
+reset "$SLOW"
+TOKIO_WORKER_THREADS=2 timed "$BIN" load --fhir-url "$SLOW/fhir" --mode create --workers 64 --count 40000 --json --quiet
+create64_two_threads_cpu_us=$(calc "round($(cpu) / $(field requests) * 1e6, 1)")
 
 # 2. The Go worker-pool baseline on the same sink, same workers, smaller resources.
-go_rps="n/a"; go_cpu_us="n/a"
+go_rps="n/a"; go_cpu_us="n/a"; go1_cpu_us="n/a"
 if command -v go >/dev/null; then
     (cd bench/go-baseline && go build -o "$WORK/go-baseline" .)
     reset "$SLOW"
     timed "$WORK/go-baseline" -url "$SLOW/fhir" -count 40000 -workers 64
     go_rps=$(rate requests_per_second)
     go_cpu_us=$(calc "round($(cpu) / 40000 * 1e6, 1)")
+    # Go schedules its goroutines on one thread per core too; on one thread, as fhirgen's load:
+    reset "$SLOW"
+    GOMAXPROCS=1 timed "$WORK/go-baseline" -url "$SLOW/fhir" -count 40000 -workers 64
+    go1_cpu_us=$(calc "round($(cpu) / 40000 * 1e6, 1)")
 fi
 
 # 2b. The HTTP client alone, POSTing the Go baseline's Patient: reqwest as fhirgen sets it up,
@@ -126,7 +134,7 @@ h2_tx_cpu_us=$(calc "round($(cpu) / 200000 * 1e6, 2)")
 
 # 3c. The defaults: workers in create mode, bundle size in transaction mode, at 20 ms.
 workers_rows=""
-for w in 8 16 32 64 128; do
+for w in 8 16 32 64 128 256; do
     reset "$SLOW"
     timed "$BIN" load --fhir-url "$SLOW/fhir" --mode create --workers $w --count $((w * 250)) --json --quiet
     workers_rows+="| $w | $(rate requests_per_second) requests/s = $(calc "round($(rate requests_per_second) / ($w / $sink_ms * 1000) * 100, 1)")% of $w/latency | $(calc "round($(cpu) / $(field requests) * 1e6, 1)") µs | $(rss_mib) MiB |"$'\n'
@@ -194,7 +202,7 @@ cat <<TABLE
 |---|---|---|
 | create mode, 64 workers, 20 ms latency | $create64_rps requests/s = $(calc "round($create64_rps / 3200 * 100, 1)")% of the 3200/s ceiling ($(calc "round($create64_rps / $true_ceiling * 100, 1)")% of the $true_ceiling/s the sink's measured $sink_ms ms allow); max in flight $create64_inflight | >= 95%, never > 64 |
 | Go worker-pool baseline, same sink | $go_rps requests/s = $(calc "round($go_rps / 3200 * 100, 1)" 2>/dev/null || echo "n/a")% | |
-| client CPU per POST (generation included) | fhirgen $create64_cpu_us µs, Go baseline $go_cpu_us µs ($(calc "round($create64_cpu_us / $go_cpu_us, 2)" 2>/dev/null || echo "n/a")x); the client alone on Go's body: reqwest $floor_cpu_us µs, hyper-util (fhirgen's client before reqwest) $hyper_floor_cpu_us µs | fhirgen <= Go |
+| client CPU per POST (generation included) | fhirgen $create64_cpu_us µs, Go baseline $go_cpu_us µs ($(calc "round($create64_cpu_us / $go_cpu_us, 2)" 2>/dev/null || echo "n/a")x); on two runtime threads fhirgen $create64_two_threads_cpu_us µs, on one Go (GOMAXPROCS=1) $go1_cpu_us µs; the client alone on Go's body, one thread: reqwest $floor_cpu_us µs, hyper-util (fhirgen's client before reqwest) $hyper_floor_cpu_us µs | fhirgen <= Go |
 | transaction vs create, 32 workers, 20 ms | $tx32_res vs $create32_res resources/s = $(calc "round($tx32_res / $create32_res, 1)")x | >= 10x |
 | generate 1M resources to NDJSON | $gen_per_cpu_s resources per CPU-second, peak RSS $gen_rss MiB | >= 100k/CPU-s, < 48 MiB |
 | load 200k resources, peak RSS | transaction, 32 workers: $load_tx_rss MiB; update, 64 workers: $load_update_rss MiB | < 48 MiB |

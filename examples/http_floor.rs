@@ -57,7 +57,8 @@ impl Client {
     }
 }
 
-#[tokio::main]
+// One runtime thread, as `fhirgen load` drives a store over the network (src/runtime.rs).
+#[tokio::main(flavor = "multi_thread", worker_threads = 1)]
 async fn main() {
     let mut args = std::env::args().skip(1);
     let (Some(base), Some(count), Some(kind)) = (args.next(), args.next(), args.next()) else {

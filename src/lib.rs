@@ -10,6 +10,7 @@ pub mod fhir;
 pub mod generate;
 pub mod load;
 pub mod logs;
+pub mod runtime;
 pub mod secret;
 pub mod verify;
 

@@ -11,15 +11,9 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 fn main() -> ExitCode {
     let cli = fhirgen::cli::Cli::parse();
     fhirgen::logs::init(cli.verbose);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match fhirgen::runtime::build(&cli) {
         Ok(runtime) => runtime,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return fhirgen::exit::FAILURE.into();
-        }
+        Err(error) => return fhirgen::exit::report_error(&error),
     };
     let code = match runtime.block_on(fhirgen::run(cli)) {
         Ok(code) => code,

@@ -248,3 +248,32 @@ fn an_empty_access_token_is_refused() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("access token is empty"), "{stderr}");
 }
+
+#[test]
+fn a_thread_count_from_the_environment_is_checked_not_panicked_on() {
+    for value in ["0", "two", ""] {
+        let output = fhirgen()
+            .env("TOKIO_WORKER_THREADS", value)
+            .args(["generate", "--count", "1"])
+            .output()
+            .unwrap();
+        assert_eq!(
+            output.status.code(),
+            Some(2),
+            "{value:?}: {}",
+            text(&output)
+        );
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            stderr.contains("TOKIO_WORKER_THREADS") && stderr.contains("1 or more"),
+            "{stderr}"
+        );
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+    let output = fhirgen()
+        .env("TOKIO_WORKER_THREADS", "3")
+        .args(["generate", "--count", "1"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(0), "{}", text(&output));
+}
