@@ -64,6 +64,49 @@ async fn never_more_requests_in_flight_than_workers() {
     emulator.shutdown().await;
 }
 
+/// `requests` counts the checks before the load (its `metadata` read), so the time they took is
+/// in `elapsed_seconds` too, and the rates are of the same requests in the same time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_time_reported_covers_every_request_counted() {
+    let latency = Duration::from_millis(200);
+    let emulator = start_emulator(EmulatorOptions {
+        latency,
+        ..EmulatorOptions::default()
+    })
+    .await;
+    let mut command = fhirgen();
+    command.args([
+        "load",
+        "--fhir-url",
+        &emulator.fhir_base_url(),
+        "--count",
+        "2",
+        "--workers",
+        "1",
+        "--mode",
+        "create",
+        "--json",
+        "--quiet",
+    ]);
+    let output = run(command).await;
+    assert_exit(&output, 0);
+    let summary = summary(&output);
+    let requests = summary["requests"].as_u64().unwrap();
+    assert!(requests >= 3, "{summary}");
+    // One worker: the requests went one after another, each taking the store's latency.
+    let elapsed = summary["elapsed_seconds"].as_f64().unwrap();
+    assert!(
+        elapsed >= (latency * requests as u32).as_secs_f64(),
+        "{requests} requests of {latency:?} each in {elapsed} s: {summary}"
+    );
+    let rate = summary["requests_per_second"].as_f64().unwrap();
+    assert!(
+        (rate * elapsed - requests as f64).abs() < 0.01 * requests as f64,
+        "{summary}"
+    );
+    emulator.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn emulator_target_runs_in_process() {
     let mut command = fhirgen();

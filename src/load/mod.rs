@@ -100,7 +100,9 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<ExitCode> {
         },
         (None, None) => preflight::Settings::Fhir,
     };
-    // Its requests count with the run's: a refused handshake there is the run's story.
+    // Its requests count with the run's, and so does its time: a refused handshake there is
+    // the run's story, and a rate is of the requests in the time it gives.
+    let started = Instant::now();
     let mut preflight_stats = RequestStats::default();
     let facts = preflight::check(&client, settings, &mut preflight_stats).await?;
     let progress = Arc::new(Progress::default());
@@ -127,7 +129,6 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<ExitCode> {
 
     let (signals, interruption) = shutdown::watch(stop.clone(), failed_sink.clone());
 
-    let started = Instant::now();
     let total = source.total;
     let seed = source.seed;
     let mut run = Pipeline {
