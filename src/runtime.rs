@@ -22,6 +22,10 @@ pub const WORKERS_PER_THREAD: u32 = 128;
 /// tokio's own variable for its thread count, honoured here for every command.
 const THREADS_VARIABLE: &str = "TOKIO_WORKER_THREADS";
 
+/// More threads than this is a typo, not a plan: tokio would abort when the system refuses
+/// to start them, part-way through a run.
+const MAX_THREADS: usize = 1024;
+
 /// The runtime for `cli`; a usage error when `TOKIO_WORKER_THREADS` is not a thread count.
 pub fn build(cli: &Cli) -> anyhow::Result<Runtime> {
     let cores = std::thread::available_parallelism().map_or(1, NonZeroUsize::get);
@@ -48,10 +52,10 @@ fn threads_for(cli: &Cli, cores: usize) -> usize {
 
 fn parse_threads(value: &str) -> anyhow::Result<usize> {
     match value.trim().parse::<usize>() {
-        Ok(threads) if threads > 0 => Ok(threads),
+        Ok(threads) if (1..=MAX_THREADS).contains(&threads) => Ok(threads),
         _ => Err(exit::usage(format!(
-            "{THREADS_VARIABLE}={value:?} is not a number of threads: set it to 1 or more, or \
-             unset it to let fhirgen choose"
+            "{THREADS_VARIABLE}={value:?} is not a number of threads: set it to 1 or more, up \
+             to {MAX_THREADS}, or unset it to let fhirgen choose"
         ))),
     }
 }
@@ -98,7 +102,16 @@ mod tests {
     fn a_thread_count_that_is_not_one_says_so() {
         assert_eq!(parse_threads("3").unwrap(), 3);
         assert_eq!(parse_threads(" 2\n").unwrap(), 2);
-        for bad in ["0", "-1", "two", "", "1.5", "99999999999999999999999"] {
+        assert_eq!(parse_threads("1024").unwrap(), 1024);
+        for bad in [
+            "0",
+            "-1",
+            "two",
+            "",
+            "1.5",
+            "1025",
+            "99999999999999999999999",
+        ] {
             let error = parse_threads(bad).unwrap_err();
             assert!(
                 error.downcast_ref::<exit::UsageError>().is_some(),
