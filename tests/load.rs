@@ -5,7 +5,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use fhirgen::emulator::EmulatorOptions;
+use fhirgen::emulator::{Emulator, EmulatorOptions};
 use serde_json::{Value, json};
 
 /// The same command twice: everything stored once, and never more than 8 requests in flight.
@@ -18,6 +18,28 @@ async fn load_twice_in_mode(mode: &str) {
         "{max_in_flight} requests in flight with --workers 8"
     );
     emulator.shutdown().await;
+}
+
+/// `load` in create mode of `count` generated resources by `workers` workers, printing the JSON
+/// summary alone.
+fn create_load(emulator: &Emulator, count: u32, workers: u32) -> std::process::Command {
+    let mut command = fhirgen();
+    command
+        .args([
+            "load",
+            "--fhir-url",
+            &emulator.fhir_base_url(),
+            "--mode",
+            "create",
+        ])
+        .args([
+            "--count",
+            &count.to_string(),
+            "--workers",
+            &workers.to_string(),
+        ])
+        .args(["--json", "--quiet"]);
+    command
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -42,21 +64,7 @@ async fn never_more_requests_in_flight_than_workers() {
         ..EmulatorOptions::default()
     })
     .await;
-    let mut command = fhirgen();
-    command.args([
-        "load",
-        "--fhir-url",
-        &emulator.fhir_base_url(),
-        "--count",
-        "400",
-        "--workers",
-        "4",
-        "--mode",
-        "create",
-        "--json",
-        "--quiet",
-    ]);
-    let output = run(command).await;
+    let output = run(create_load(&emulator, 400, 4)).await;
     assert_exit(&output, 0);
     let max_in_flight = stats(&emulator).await["max_in_flight"].as_u64().unwrap();
     // All four busy at once (the pool is used), never a fifth.
@@ -74,21 +82,7 @@ async fn the_time_reported_covers_every_request_counted() {
         ..EmulatorOptions::default()
     })
     .await;
-    let mut command = fhirgen();
-    command.args([
-        "load",
-        "--fhir-url",
-        &emulator.fhir_base_url(),
-        "--count",
-        "2",
-        "--workers",
-        "1",
-        "--mode",
-        "create",
-        "--json",
-        "--quiet",
-    ]);
-    let output = run(command).await;
+    let output = run(create_load(&emulator, 2, 1)).await;
     assert_exit(&output, 0);
     let summary = summary(&output);
     let requests = summary["requests"].as_u64().unwrap();
