@@ -3,7 +3,7 @@
 //! A load into a store over the network is paced by the store, not by the client: one runtime
 //! thread drives its requests (one more per [`WORKERS_PER_THREAD`] workers, up to the cores).
 //! A second thread buys no throughput there and costs every request cross-thread wake-ups and
-//! cache misses: 29.0 against 22.5 µs of CPU per create request on 2 cores (`bench/run.sh`).
+//! cache misses: 28.2 against 22.7 µs of CPU per create request on 2 cores (`bench/run.sh`).
 //! Other commands, and a load into the built-in emulator (which serves from this same
 //! process), get a thread per core. Generating and reading input run on threads of their own
 //! either way.
