@@ -99,7 +99,7 @@ mod tests {
     }
 
     #[test]
-    fn a_thread_count_that_is_not_one_says_so() {
+    fn a_thread_count_out_of_range_or_not_a_number_is_a_usage_error() {
         assert_eq!(parse_threads("3").unwrap(), 3);
         assert_eq!(parse_threads(" 2\n").unwrap(), 2);
         assert_eq!(parse_threads("1024").unwrap(), 1024);
