@@ -202,10 +202,13 @@ check "default --bundle-size exits 1" 1 "$status"
 check "default --bundle-size: every refused entry names the limit" "HTTP 400: $refusal" \
   "$(jq -r 'select(.failure.status != null) | .failure.message' "$work/strict-failed.ndjson" 2>/dev/null |
     sort -u | paste -sd '|')"
-load strict8 "${data[@]}" --bundle-size 8
-expect_load strict8 "$count" "$((count - $(field strict stored)))" "$(field strict stored)" 0
-verify verify-strict8 "${data[@]}"
-expect_counts "after --bundle-size 8"
+hinted="$(grep -o -- '--bundle-size [0-9]*' "$work/strict.err" | head -n 1 | cut -d' ' -f2)"
+check "default --bundle-size: the hint names a size under the cap" "a size from 1 to 8" \
+  "$([[ "$hinted" =~ ^[1-8]$ ]] && echo "a size from 1 to 8" || echo "'$hinted'")"
+load strict-hinted "${data[@]}" --bundle-size "${hinted:-8}"
+expect_load strict-hinted "$count" "$((count - $(field strict stored)))" "$(field strict stored)" 0
+verify verify-strict-hinted "${data[@]}"
+expect_counts "after the hinted --bundle-size"
 
 echo
 echo "took $((SECONDS - start)) s"

@@ -52,7 +52,7 @@ use retry::RetryPolicy;
 use source::{RecordSource, SourceItem};
 use stats::{Progress, RequestStats};
 use worker::worker;
-use writer::{IdMap, RecordWriter};
+use writer::{BundleSizes, IdMap, RecordWriter};
 
 pub async fn run(args: LoadArgs) -> anyhow::Result<ExitCode> {
     check_flags(&args)?;
@@ -112,6 +112,7 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<ExitCode> {
         limiter.clone(),
         !args.quiet,
     ));
+    let bundle_sizes = Arc::new(BundleSizes::default());
     let writer = Arc::new(RecordWriter {
         client: client.clone(),
         mode: args.mode,
@@ -125,6 +126,7 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<ExitCode> {
             args.failed.as_ref().map(|p| p.display().to_string()),
         )),
         progress: progress.clone(),
+        bundle_sizes: bundle_sizes.clone(),
     });
 
     let (signals, interruption) = shutdown::watch(stop.clone(), failed_sink.clone());
@@ -225,6 +227,11 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<ExitCode> {
     if args.json {
         exit::print_json_line(&summary)?;
     }
+    if failed > 0 {
+        if let Some(hint) = bundle_size_hint(&bundle_sizes, args.bundle_size as usize) {
+            eprintln!("{hint}");
+        }
+    }
     // An input with nothing in it is a mistake (a wrong path, an export that wrote nothing),
     // not a load that stored everything.
     let read_nothing = args.input.is_some() && stored + failed + not_sent == 0;
@@ -250,6 +257,20 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<ExitCode> {
         exit::SUCCESS
     };
     Ok(code.into())
+}
+
+/// What to try when the store refused only the larger bundles: most likely it caps the entries
+/// of a transaction, and every refused entry failed with the store's own words for it.
+fn bundle_size_hint(sizes: &BundleSizes, bundle_size: usize) -> Option<String> {
+    let (stored, refused) = sizes.cap_seen()?;
+    (stored < bundle_size).then(|| {
+        format!(
+            "hint: every transaction bundle the store refused had {refused} or more entries, and \
+             every one it stored {stored} or fewer: if it caps the entries of a transaction, \
+             --bundle-size {stored} stays under the cap (the same command with it stores what \
+             failed, and nothing twice)"
+        )
+    })
 }
 
 fn check_flags(args: &LoadArgs) -> anyhow::Result<()> {
@@ -383,5 +404,23 @@ impl Pipeline {
         outcome.not_sent += dispatcher.followups.unwritten() + dispatched?;
         outcome.failed += invalid;
         Ok(PipelineResult { outcome, stats })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_bundle_size_hint_names_a_size_under_the_one_used() {
+        let sizes = BundleSizes::default();
+        assert_eq!(bundle_size_hint(&sizes, 100), None);
+        sizes.stored(8);
+        sizes.refused(9);
+        let hint = bundle_size_hint(&sizes, 100).unwrap();
+        assert!(hint.contains("--bundle-size 8 "), "{hint}");
+        assert!(hint.contains("9 or more entries"), "{hint}");
+        // Already at that size: the refusals were about something else.
+        assert_eq!(bundle_size_hint(&sizes, 8), None);
     }
 }

@@ -5,6 +5,7 @@
 //! search-then-create by a source-key tag for resources that have no identifier.
 
 use std::borrow::Cow;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 
 use bytes::Bytes;
@@ -22,6 +23,42 @@ use crate::fhir::{IdField, Resource, SOURCE_KEY_SYSTEM, query_for_url, write_tra
 
 /// executeBundle requests are capped at 50 MB; stay clear of it.
 const MAX_BUNDLE_BYTES: usize = 45 * 1024 * 1024;
+
+/// The sizes of the transaction bundles the store stored, and of those it refused whole: a
+/// store that caps the entries of a transaction (Medplum's strict isolation allows 8) refuses
+/// every bundle over its cap, whatever the entries hold, and stores every one under it.
+#[derive(Debug)]
+pub struct BundleSizes {
+    largest_stored: AtomicUsize,
+    smallest_refused: AtomicUsize,
+}
+
+impl Default for BundleSizes {
+    fn default() -> Self {
+        Self {
+            largest_stored: AtomicUsize::new(0),
+            smallest_refused: AtomicUsize::new(usize::MAX),
+        }
+    }
+}
+
+impl BundleSizes {
+    pub fn stored(&self, entries: usize) {
+        self.largest_stored.fetch_max(entries, Ordering::Relaxed);
+    }
+
+    pub fn refused(&self, entries: usize) {
+        self.smallest_refused.fetch_min(entries, Ordering::Relaxed);
+    }
+
+    /// `(largest stored, smallest refused)` when every bundle refused whole was larger than
+    /// every bundle stored: then the largest stored is a size the store takes.
+    pub fn cap_seen(&self) -> Option<(usize, usize)> {
+        let stored = self.largest_stored.load(Ordering::Relaxed);
+        let refused = self.smallest_refused.load(Ordering::Relaxed);
+        (stored > 0 && refused != usize::MAX && refused > stored).then_some((stored, refused))
+    }
+}
 
 /// Data-set references (`Organization/<local id>`, `urn:uuid:...`, `Practitioner?identifier=...`)
 /// mapped to the `Type/id` the store holds them under; shared by all workers.
@@ -55,6 +92,7 @@ pub struct RecordWriter {
     pub failed: Option<Arc<FailedSink>>,
     pub failures: Arc<FailureLog>,
     pub progress: Arc<Progress>,
+    pub bundle_sizes: Arc<BundleSizes>,
 }
 
 /// A resource the store holds, and where.
@@ -410,6 +448,7 @@ impl RecordWriter {
                 let failure = match self.client.send(&request, stats).await {
                     Ok(reply) => match transaction_results(&reply, &kinds) {
                         Ok(results) => {
+                            self.bundle_sizes.stored(part.len());
                             for (&index, written) in part.iter().zip(results) {
                                 self.settle(&job.resources[index], written, state, outcome);
                             }
@@ -424,13 +463,17 @@ impl RecordWriter {
                                 as u64;
                         return;
                     }
-                    Err(SendError::Rejected { status, .. })
-                        if (400..500).contains(&status) && spans_records(&part, &record_of) =>
+                    Err(error @ SendError::Rejected { status, .. })
+                        if (400..500).contains(&status) =>
                     {
-                        let (first, second) = split_by_record(part, &record_of);
-                        parts.push((second, None));
-                        parts.push((first, None));
-                        continue;
+                        self.bundle_sizes.refused(part.len());
+                        if spans_records(&part, &record_of) {
+                            let (first, second) = split_by_record(part, &record_of);
+                            parts.push((second, None));
+                            parts.push((first, None));
+                            continue;
+                        }
+                        failure_of(&error)
                     }
                     Err(error) => failure_of(&error),
                 };
@@ -929,6 +972,25 @@ fn transaction_results(reply: &Reply, kinds: &[EntryKind]) -> Result<Vec<Written
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_cap_is_seen_only_when_every_refused_bundle_outgrew_every_stored_one() {
+        let sizes = |stored: &[usize], refused: &[usize]| {
+            let sizes = BundleSizes::default();
+            stored.iter().for_each(|&n| sizes.stored(n));
+            refused.iter().for_each(|&n| sizes.refused(n));
+            sizes.cap_seen()
+        };
+        // Medplum's strict isolation: bundles of up to 8 go in, larger ones do not.
+        assert_eq!(sizes(&[3, 8, 5], &[100, 40, 9, 23]), Some((8, 9)));
+        assert_eq!(sizes(&[8], &[100]), Some((8, 100)));
+        // A refusal among stored bundles of its size or larger is about what it held.
+        assert_eq!(sizes(&[3, 8, 5], &[100, 6]), None);
+        assert_eq!(sizes(&[8], &[8]), None);
+        // Nothing refused, or nothing stored: no size to say.
+        assert_eq!(sizes(&[8, 100], &[]), None);
+        assert_eq!(sizes(&[], &[100, 9]), None);
+    }
 
     #[test]
     fn locations() {
