@@ -201,25 +201,9 @@ async fn a_signal_finishes_in_flight_work_and_a_rerun_completes(signal: &str, co
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ctrl_c_stops_workers_waiting_for_their_rate_slot() {
     let emulator = start_emulator(EmulatorOptions::default()).await;
-    let mut command = fhirgen();
+    let mut command = create_load(&emulator, 400, 8);
     command
-        .args([
-            "load",
-            "--fhir-url",
-            &emulator.fhir_base_url(),
-            "--mode",
-            "create",
-        ])
-        .args([
-            "--rate",
-            "2",
-            "--workers",
-            "8",
-            "--count",
-            "400",
-            "--json",
-            "--quiet",
-        ])
+        .args(["--rate", "2"])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped());
     let child = command.spawn().unwrap();

@@ -5,7 +5,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use fhirgen::emulator::{Emulator, EmulatorOptions};
+use fhirgen::emulator::EmulatorOptions;
 use serde_json::{Value, json};
 
 /// The same command twice: everything stored once, and never more than 8 requests in flight.
@@ -18,28 +18,6 @@ async fn load_twice_in_mode(mode: &str) {
         "{max_in_flight} requests in flight with --workers 8"
     );
     emulator.shutdown().await;
-}
-
-/// `load` in create mode of `count` generated resources by `workers` workers, printing the JSON
-/// summary alone.
-fn create_load(emulator: &Emulator, count: u32, workers: u32) -> std::process::Command {
-    let mut command = fhirgen();
-    command
-        .args([
-            "load",
-            "--fhir-url",
-            &emulator.fhir_base_url(),
-            "--mode",
-            "create",
-        ])
-        .args([
-            "--count",
-            &count.to_string(),
-            "--workers",
-            &workers.to_string(),
-        ])
-        .args(["--json", "--quiet"]);
-    command
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -73,6 +73,28 @@ pub fn fhirgen() -> std::process::Command {
     command
 }
 
+/// `load` in create mode of `count` generated resources by `workers` workers, printing the JSON
+/// summary alone.
+pub fn create_load(emulator: &Emulator, count: u32, workers: u32) -> std::process::Command {
+    let mut command = fhirgen();
+    command
+        .args([
+            "load",
+            "--fhir-url",
+            &emulator.fhir_base_url(),
+            "--mode",
+            "create",
+        ])
+        .args([
+            "--count",
+            &count.to_string(),
+            "--workers",
+            &workers.to_string(),
+        ])
+        .args(["--json", "--quiet"]);
+    command
+}
+
 /// Runs the command off the async runtime (the emulator lives on it).
 pub async fn run(mut command: std::process::Command) -> Output {
     tokio::task::spawn_blocking(move || command.output().expect("fhirgen runs"))
