@@ -106,6 +106,8 @@ pub async fn run(config: LoadConfig) -> anyhow::Result<ExitCode> {
         pool: config.pool,
         dispatcher: Dispatcher {
             writer,
+            mode: config.mode,
+            bundle_size: config.bundle_size,
             stop,
             reporter: reporter.clone(),
             publish_records: match config.source {
