@@ -38,7 +38,7 @@ pub fn report_error(error: &anyhow::Error) -> ExitCode {
     if is_broken_pipe(error) {
         return SUCCESS.into();
     }
-    eprintln!("error: {error:#}");
+    crate::say!("error: {error:#}");
     if error.downcast_ref::<UsageError>().is_some() {
         USAGE.into()
     } else {

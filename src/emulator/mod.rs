@@ -279,7 +279,7 @@ impl Emulator {
                 .with_graceful_shutdown(shutdown)
                 .await
             {
-                eprintln!("emulator: server error: {e}");
+                crate::say!("emulator: server error: {e}");
             }
         });
         Ok(Emulator {
@@ -337,8 +337,8 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     writeln!(stdout, "listening on http://{}", emulator.addr())?;
     stdout.flush()?;
     drop(stdout);
-    eprintln!("FHIR base URL: {}", emulator.fhir_base_url());
-    eprintln!(
+    crate::say!("FHIR base URL: {}", emulator.fhir_base_url());
+    crate::say!(
         "load into it with: fhirgen load --fhir-url {}",
         emulator.fhir_base_url()
     );

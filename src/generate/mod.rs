@@ -182,7 +182,7 @@ impl Iterator for Generator {
 pub async fn run(args: GenerateArgs) -> anyhow::Result<ExitCode> {
     let config = GeneratorConfig::from_args(&args.data)?;
     if args.data.seed == SeedArg::Random {
-        eprintln!("seed: {}", config.seed);
+        crate::say!("seed: {}", config.seed);
     }
     let GenerateArgs { format, output, .. } = args;
     tokio::task::spawn_blocking(move || write_data_set(config, format, output.as_deref()))

@@ -214,21 +214,21 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<ExitCode> {
     if !args.quiet {
         summary.print_text();
     } else if let Some(reason) = &fatal {
-        eprintln!("error: {reason}");
+        crate::say!("error: {reason}");
     }
     if args.json {
         exit::print_json_line(&summary)?;
     }
     if failed > 0 {
         if let Some(hint) = bundle_size_hint(&bundle_sizes, args.bundle_size as usize) {
-            eprintln!("{hint}");
+            crate::say!("{hint}");
         }
     }
     // An input with nothing in it is a mistake (a wrong path, an export that wrote nothing),
     // not a load that stored everything.
     let read_nothing = args.input.is_some() && stored + failed + not_sent == 0;
     if read_nothing && interrupted.is_none() && fatal.is_none() {
-        eprintln!(
+        crate::say!(
             "error: --input {} holds no FHIR resources: nothing was loaded",
             args.input
                 .as_deref()

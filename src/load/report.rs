@@ -185,7 +185,7 @@ impl Summary {
                 "\nInterrupted: re-run the same command to finish; nothing will be stored twice.\n",
             );
         }
-        eprint!("{out}");
+        crate::logs::to_stderr(&out);
     }
 }
 
@@ -297,7 +297,7 @@ impl ProgressReporter {
     /// Prints a line above the bar without tearing it.
     pub fn println(&self, line: &str) {
         if self.bar.is_hidden() {
-            eprintln!("{line}");
+            crate::say!("{line}");
         } else {
             self.bar.println(line);
         }

@@ -199,7 +199,7 @@ impl Report {
     }
 
     pub fn print_text(&self) {
-        eprint!("{}", self.text());
+        crate::logs::to_stderr(&self.text());
     }
 
     fn text(&self) -> String {

@@ -106,7 +106,7 @@ impl Credentials {
                 quota_project,
             });
         }
-        eprintln!(
+        crate::say!(
             "note: the token from --access-token cannot be refreshed: it lasts about an hour \
              from when it was issued, so a longer load fails with 401 when it runs out"
         );
