@@ -626,6 +626,9 @@ impl RecordWriter {
         state: &mut JobState,
         mut failure: Failure,
     ) {
+        // What the store said may have been decoded from an answer (a transaction's entry, a
+        // success that is not one): cut every form of a secret from it before it is shown.
+        failure.message = self.client.redact(&failure.message);
         state.failed_keys.insert(resource.key.clone());
         let what = match source {
             Some(source) => format!("{} ({source})", resource.key),

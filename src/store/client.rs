@@ -365,7 +365,7 @@ impl StoreClient {
                                     humantime::format_duration(Duration::from_secs(
                                         since.elapsed().as_secs()
                                     )),
-                                    store_message(&body)
+                                    self.said(&body)
                                 ),
                             });
                         }
@@ -389,7 +389,7 @@ impl StoreClient {
                                 body,
                             });
                         }
-                        let message = store_message(&body);
+                        let message = self.said(&body);
                         if code == 401
                             && !renewed_token
                             && self.credentials.renewed_after_rejection().await
@@ -587,6 +587,18 @@ impl StoreClient {
             answer.body = Bytes::from(redacted);
         }
         answer
+    }
+
+    /// The store's own words from a failure's body, with every form of a secret cut out after
+    /// the decoding too (the body was cut before it).
+    fn said(&self, body: &[u8]) -> String {
+        self.redact(&store_message(body))
+    }
+
+    /// `text` with every form of the credential, and of the proxy's, cut out: for what a
+    /// store said that is about to be shown or kept.
+    pub fn redact(&self, text: &str) -> String {
+        self.credentials.redact(text).into_owned()
     }
 
     fn unauthorized(&self, status: u16, message: String) -> SendError {

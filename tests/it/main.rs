@@ -15,6 +15,7 @@ mod input_reader;
 mod load;
 mod logs;
 mod proxy;
+mod redaction;
 mod ship;
 mod streams;
 mod verify;

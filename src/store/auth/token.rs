@@ -68,19 +68,19 @@ impl TokenClient {
                 anyhow::bail!("{what}: cannot reach {endpoint}: {e}")
             }
         };
-        let mut text = String::from_utf8_lossy(&body).into_owned();
         let proxy_secrets = crate::secret::proxy_secrets().iter().map(String::as_str);
-        let all_secrets = secrets.iter().copied().chain(proxy_secrets);
-        for secret in all_secrets.filter(|s| s.len() >= 4) {
-            text = text.replace(secret, "(redacted)");
-        }
+        let all_secrets: Vec<&str> = secrets.iter().copied().chain(proxy_secrets).collect();
+        // Cut before the message is decoded from its JSON, and after.
+        let text =
+            crate::secret::redact(&String::from_utf8_lossy(&body), &all_secrets).into_owned();
         if !status.is_success() {
+            let message = format!(
+                "{what}: {endpoint} answered {status}: {}",
+                endpoint_message(&text)
+            );
             return Err(Refused {
                 status,
-                message: format!(
-                    "{what}: {endpoint} answered {status}: {}",
-                    endpoint_message(&text)
-                ),
+                message: crate::secret::redact(&message, &all_secrets).into_owned(),
             }
             .into());
         }
