@@ -185,6 +185,9 @@ pub async fn run(args: GenerateArgs) -> anyhow::Result<ExitCode> {
         crate::say!("seed: {}", config.seed);
     }
     let GenerateArgs { format, output, .. } = args;
+    if output.as_deref().is_none_or(|path| path == Path::new("-")) {
+        exit::ensure_stdout_open("the data set")?;
+    }
     tokio::task::spawn_blocking(move || write_data_set(config, format, output.as_deref()))
         .await
         .context("the generator stopped unexpectedly")??;

@@ -176,6 +176,7 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<ExitCode> {
         stored,
         created: outcome.created,
         already_present: outcome.already_present,
+        created_or_present: outcome.created_or_present,
         updated: outcome.updated,
         failed,
         not_sent,
@@ -238,12 +239,10 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<ExitCode> {
     }
     let code = if let Some(code) = interrupted {
         code
-    } else if fatal.is_some()
-        || failed > 0
-        || not_sent > 0
-        || failed_file_error.is_some()
-        || read_nothing
-    {
+    } else if read_nothing && fatal.is_none() {
+        // Bad usage: nothing was attempted.
+        exit::USAGE
+    } else if fatal.is_some() || failed > 0 || not_sent > 0 || failed_file_error.is_some() {
         exit::FAILURE
     } else {
         exit::SUCCESS

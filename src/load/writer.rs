@@ -351,10 +351,12 @@ impl RecordWriter {
             if let Some(target) =
                 found_by_tag(&reply, resource_type, tag).map_err(WriteError::Failed)?
             {
-                return Ok(Written {
-                    target,
-                    stored: Stored::AlreadyPresent,
-                });
+                // Found after a create whose answer was lost: that create may have stored it.
+                let stored = match ambiguous {
+                    Some(_) => Stored::CreatedOrPresent,
+                    None => Stored::AlreadyPresent,
+                };
+                return Ok(Written { target, stored });
             }
             match self.client.send(create, stats).await {
                 Ok(reply) => {
@@ -756,7 +758,10 @@ fn written(request: &StoreRequest, resource_type: &str, reply: &Reply) -> Result
     };
     let stored = match (&request.method, reply.status) {
         (_, 201) => Stored::Created,
-        (&Method::POST, _) if request.if_none_exist.is_some() => Stored::AlreadyPresent,
+        (&Method::POST, _) if request.if_none_exist.is_some() => match reply.after_lost_answer {
+            true => Stored::CreatedOrPresent,
+            false => Stored::AlreadyPresent,
+        },
         (&Method::POST, _) => Stored::Created,
         _ => Stored::Updated,
     };
@@ -964,6 +969,8 @@ fn transaction_results(reply: &Reply, kinds: &[EntryKind]) -> Result<Vec<Written
                 Stored::Created
             } else if kind.put {
                 Stored::Updated
+            } else if reply.after_lost_answer {
+                Stored::CreatedOrPresent
             } else {
                 Stored::AlreadyPresent
             };
@@ -1044,6 +1051,7 @@ mod tests {
             status,
             location: location.map(str::to_owned),
             body: Bytes::from(body.to_owned()),
+            after_lost_answer: false,
         }
     }
 

@@ -55,6 +55,9 @@ pub struct Reply {
     pub status: u16,
     pub location: Option<String>,
     pub body: Bytes,
+    /// An earlier attempt may have been written before its answer was lost: a match found
+    /// now may be this very request's doing.
+    pub after_lost_answer: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -317,6 +320,7 @@ impl StoreClient {
         let mut attempts = 0u32;
         let mut renewed_token = false;
         let mut throttled_since: Option<Instant> = None;
+        let mut maybe_written_before = false;
         loop {
             // The run may stop while this worker waits for its turn: then it sends nothing.
             let permit = tokio::select! {
@@ -387,6 +391,7 @@ impl StoreClient {
                                 status: code,
                                 location,
                                 body,
+                                after_lost_answer: maybe_written_before,
                             });
                         }
                         let message = self.said(&body);
@@ -497,6 +502,7 @@ impl StoreClient {
                     let Some(backoff) = delays.next() else {
                         return Err(SendError::GaveUp { attempts, last });
                     };
+                    maybe_written_before |= maybe_written;
                     let wait = backoff.max(at_least);
                     tracing::info!("retrying in {wait:?}: {last}");
                     wait

@@ -270,6 +270,7 @@ fn load_args(args: VerifyArgs) -> LoadArgs {
 fn walk(source: RecordSource, sample: Option<u64>, checks: mpsc::Sender<Check>) -> Expected {
     let mut expected = Expected::default();
     let mut sampled = sample.map(Sample::new);
+    let mut checking = true;
     let items = source
         .prerequisites
         .into_iter()
@@ -294,13 +295,17 @@ fn walk(source: RecordSource, sample: Option<u64>, checks: mpsc::Sender<Check>) 
             let lookup = Lookup::of(resource);
             match &mut sampled {
                 Some(sampled) => sampled.offer(lookup),
-                None => {
-                    if checks.blocking_send(Check::Resource(lookup)).is_err() {
-                        return expected;
-                    }
+                // Once the checks stop (the store is unreachable), the rest is still counted:
+                // the report says what was expected, not how far the walk got.
+                None if checking => {
+                    checking = checks.blocking_send(Check::Resource(lookup)).is_ok()
                 }
+                None => {}
             }
         }
+    }
+    if !checking {
+        return expected;
     }
     let counts = expected.per_type.keys().cloned().map(Check::Count);
     let sampled = sampled
@@ -396,6 +401,7 @@ mod tests {
             status: 200,
             location: None,
             body: Bytes::from(body.to_string()),
+            after_lost_answer: false,
         })
     }
 

@@ -10,6 +10,7 @@ mod emulator;
 mod faults;
 mod gcp_auth;
 mod generate;
+mod honest_counts;
 mod hostile;
 mod input_reader;
 mod load;

@@ -51,3 +51,26 @@ fn a_stderr_whose_reader_went_away_loses_no_summary_and_no_failed_line() {
     let kept = std::fs::read_to_string(&failed).unwrap();
     assert_eq!(kept.lines().count(), 12, "{kept}");
 }
+
+/// Runs fhirgen under `sh` with `redirect` applied to it (`>&-`, `>/dev/null`).
+fn redirected(args: &str, redirect: &str) -> std::process::Output {
+    let binary = fhirgen().get_program().to_owned();
+    std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "exec \"{}\" {args} {redirect}",
+            binary.to_string_lossy()
+        ))
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn generating_to_a_closed_stdout_is_refused_not_a_silent_success() {
+    let closed = redirected("generate --count 5", ">&-");
+    assert_exit(&closed, 2);
+    let stderr = String::from_utf8_lossy(&closed.stderr);
+    assert!(stderr.contains("stdout is closed"), "{stderr}");
+    // Thrown away on purpose is another matter.
+    assert_exit(&redirected("generate --count 5", ">/dev/null"), 0);
+}
