@@ -12,6 +12,7 @@ mod gcp_auth;
 mod generate;
 mod honest_counts;
 mod hostile;
+mod input_clashes;
 mod input_reader;
 mod load;
 mod logs;
