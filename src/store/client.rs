@@ -321,6 +321,7 @@ impl StoreClient {
         let mut renewed_token = false;
         let mut throttled_since: Option<Instant> = None;
         let mut maybe_written_before = false;
+        let mut waited = false;
         loop {
             // The run may stop while this worker waits for its turn: then it sends nothing.
             let permit = tokio::select! {
@@ -338,6 +339,11 @@ impl StoreClient {
             }
             let started = Instant::now();
             let outcome = self.attempt(&uri, request).await;
+            let took = started.elapsed();
+            let told_to_wait = match &outcome {
+                Ok(answer) => answer.retry_after.unwrap_or_default(),
+                Err(_) => Duration::ZERO,
+            };
             let retry = match outcome {
                 Ok(Answer {
                     status,
@@ -377,8 +383,11 @@ impl StoreClient {
                     } else {
                         // An overloaded store (503) slows everyone, as a quota does; it still
                         // counts against this request's retries.
+                        // A pattern of 503s (an overloaded store) slows everyone, as a quota
+                        // does; a lone one costs only this request a retry, and its wait is
+                        // the retry's backoff.
                         let overloaded = code == 503;
-                        let wait = self.limiter.done(
+                        self.limiter.done(
                             permit,
                             if overloaded {
                                 Outcome::Throttled(retry_after)
@@ -423,7 +432,7 @@ impl StoreClient {
                         }
                         Retry::Error {
                             last: format!("HTTP {code}: {message}"),
-                            at_least: retry_after.unwrap_or_default().max(wait),
+                            at_least: retry_after.unwrap_or_default(),
                             maybe_written: true,
                         }
                     }
@@ -508,6 +517,14 @@ impl StoreClient {
                     wait
                 }
             };
+            // A request's first refusal, from a store that takes the others (a pattern would
+            // hold everyone in the limiter), goes again about as soon as an answer takes: a
+            // flaky backend costs retries, not time. Later ones wait their backoff in full.
+            let wait = match waited {
+                false => wait.min(took.max(told_to_wait)),
+                true => wait,
+            };
+            waited = true;
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
                 _ = self.stop.cancelled() => return Err(SendError::Cancelled),
