@@ -78,6 +78,9 @@ pub struct EmulatorOptions {
     /// Answer writes like a store without storing or checking anything: a benchmark target
     /// whose own cost stays out of the client's measurements.
     pub sink: bool,
+    /// Process a `transaction` as a `batch` (each entry alone) and answer it as a transaction,
+    /// as some servers do (Medplum without its `transaction-bundles` feature).
+    pub transaction_as_batch: bool,
 }
 
 impl Default for EmulatorOptions {
@@ -94,6 +97,7 @@ impl Default for EmulatorOptions {
             update_create: false,
             fault_seed: 0,
             sink: false,
+            transaction_as_batch: false,
         }
     }
 }
@@ -120,6 +124,7 @@ impl From<&ServeArgs> for EmulatorOptions {
             update_create: args.enable_update_create,
             fault_seed: args.fault_seed,
             sink: args.sink,
+            transaction_as_batch: false,
         }
     }
 }
@@ -254,6 +259,7 @@ impl Emulator {
             stores: Stores::new(StoreOptions {
                 referential_integrity: options.referential_integrity,
                 update_create: options.update_create,
+                transaction_as_batch: options.transaction_as_batch,
             }),
             metrics: Metrics::default(),
             faults: Faults::new(options.fault_seed),

@@ -75,6 +75,8 @@ pub struct StoreOptions {
     pub referential_integrity: bool,
     /// Let PUT create a resource that does not exist (`enableUpdateCreate`).
     pub update_create: bool,
+    /// Write a transaction's entries each on its own, as a batch, and answer as a transaction.
+    pub transaction_as_batch: bool,
 }
 
 /// A new Google store's settings.
@@ -83,6 +85,7 @@ impl Default for StoreOptions {
         Self {
             referential_integrity: true,
             update_create: false,
+            transaction_as_batch: false,
         }
     }
 }
@@ -161,6 +164,8 @@ pub enum BundleResult {
     Transaction(Vec<WriteResult>),
     /// One result per entry, in request order.
     Batch(Vec<Result<WriteResult, FhirError>>),
+    /// A transaction written as a batch, to be answered as a transaction.
+    TransactionAsBatch(Vec<Result<WriteResult, FhirError>>),
 }
 
 /// One page of search results and how many matched in all.
@@ -520,6 +525,9 @@ impl Store {
                     entries.len()
                 )))
             }
+            Some("transaction") if self.options.transaction_as_batch => {
+                Ok(BundleResult::TransactionAsBatch(self.each_alone(entries)))
+            }
             Some("transaction") => {
                 let entries = entries
                     .into_iter()
@@ -530,20 +538,23 @@ impl Store {
                     self.write(entries, Scope::Transaction)?,
                 ))
             }
-            Some("batch") => Ok(BundleResult::Batch(
-                entries
-                    .into_iter()
-                    .map(|entry| {
-                        let entry = parse_entry(entry)?;
-                        Ok(self.write(vec![entry], Scope::Single)?.remove(0))
-                    })
-                    .collect(),
-            )),
+            Some("batch") => Ok(BundleResult::Batch(self.each_alone(entries))),
             other => Err(FhirError::invalid(format!(
                 "Bundle.type must be transaction or batch, got {}",
                 other.unwrap_or("(none)")
             ))),
         }
+    }
+
+    /// Writes each of `entries` on its own, as a batch does.
+    fn each_alone(&self, entries: Vec<Value>) -> Vec<Result<WriteResult, FhirError>> {
+        entries
+            .into_iter()
+            .map(|entry| {
+                let entry = parse_entry(entry)?;
+                Ok(self.write(vec![entry], Scope::Single)?.remove(0))
+            })
+            .collect()
     }
 
     /// Writes all `entries` or none of them.

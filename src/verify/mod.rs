@@ -7,6 +7,7 @@
 //! the store holds at least as many resources of each type as the data set has. The store may
 //! hold other data, so more is reported but passes, unless `--exact-counts` asks for equality.
 
+mod references;
 mod report;
 
 use std::collections::{BTreeMap, BinaryHeap};
@@ -31,6 +32,7 @@ use crate::store::client::{ClientOptions, Network, Reply, SendError, StoreClient
 use crate::store::limiter::{Limiter, LimiterOptions};
 use crate::store::retry::RetryPolicy;
 use crate::store::target;
+use references::References;
 use report::{Findings, Report};
 
 /// One thing a worker asks the store.
@@ -178,8 +180,9 @@ pub async fn run(args: VerifyArgs) -> anyhow::Result<ExitCode> {
     let (checks, queue) = mpsc::channel(settings.workers as usize * 2);
     let queue = Arc::new(Mutex::new(queue));
     let mut workers = JoinSet::new();
+    let references = Arc::new(References::default());
     for _ in 0..settings.workers {
-        workers.spawn(work(client.clone(), queue.clone()));
+        workers.spawn(work(client.clone(), queue.clone(), references.clone()));
     }
     drop(queue);
     let seed = source.seed;
@@ -353,7 +356,11 @@ impl Sample {
 }
 
 /// One worker: takes checks off the shared queue until it is empty or the run stops.
-async fn work(client: Arc<StoreClient>, queue: Arc<Mutex<mpsc::Receiver<Check>>>) -> Findings {
+async fn work(
+    client: Arc<StoreClient>,
+    queue: Arc<Mutex<mpsc::Receiver<Check>>>,
+    references: Arc<References>,
+) -> Findings {
     let mut findings = Findings::default();
     loop {
         let Some(check) = queue.lock().await.recv().await else {
@@ -364,6 +371,15 @@ async fn work(client: Arc<StoreClient>, queue: Arc<Mutex<mpsc::Receiver<Check>>>
                 let answer = client.send(&lookup.request(), &mut findings.stats).await;
                 if matches!(answer, Err(SendError::Cancelled)) {
                     return findings;
+                }
+                if let Ok(reply) = &answer {
+                    let found = references.dangling(&client, &reply.body, &mut findings.stats);
+                    let Ok(dangling) = found.await else {
+                        return findings;
+                    };
+                    for target in dangling {
+                        findings.record_dangling(&lookup.describe(), &target);
+                    }
                 }
                 findings.record_lookup(lookup.describe(), lookup.times_found(answer));
             }

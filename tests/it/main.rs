@@ -3,9 +3,11 @@
 mod common;
 
 mod action;
+mod batch_answers;
 mod cli;
 mod client;
 mod credentials;
+mod dangling;
 mod emulator;
 mod faults;
 mod gcp_auth;
