@@ -1193,6 +1193,20 @@ mod tests {
     }
 
     #[test]
+    fn a_transaction_written_as_a_batch_counts_each_entry_by_its_answer() {
+        let mixed = r#"{"resourceType":"Bundle","type":"transaction-response","entry":[
+            {"response":{"status":"400 Bad Request","outcome":{"resourceType":"OperationOutcome",
+             "issue":[{"severity":"error","code":"invalid","diagnostics":"bad gender"}]}}},
+            {"response":{"status":"201 Created","location":"Patient/2/_history/1"}}]}"#;
+        let two = kinds(&[("Patient", false), ("Patient", false)]);
+        let results = transaction_results(&reply(200, None, mixed), &two).unwrap();
+        let message = &results[0].as_ref().unwrap_err().message;
+        assert!(message.contains("bad gender"), "{message}");
+        assert!(message.contains("as a batch"), "{message}");
+        assert_eq!(results[1].as_ref().unwrap().target, "Patient/2");
+    }
+
+    #[test]
     fn a_success_that_is_not_the_answer_asked_for_is_a_failure() {
         let html = reply(200, None, "<html><body>Sign in to continue</body></html>");
         let one = kinds(&[("Patient", false)]);
