@@ -81,6 +81,8 @@ pub struct EmulatorOptions {
     /// Process a `transaction` as a `batch` (each entry alone) and answer it as a transaction,
     /// as some servers do (Medplum without its `transaction-bundles` feature).
     pub transaction_as_batch: bool,
+    /// Answer every `_tag` search with nothing (Medplum for `Binary?_tag=`).
+    pub tag_search_blind: bool,
 }
 
 impl Default for EmulatorOptions {
@@ -98,6 +100,7 @@ impl Default for EmulatorOptions {
             fault_seed: 0,
             sink: false,
             transaction_as_batch: false,
+            tag_search_blind: false,
         }
     }
 }
@@ -125,6 +128,7 @@ impl From<&ServeArgs> for EmulatorOptions {
             fault_seed: args.fault_seed,
             sink: args.sink,
             transaction_as_batch: false,
+            tag_search_blind: false,
         }
     }
 }
@@ -260,6 +264,7 @@ impl Emulator {
                 referential_integrity: options.referential_integrity,
                 update_create: options.update_create,
                 transaction_as_batch: options.transaction_as_batch,
+                tag_search_blind: options.tag_search_blind,
             }),
             metrics: Metrics::default(),
             faults: Faults::new(options.fault_seed),

@@ -77,6 +77,9 @@ pub struct StoreOptions {
     pub update_create: bool,
     /// Write a transaction's entries each on its own, as a batch, and answer as a transaction.
     pub transaction_as_batch: bool,
+    /// Answer every `_tag` search with nothing, as some servers do for some types (Medplum
+    /// for `Binary?_tag=`).
+    pub tag_search_blind: bool,
 }
 
 /// A new Google store's settings.
@@ -86,6 +89,7 @@ impl Default for StoreOptions {
             referential_integrity: true,
             update_create: false,
             transaction_as_batch: false,
+            tag_search_blind: false,
         }
     }
 }
@@ -441,7 +445,8 @@ impl Store {
     ) -> Result<SearchPage, FhirError> {
         check_type(resource_type)?;
         let tables = self.lock_read();
-        let Some(table) = tables.by_type.get(resource_type) else {
+        let blind = self.options.tag_search_blind && !query.tags.is_empty();
+        let Some(table) = tables.by_type.get(resource_type).filter(|_| !blind) else {
             return Ok(SearchPage {
                 total: 0,
                 resources: Vec::new(),

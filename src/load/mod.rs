@@ -119,6 +119,7 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<ExitCode> {
         )),
         progress: progress.clone(),
         bundle_sizes: bundle_sizes.clone(),
+        tag_search: Default::default(),
     });
 
     let (signals, interruption) = shutdown::watch(stop.clone(), failed_sink.clone());

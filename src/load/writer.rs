@@ -108,6 +108,23 @@ impl IdMap {
     }
 }
 
+/// Whether the store finds a type by its source-key tag, learnt from the first resource of
+/// the type that this run creates: while it is checked, the others of its type wait.
+#[derive(Default)]
+pub struct TagSearch {
+    types: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<TagVerdict>>>>,
+}
+
+/// Not known yet, found to work, or why it does not.
+type TagVerdict = Option<Result<(), String>>;
+
+impl TagSearch {
+    fn gate(&self, resource_type: &str) -> Arc<tokio::sync::Mutex<TagVerdict>> {
+        let mut types = self.types.lock().expect("tag search lock");
+        types.entry(resource_type.to_owned()).or_default().clone()
+    }
+}
+
 pub struct RecordWriter {
     pub client: Arc<StoreClient>,
     pub mode: LoadMode,
@@ -120,6 +137,9 @@ pub struct RecordWriter {
     pub failures: Arc<FailureLog>,
     pub progress: Arc<Progress>,
     pub bundle_sizes: Arc<BundleSizes>,
+    /// Whether the store finds each type by its source-key tag, as resources without an
+    /// identifier need.
+    pub tag_search: TagSearch,
 }
 
 /// A resource the store holds, and where.
@@ -384,6 +404,71 @@ impl RecordWriter {
                 tag,
             } => (search, create, tag),
         };
+        let gate = self.tag_search.gate(resource_type);
+        let mut verdict = gate.lock().await;
+        match &*verdict {
+            Some(Ok(())) => drop(verdict),
+            Some(Err(reason)) => {
+                return Err(WriteError::Failed(Failure {
+                    status: None,
+                    message: reason.clone(),
+                    source: None,
+                }));
+            }
+            // The first of its type: the others wait until it is known whether the store
+            // finds what was created by its tag.
+            None => {
+                let written = self
+                    .search_then_create(search, create, tag, resource_type, stats)
+                    .await?;
+                *verdict = match written.stored {
+                    Stored::Created => {
+                        self.found_again(search, &written.target, tag, resource_type, stats)
+                            .await
+                    }
+                    _ => Some(Ok(())),
+                };
+                return Ok(written);
+            }
+        }
+        self.search_then_create(search, create, tag, resource_type, stats)
+            .await
+    }
+
+    /// Whether the store's tag search finds `target`, just created: if it does not, every run
+    /// would create such resources again.
+    async fn found_again(
+        &self,
+        search: &StoreRequest,
+        target: &str,
+        tag: &str,
+        resource_type: &str,
+        stats: &mut RequestStats,
+    ) -> TagVerdict {
+        let reply = self.client.send(search, stats).await.ok()?;
+        match found_by_tag(&reply, resource_type, tag) {
+            Ok(Some(found)) if found == target => Some(Ok(())),
+            Ok(_) => Some(Err(format!(
+                "not sent: this store does not find {resource_type} resources by their tag (the \
+                 {target} just created was not found by `{}`), so whether one is stored already \
+                 cannot be told, and each run would store it again (that one included: each run \
+                 creates one to find this out); give {resource_type} resources an identifier, or \
+                 enable create on PUT (enableUpdateCreate) so that they go to stable ids",
+                search.path
+            ))),
+            Err(_) => None,
+        }
+    }
+
+    /// Finds the resource by its tag, or creates it (searching again before each new try).
+    async fn search_then_create(
+        &self,
+        search: &StoreRequest,
+        create: &StoreRequest,
+        tag: &str,
+        resource_type: &str,
+        stats: &mut RequestStats,
+    ) -> Result<Written, WriteError> {
         let mut ambiguous = None;
         for _ in 0..CREATE_ROUNDS {
             let reply = self.client.send(search, stats).await.map_err(write_error)?;

@@ -22,4 +22,5 @@ mod proxy;
 mod redaction;
 mod ship;
 mod streams;
+mod tag_search;
 mod verify;
