@@ -2,6 +2,7 @@
 # Whole-run benchmarks, measured side by side in one go, printed as the README's table.
 #
 #   bench/run.sh            # release build, then every measurement (~6 minutes on 2 cores)
+#   bench/run.sh faults     # only a store that throttles (quota) or fails at random (flaky)
 #
 # The latency-bound rows use `fhirgen serve --latency-ms 20 --sink` in its own process: it
 # answers like a store but keeps and checks nothing, so that the client is measured, not the
@@ -14,7 +15,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 cargo build --release --locked --quiet
-BIN=target/release/fhirgen
+BIN=${CARGO_TARGET_DIR:-target}/release/fhirgen
 WORK=$(mktemp -d)
 # start_sink runs in a command substitution (a subshell), so the stores it starts are noted
 # in a file, not a variable, for cleanup to stop.
@@ -59,6 +60,74 @@ cpu() { cut -d' ' -f1 "$WORK/time"; }
 rss_mib() { python3 -c "print(round($(cut -d' ' -f2 "$WORK/time") / 1024, 1))"; }
 calc() { python3 -c "print($1)"; }
 
+# 8. Riding a quota: a store that admits Q operations per fixed window and answers 429 with no
+# Retry-After beyond it (Google's per-minute quota, in shorter windows). Each mode loads six
+# windows' worth; the time the quota allows is count / (Q / window).
+quota_rows=""
+quota_row() {
+    local mode=$1 ops=$2 window=$3 workers=$4 windows=6
+    local store count
+    store=$(start_sink --latency-ms 20 --quota-ops "$ops" --quota-window "$window")
+    count=$((ops * windows))
+    timed "$BIN" load --fhir-url "$store/fhir" --mode "$mode" --workers "$workers" --count "$count" --json --quiet
+    local elapsed requests throttled failed bound
+    elapsed=$(field elapsed_seconds)
+    requests=$(field requests)
+    throttled=$(python3 -c "import json; print(json.load(open('$WORK/out'))['status_counts'].get('429', 0))")
+    failed=$(field failed)
+    bound=$(calc "$count / ($ops / $window)")
+    quota_rows+="| $mode, $workers workers | $ops per ${window} s | $count | $elapsed s = $(calc "round($elapsed / $bound, 3)")x the $bound s the quota allows | $throttled of $requests = $(calc "round($throttled / $requests * 100, 1)")% | $failed |"$'\n'
+}
+
+# 9. A flaky store: a share of writes refused at random (429 or 503, as `serve --fault-rate`
+# answers, no Retry-After), side by side with none, create mode, 32 workers, 20 ms latency,
+# into a real (in-memory) store: every resource must be stored, and the refusals must cost
+# retries, not the pace.
+flaky_rows=""
+flaky_row() {
+    local share=$1 count=20000
+    local store
+    store=$(start_sink --latency-ms 20 --fault-rate "$share" --fault-seed 1)
+    timed "$BIN" load --fhir-url "$store/fhir" --mode create --count "$count" --json --quiet
+    local rps held
+    rps=$(rate resources_per_second)
+    held=$(curl -s "$store/_emulator/stats" | python3 -c "import json,sys; print(sum(json.load(sys.stdin)['resources'].values()))")
+    [[ $share == 0 ]] && flaky_base=$rps
+    flaky_rows+="| $share | $rps resources/s = $(calc "round($rps / $flaky_base * 100, 1)")% of fault-free | $(field retries) | $(field stored) stored, $held held, $(field failed) failed |"$'\n'
+}
+
+fault_rows() {
+    quota_row transaction 40000 5 32
+    quota_row create 10000 5 64
+    quota_row update 10000 5 64
+    flaky_row 0
+    flaky_row 0.2
+    flaky_row 0.5
+}
+
+fault_tables() {
+    cat <<TABLE
+Riding a quota (20 ms latency, 429 without Retry-After once a window's operations are spent):
+
+| mode | quota | resources | time | 429s | failed |
+|---|---|---|---|---|---|
+${quota_rows}
+A flaky store (writes refused at random with 429 or 503, 20 ms latency, create mode, 32 workers,
+20000 resources):
+
+| refused at random | throughput | retries | stored |
+|---|---|---|---|
+${flaky_rows}
+TABLE
+}
+
+# `bench/run.sh faults` measures only the rows of a store that throttles or fails.
+if [[ ${1:-} == faults ]]; then
+    fault_rows
+    fault_tables
+    exit 0
+fi
+
 SLOW=$(start_sink --latency-ms 20 --sink)
 FAST=$(start_sink)
 
@@ -98,10 +167,10 @@ fi
 # generates, checks or records anything.
 cargo build --release --locked --quiet --example http_floor
 reset "$SLOW"
-timed target/release/examples/http_floor "$SLOW/fhir" 40000 reqwest
+timed "${CARGO_TARGET_DIR:-target}"/release/examples/http_floor "$SLOW/fhir" 40000 reqwest
 floor_cpu_us=$(calc "round($(cpu) / 40000 * 1e6, 1)")
 reset "$SLOW"
-timed target/release/examples/http_floor "$SLOW/fhir" 40000 hyper
+timed "${CARGO_TARGET_DIR:-target}"/release/examples/http_floor "$SLOW/fhir" 40000 hyper
 hyper_floor_cpu_us=$(calc "round($(cpu) / 40000 * 1e6, 1)")
 
 # 3. Transaction mode against create mode, 32 workers, 20 ms latency.
@@ -175,27 +244,7 @@ emu_main_res=$(rate resources_per_second)
 timed "$BIN" load --emulator --mode create --count 50000 --workers 64 --json --quiet
 emu_create_rps=$(rate requests_per_second)
 
-# 8. Riding a quota: a store that admits Q operations per fixed window and answers 429 with no
-# Retry-After beyond it (Google's per-minute quota, in shorter windows). Each mode loads six
-# windows' worth; the time the quota allows is count / (Q / window).
-quota_rows=""
-quota_row() {
-    local mode=$1 ops=$2 window=$3 workers=$4 windows=6
-    local store count
-    store=$(start_sink --latency-ms 20 --quota-ops "$ops" --quota-window "$window")
-    count=$((ops * windows))
-    timed "$BIN" load --fhir-url "$store/fhir" --mode "$mode" --workers "$workers" --count "$count" --json --quiet
-    local elapsed requests throttled failed bound
-    elapsed=$(field elapsed_seconds)
-    requests=$(field requests)
-    throttled=$(python3 -c "import json; print(json.load(open('$WORK/out'))['status_counts'].get('429', 0))")
-    failed=$(field failed)
-    bound=$(calc "$count / ($ops / $window)")
-    quota_rows+="| $mode, $workers workers | $ops per ${window} s | $count | $elapsed s = $(calc "round($elapsed / $bound, 3)")x the $bound s the quota allows | $throttled of $requests = $(calc "round($throttled / $requests * 100, 1)")% | $failed |"$'\n'
-}
-quota_row transaction 40000 5 32
-quota_row create 10000 5 64
-quota_row update 10000 5 64
+fault_rows
 
 cat <<TABLE
 | measurement | result | target |
@@ -220,11 +269,8 @@ HTTP/1.1 connection pools against HTTP/2 multiplexing, same sink:
 | create, 64 workers | $h1_create_rps requests/s, $h1_create_cpu_us µs CPU per request | $h2_create_rps requests/s, $h2_create_cpu_us µs |
 | transaction, 32 workers | $h1_tx_res resources/s, $h1_tx_cpu_us µs CPU per resource | $h2_tx_res resources/s, $h2_tx_cpu_us µs |
 
-Riding a quota (20 ms latency, 429 without Retry-After once a window's operations are spent):
+$(fault_tables)
 
-| mode | quota | resources | time | 429s | failed |
-|---|---|---|---|---|---|
-${quota_rows}
 Workers, create mode, 20 ms:
 
 | --workers | throughput | CPU per request | peak RSS |

@@ -38,7 +38,7 @@ pub fn report_error(error: &anyhow::Error) -> ExitCode {
     if is_broken_pipe(error) {
         return SUCCESS.into();
     }
-    eprintln!("error: {error:#}");
+    crate::say!("error: {error:#}");
     if error.downcast_ref::<UsageError>().is_some() {
         USAGE.into()
     } else {
@@ -70,4 +70,36 @@ pub fn is_broken_pipe(error: &anyhow::Error) -> bool {
             .downcast_ref::<io::Error>()
             .is_some_and(|e| e.kind() == io::ErrorKind::BrokenPipe)
     })
+}
+
+/// Refuses to write `what` to a stdout that was closed when fhirgen started (`>&-`): the
+/// standard library reopens a closed standard descriptor on /dev/null, so everything written
+/// would vanish and the run would claim success.
+pub fn ensure_stdout_open(what: &str) -> anyhow::Result<()> {
+    if stdout_was_closed() {
+        return Err(usage(format!(
+            "stdout is closed, so {what} would go nowhere: send it to a file or a pipe              (> data.ndjson, | ...), or name a file with --output"
+        )));
+    }
+    Ok(())
+}
+
+/// Whether stdout is the /dev/null the standard library opened, read-write, in place of a
+/// closed descriptor (a shell's `>/dev/null` opens it write-only).
+#[cfg(target_os = "linux")]
+fn stdout_was_closed() -> bool {
+    let is_null = std::fs::read_link("/proc/self/fd/1").is_ok_and(|path| path == *"/dev/null");
+    let read_write = || {
+        let info = std::fs::read_to_string("/proc/self/fdinfo/1").unwrap_or_default();
+        info.lines()
+            .find_map(|line| line.strip_prefix("flags:"))
+            .and_then(|flags| u32::from_str_radix(flags.trim(), 8).ok())
+            .is_some_and(|flags| flags & 0o3 == 0o2)
+    };
+    is_null && read_write()
+}
+
+#[cfg(not(target_os = "linux"))]
+fn stdout_was_closed() -> bool {
+    false
 }

@@ -92,7 +92,7 @@ impl FailedSink {
              are kept there",
             self.path.display()
         );
-        eprintln!("error: {message}");
+        crate::say!("error: {message}");
         out.error = Some(message);
     }
 }

@@ -3,6 +3,8 @@
 //! Data flows generate (or read) -> dispatch -> (bounded channel) -> load workers -> store client
 //! (adaptive limiter, retries, credentials) -> stats -> report; `verify` reads a store back.
 
+#![cfg_attr(not(test), deny(clippy::print_stderr))]
+
 pub mod cli;
 pub mod config;
 pub mod emulator;

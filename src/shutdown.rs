@@ -38,12 +38,13 @@ pub fn watch(
         };
         flag.store(first.code, Ordering::SeqCst);
         stop.cancel();
-        eprintln!(
+        crate::say!(
             "\n{}: finishing requests in flight ({} again to abort)",
-            first.name, first.name
+            first.name,
+            first.name
         );
         if let Some(second) = next_signal().await {
-            eprintln!("{}: aborted", second.name);
+            crate::say!("{}: aborted", second.name);
             // A write error has been reported already, when it happened.
             if let Some(sink) = &failed {
                 sink.flush();

@@ -38,32 +38,56 @@ if [[ ${INPUT_VERIFY:-false} == true && ${INPUT_EMULATOR:-false} == true ]]; the
 fi
 
 workers=(--workers "${INPUT_WORKERS:-32}")
-# Extra arguments are split on whitespace; quoting inside them is not interpreted.
+# Extra arguments are split on whitespace, newlines included (a YAML `args: |` block has one
+# flag per line); quoting inside them is not interpreted.
 extra=()
 if [[ -n ${INPUT_ARGS:-} ]]; then
-  read -r -a extra <<<"$INPUT_ARGS"
+  read -r -d '' -a extra <<<"$INPUT_ARGS" || true
 fi
 
-# verify takes the extra arguments that shape the data set or reach the store, not the
-# load-only ones (--mode, --bundle-size, --rate...); --input replaces count and seed.
+# The options `fhirgen $1` takes, from its help, one per line: `--name` for a switch, `--name=`
+# for one that takes a value, the short form too (`-w=`).
+options_of() {
+  "$fhirgen" "$1" --help | awk '{
+    match($0, /^ */)
+    if (RLENGTH < 2 || RLENGTH > 6 || substr($0, RLENGTH + 1, 1) != "-") next
+    names = ""; value = ""
+    for (i = 1; i <= NF; i++) {
+      field = $i
+      if (field !~ /^-/) { if (field ~ /^</) value = "="; break }
+      sub(/,$/, "", field)
+      sub(/\.\.\.$/, "", field)
+      names = names " " field
+    }
+    count = split(names, each, " ")
+    for (j = 1; j <= count; j++) print each[j] value
+  }'
+}
+load_options=" $(options_of load | tr '\n' ' ') "
+verify_options=" $(options_of verify | tr '\n' ' ') "
+
+# verify gets every extra argument it takes too: what shapes the data set (--as-of, --types,
+# --input...) and what reaches the store (credentials, CAs, proxies' settings, timeouts,
+# throttle waits); not the load's own (--mode, --bundle-size, --rate...). --input replaces
+# count and seed.
 data=(--count "${INPUT_COUNT:-1000}" --seed "${INPUT_SEED:-1}")
 verify_extra=()
 i=0
 while ((i < ${#extra[@]})); do
-  case ${extra[i]} in
+  argument=${extra[i]}
+  name=${argument%%=*}
+  taken=("$argument")
+  case $argument in
     --input | --input=*) data=() ;;
   esac
-  case ${extra[i]} in
-    --as-of=* | --types=* | --shard=* | --input=* | --endpoint=* | --access-token=* | \
-      --timeout=* | --max-retries=* | --http=*)
-      verify_extra+=("${extra[i]}")
-      ;;
-    --as-of | --types | --shard | --input | --endpoint | --access-token | --timeout | \
-      --max-retries | --http)
-      verify_extra+=("${extra[i]}" "${extra[i + 1]:-}")
-      i=$((i + 1))
-      ;;
-  esac
+  # A value given apart (`--timeout 30`) goes with its option.
+  if [[ $argument != *=* && $load_options == *" $name= "* ]]; then
+    taken+=("${extra[i + 1]:-}")
+    i=$((i + 1))
+  fi
+  if [[ $verify_options == *" $name "* || $verify_options == *" $name= "* ]]; then
+    verify_extra+=("${taken[@]}")
+  fi
   i=$((i + 1))
 done
 
@@ -81,6 +105,9 @@ if [[ ! -s $scratch/load.json ]]; then
   fail "fhirgen load exited $status without a summary (the log above says why)" "$status"
 fi
 
+# A seed is a 64-bit integer, which jq may round (it reads numbers as doubles): taken as text.
+seed=$(sed -nE 's/.*"seed":("?[0-9]+"?|null).*/\1/p' "$scratch/load.json" | tr -d '"')
+
 jq -r '
   "stored=\(.stored)",
   "failed=\(.failed)",
@@ -90,12 +117,12 @@ jq -r '
   "elapsed-seconds=\(.elapsed_seconds)",
   "resources-per-second=\(.resources_per_second)",
   "latency-p50-ms=\(.latency_ms.p50)",
-  "latency-p99-ms=\(.latency_ms.p99)",
-  "seed=\(.seed)",
-  "summary=\(tojson)"
+  "latency-p99-ms=\(.latency_ms.p99)"
 ' "$scratch/load.json" >>"$outputs"
+# As fhirgen printed it (one line), not as jq would print it back.
+printf 'seed=%s\nsummary=%s\n' "$seed" "$(tr -d '\n' <"$scratch/load.json")" >>"$outputs"
 
-jq -r --argjson status "$status" '
+jq -r --argjson status "$status" --arg seed "$seed" '
   def cell: tostring | gsub("\\|"; "\\|") | gsub("\n"; " ");
   (if $status == 0 then "✅" else "❌" end) as $mark
   | "### \($mark) fhirgen load: \(.stored) stored, \(.failed) failed, \(.not_sent) not sent",
@@ -112,7 +139,7 @@ jq -r --argjson status "$status" '
     "| resources/s | \(.resources_per_second) |",
     "| latency p50 / p99 | \(.latency_ms.p50) / \(.latency_ms.p99) ms |",
     "| status codes | \(.status_counts | to_entries | map("\(.key): \(.value)") | join(", ") | cell) |",
-    "| seed | \(.seed) |",
+    "| seed | \($seed) |",
     (if .fatal_error then "| stopped | \(.fatal_error | cell) |" else empty end),
     ""
 ' "$scratch/load.json" >>"$step_summary"
@@ -123,6 +150,10 @@ if ((status != 0)); then
 fi
 
 if [[ ${INPUT_VERIFY:-false} == true ]]; then
+  # The data set the load used: `seed: random` picked one, and its summary says which.
+  if ((${#data[@]} > 0)); then
+    data=(--count "${INPUT_COUNT:-1000}" --seed "$seed")
+  fi
   verified=0
   "$fhirgen" verify "${target[@]}" ${data[@]+"${data[@]}"} "${workers[@]}" \
     ${verify_extra[@]+"${verify_extra[@]}"} --json >"$scratch/verify.json" || verified=$?

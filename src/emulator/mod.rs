@@ -78,6 +78,11 @@ pub struct EmulatorOptions {
     /// Answer writes like a store without storing or checking anything: a benchmark target
     /// whose own cost stays out of the client's measurements.
     pub sink: bool,
+    /// Process a `transaction` as a `batch` (each entry alone) and answer it as a transaction,
+    /// as some servers do (Medplum without its `transaction-bundles` feature).
+    pub transaction_as_batch: bool,
+    /// Answer every `_tag` search with nothing (Medplum for `Binary?_tag=`).
+    pub tag_search_blind: bool,
 }
 
 impl Default for EmulatorOptions {
@@ -94,6 +99,8 @@ impl Default for EmulatorOptions {
             update_create: false,
             fault_seed: 0,
             sink: false,
+            transaction_as_batch: false,
+            tag_search_blind: false,
         }
     }
 }
@@ -120,6 +127,8 @@ impl From<&ServeArgs> for EmulatorOptions {
             update_create: args.enable_update_create,
             fault_seed: args.fault_seed,
             sink: args.sink,
+            transaction_as_batch: false,
+            tag_search_blind: false,
         }
     }
 }
@@ -254,6 +263,8 @@ impl Emulator {
             stores: Stores::new(StoreOptions {
                 referential_integrity: options.referential_integrity,
                 update_create: options.update_create,
+                transaction_as_batch: options.transaction_as_batch,
+                tag_search_blind: options.tag_search_blind,
             }),
             metrics: Metrics::default(),
             faults: Faults::new(options.fault_seed),
@@ -279,7 +290,7 @@ impl Emulator {
                 .with_graceful_shutdown(shutdown)
                 .await
             {
-                eprintln!("emulator: server error: {e}");
+                crate::say!("emulator: server error: {e}");
             }
         });
         Ok(Emulator {
@@ -343,8 +354,8 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     writeln!(stdout, "listening on http://{}", emulator.addr())?;
     stdout.flush()?;
     drop(stdout);
-    eprintln!("FHIR base URL: {}", emulator.fhir_base_url());
-    eprintln!(
+    crate::say!("FHIR base URL: {}", emulator.fhir_base_url());
+    crate::say!(
         "load into it with: fhirgen load --fhir-url {}",
         emulator.fhir_base_url()
     );

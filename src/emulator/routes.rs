@@ -188,6 +188,7 @@ fn execute_bundle(store: &Store, bundle: Value, base: &str) -> Result<Response, 
                 results.into_iter().map(Ok).collect(),
             ),
             BundleResult::Batch(results) => ("batch-response", results),
+            BundleResult::TransactionAsBatch(results) => ("transaction-response", results),
         };
     // Stored bodies are spliced in as they are: the answer is never parsed and re-serialized.
     let mut out = Vec::with_capacity(

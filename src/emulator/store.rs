@@ -75,6 +75,11 @@ pub struct StoreOptions {
     pub referential_integrity: bool,
     /// Let PUT create a resource that does not exist (`enableUpdateCreate`).
     pub update_create: bool,
+    /// Write a transaction's entries each on its own, as a batch, and answer as a transaction.
+    pub transaction_as_batch: bool,
+    /// Answer every `_tag` search with nothing, as some servers do for some types (Medplum
+    /// for `Binary?_tag=`).
+    pub tag_search_blind: bool,
 }
 
 /// A new Google store's settings.
@@ -83,6 +88,8 @@ impl Default for StoreOptions {
         Self {
             referential_integrity: true,
             update_create: false,
+            transaction_as_batch: false,
+            tag_search_blind: false,
         }
     }
 }
@@ -171,6 +178,8 @@ pub enum BundleResult {
     Transaction(Vec<WriteResult>),
     /// One result per entry, in request order.
     Batch(Vec<Result<WriteResult, FhirError>>),
+    /// A transaction written as a batch, to be answered as a transaction.
+    TransactionAsBatch(Vec<Result<WriteResult, FhirError>>),
 }
 
 /// One page of search results and how many matched in all.
@@ -554,7 +563,8 @@ impl Store {
     ) -> Result<SearchPage, FhirError> {
         check_type(resource_type)?;
         let tables = self.lock_read();
-        let Some(table) = tables.by_type.get(resource_type) else {
+        let blind = self.options.tag_search_blind && !query.tags.is_empty();
+        let Some(table) = tables.by_type.get(resource_type).filter(|_| !blind) else {
             return Ok(SearchPage {
                 total: 0,
                 resources: Vec::new(),
@@ -638,6 +648,9 @@ impl Store {
                     entries.len()
                 )))
             }
+            Some("transaction") if self.options.transaction_as_batch => {
+                Ok(BundleResult::TransactionAsBatch(self.each_alone(entries)))
+            }
             Some("transaction") => {
                 let entries = entries
                     .into_iter()
@@ -648,20 +661,23 @@ impl Store {
                     self.write(entries, Scope::Transaction)?,
                 ))
             }
-            Some("batch") => Ok(BundleResult::Batch(
-                entries
-                    .into_iter()
-                    .map(|entry| {
-                        let entry = parse_entry(entry)?;
-                        Ok(self.write(vec![entry], Scope::Single)?.remove(0))
-                    })
-                    .collect(),
-            )),
+            Some("batch") => Ok(BundleResult::Batch(self.each_alone(entries))),
             other => Err(FhirError::invalid(format!(
                 "Bundle.type must be transaction or batch, got {}",
                 other.unwrap_or("(none)")
             ))),
         }
+    }
+
+    /// Writes each of `entries` on its own, as a batch does.
+    fn each_alone(&self, entries: Vec<Value>) -> Vec<Result<WriteResult, FhirError>> {
+        entries
+            .into_iter()
+            .map(|entry| {
+                let entry = parse_entry(entry)?;
+                Ok(self.write(vec![entry], Scope::Single)?.remove(0))
+            })
+            .collect()
     }
 
     /// Writes all `entries` or none of them.

@@ -182,9 +182,12 @@ impl Iterator for Generator {
 pub async fn run(args: GenerateArgs) -> anyhow::Result<ExitCode> {
     let config = GeneratorConfig::from_args(&args.data)?;
     if args.data.seed == SeedArg::Random {
-        eprintln!("seed: {}", config.seed);
+        crate::say!("seed: {}", config.seed);
     }
     let GenerateArgs { format, output, .. } = args;
+    if output.as_deref().is_none_or(|path| path == Path::new("-")) {
+        exit::ensure_stdout_open("the data set")?;
+    }
     tokio::task::spawn_blocking(move || write_data_set(config, format, output.as_deref()))
         .await
         .context("the generator stopped unexpectedly")??;

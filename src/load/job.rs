@@ -180,6 +180,9 @@ pub struct JobOutcome {
     /// In the store already: a conditional create that matched, a transaction entry answered
     /// 200 for its `ifNoneExist`, or a resource found by its source-key tag.
     pub already_present: u64,
+    /// Found present when sent again after an answer was lost: created by the lost attempt,
+    /// or there before.
+    pub created_or_present: u64,
     /// Written over what the store held (update mode, PUTs).
     pub updated: u64,
     pub failed: u64,
@@ -192,13 +195,14 @@ pub struct JobOutcome {
 impl JobOutcome {
     /// Resources the store holds after the job: created, already present or updated.
     pub fn stored(&self) -> u64 {
-        self.created + self.already_present + self.updated
+        self.created + self.already_present + self.created_or_present + self.updated
     }
 
     pub(super) fn book(&mut self, stored: Stored) {
         match stored {
             Stored::Created => self.created += 1,
             Stored::AlreadyPresent => self.already_present += 1,
+            Stored::CreatedOrPresent => self.created_or_present += 1,
             Stored::Updated => self.updated += 1,
         }
     }
@@ -208,6 +212,7 @@ impl std::ops::AddAssign for JobOutcome {
     fn add_assign(&mut self, more: Self) {
         self.created += more.created;
         self.already_present += more.already_present;
+        self.created_or_present += more.created_or_present;
         self.updated += more.updated;
         self.failed += more.failed;
         self.not_sent += more.not_sent;
@@ -228,6 +233,8 @@ pub(super) struct JobState {
 pub(super) enum Stored {
     Created,
     AlreadyPresent,
+    /// Present when sent again after an attempt whose answer was lost.
+    CreatedOrPresent,
     Updated,
 }
 

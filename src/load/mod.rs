@@ -98,6 +98,7 @@ pub async fn run(config: LoadConfig) -> anyhow::Result<ExitCode> {
         )),
         progress,
         bundle_sizes: bundle_sizes.clone(),
+        tag_search: Default::default(),
     });
 
     let (signals, interruption) = shutdown::watch(stop.clone(), failed_sink.clone());
@@ -179,6 +180,7 @@ fn summarize(config: &LoadConfig, run: PipelineResult, ended: &Ended) -> Summary
         stored,
         created: outcome.created,
         already_present: outcome.already_present,
+        created_or_present: outcome.created_or_present,
         updated: outcome.updated,
         failed,
         not_sent: stopped + unstored_reference,
@@ -226,14 +228,14 @@ fn tell(
     if !config.quiet {
         summary.print_text();
     } else if let Some(reason) = &ended.fatal {
-        eprintln!("error: {reason}");
+        crate::say!("error: {reason}");
     }
     if config.json {
         exit::print_json_line(summary)?;
     }
     if summary.failed > 0 {
         if let Some(hint) = bundle_size_hint(bundle_sizes, config.bundle_size) {
-            eprintln!("{hint}");
+            crate::say!("{hint}");
         }
     }
     // An input with nothing in it is a mistake (a wrong path, an export that wrote nothing),
@@ -242,7 +244,7 @@ fn tell(
     let empty_input = config.source.input().filter(|_| read_nothing);
     if let Some(input) = empty_input {
         if ended.interrupted.is_none() && ended.fatal.is_none() {
-            eprintln!(
+            crate::say!(
                 "error: --input {} holds no FHIR resources: nothing was loaded",
                 input.display()
             );
@@ -250,11 +252,13 @@ fn tell(
     }
     let code = if let Some(code) = ended.interrupted {
         code
+    } else if empty_input.is_some() && ended.fatal.is_none() {
+        // Bad usage: nothing was attempted.
+        exit::USAGE
     } else if ended.fatal.is_some()
         || summary.failed > 0
         || summary.not_sent > 0
         || ended.failed_file_error.is_some()
-        || empty_input.is_some()
     {
         exit::FAILURE
     } else {

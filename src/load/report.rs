@@ -14,13 +14,17 @@ use crate::store::stats::{Progress, RequestStats, round3};
 /// The end-of-run summary; `--json` prints exactly this object on stdout.
 #[derive(Debug, Serialize)]
 pub struct Summary {
-    /// What the store holds of the data set: `created + already_present + updated`.
+    /// What the store holds of the data set:
+    /// `created + already_present + created_or_present + updated`.
     pub stored: u64,
     /// New in the store.
     pub created: u64,
     /// There already: a conditional create that matched, a transaction entry answered 200
     /// for its `ifNoneExist`, a resource found by its source-key tag.
     pub already_present: u64,
+    /// Found present when sent again after an answer was lost: this run may have created it
+    /// with the request whose answer was lost, or it was there before; nothing tells which.
+    pub created_or_present: u64,
     /// Written over what the store held (update mode).
     pub updated: u64,
     pub failed: u64,
@@ -99,8 +103,15 @@ impl Summary {
             &mut out,
             "Stored:",
             format!(
-                "{} ({} created, {} already present, {} updated)",
-                self.stored, self.created, self.already_present, self.updated
+                "{} ({} created, {} already present,{} {} updated)",
+                self.stored,
+                self.created,
+                self.already_present,
+                match self.created_or_present {
+                    0 => String::new(),
+                    n => format!(" {n} created or already present (an answer was lost),"),
+                },
+                self.updated
             ),
         );
         line(&mut out, "Failed:", self.failed.to_string());
@@ -185,7 +196,7 @@ impl Summary {
                 "\nInterrupted: re-run the same command to finish; nothing will be stored twice.\n",
             );
         }
-        eprint!("{out}");
+        crate::logs::to_stderr(&out);
     }
 }
 
@@ -297,7 +308,7 @@ impl ProgressReporter {
     /// Prints a line above the bar without tearing it.
     pub fn println(&self, line: &str) {
         if self.bar.is_hidden() {
-            eprintln!("{line}");
+            crate::say!("{line}");
         } else {
             self.bar.println(line);
         }
@@ -325,6 +336,7 @@ mod tests {
             stored,
             created: stored,
             already_present: 0,
+            created_or_present: 0,
             updated: 0,
             failed: 0,
             not_sent: 0,

@@ -5,7 +5,7 @@
 //! search-then-create by a source-key tag for resources that have no identifier.
 
 use std::borrow::Cow;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 
 use bytes::Bytes;
@@ -61,13 +61,40 @@ impl BundleSizes {
 }
 
 /// Data-set references (`Organization/<local id>`, `urn:uuid:...`, `Practitioner?identifier=...`)
-/// mapped to the `Type/id` the store holds them under; shared by all workers.
+/// mapped to the `Type/id` the store holds them under, and those of resources that were not
+/// stored (refused, retries outlasted, never sent); shared by all workers.
 #[derive(Debug, Default)]
 pub struct IdMap {
     map: RwLock<HashMap<String, String>>,
+    /// What refers to any of these is not sent: on a store that does not check references,
+    /// it would be stored pointing at nothing.
+    unstored: RwLock<HashSet<String>>,
+    /// Whether `unstored` holds anything: most runs never take its lock.
+    any_unstored: AtomicBool,
 }
 
 impl IdMap {
+    /// Whether `reference` names a resource of the data set that was not stored.
+    fn is_unstored(&self, reference: &str) -> bool {
+        self.any_unstored.load(Ordering::Acquire)
+            && self
+                .unstored
+                .read()
+                .expect("id map lock")
+                .contains(reference)
+    }
+
+    fn mark_unstored(&self, references: Vec<String>) {
+        if references.is_empty() {
+            return;
+        }
+        self.unstored
+            .write()
+            .expect("id map lock")
+            .extend(references);
+        self.any_unstored.store(true, Ordering::Release);
+    }
+
     pub fn get(&self, reference: &str) -> Option<String> {
         self.map
             .read()
@@ -78,6 +105,23 @@ impl IdMap {
 
     fn extend(&self, entries: impl IntoIterator<Item = (String, String)>) {
         self.map.write().expect("id map lock").extend(entries);
+    }
+}
+
+/// Whether the store finds a type by its source-key tag, learnt from the first resource of
+/// the type that this run creates: while it is checked, the others of its type wait.
+#[derive(Default)]
+pub struct TagSearch {
+    types: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<TagVerdict>>>>,
+}
+
+/// Not known yet, found to work, or why it does not.
+type TagVerdict = Option<Result<(), String>>;
+
+impl TagSearch {
+    fn gate(&self, resource_type: &str) -> Arc<tokio::sync::Mutex<TagVerdict>> {
+        let mut types = self.types.lock().expect("tag search lock");
+        types.entry(resource_type.to_owned()).or_default().clone()
     }
 }
 
@@ -93,6 +137,9 @@ pub struct RecordWriter {
     pub failures: Arc<FailureLog>,
     pub progress: Arc<Progress>,
     pub bundle_sizes: Arc<BundleSizes>,
+    /// Whether the store finds each type by its source-key tag, as resources without an
+    /// identifier need.
+    pub tag_search: TagSearch,
 }
 
 /// A resource the store holds, and where.
@@ -155,27 +202,39 @@ impl RecordWriter {
             }
         }
         if job.publish != Publish::Nothing {
-            let mut published = Vec::new();
-            for resource in &job.resources {
-                let Some(target) = state.targets.get(&resource.key) else {
-                    continue;
-                };
-                if job.publish == Publish::KeysAndIdentifiers {
-                    if let Some(conditional) = resource.conditional_reference() {
-                        published.push((conditional, target.clone()));
-                    }
-                }
-                // A resource PUT to its own `Type/id` needs no entry: the key is the target.
-                if *target != resource.key {
-                    published.push((resource.key.clone(), target.clone()));
-                }
-            }
-            self.ids.extend(published);
+            self.publish(&job, &state);
         }
         if let Some(done) = &job.done {
             done.finish();
         }
         (outcome, Vec::new())
+    }
+
+    /// Makes known to the rest of the run where `job`'s resources went, and which were not
+    /// stored, however that came about: what refers to those is then not sent.
+    fn publish(&self, job: &Job, state: &JobState) {
+        let mut published = Vec::new();
+        let mut unstored = Vec::new();
+        for resource in &job.resources {
+            let conditional = match job.publish {
+                Publish::KeysAndIdentifiers => resource.conditional_reference(),
+                Publish::Keys | Publish::Nothing => None,
+            };
+            let Some(target) = state.targets.get(&resource.key) else {
+                unstored.push(resource.key.clone());
+                unstored.extend(conditional);
+                continue;
+            };
+            if let Some(conditional) = conditional {
+                published.push((conditional, target.clone()));
+            }
+            // A resource PUT to its own `Type/id` needs no entry: the key is the target.
+            if *target != resource.key {
+                published.push((resource.key.clone(), target.clone()));
+            }
+        }
+        self.ids.extend(published);
+        self.ids.mark_unstored(unstored);
     }
 
     /// Writes the resources at `indices` of `job` one request (or search and create) each.
@@ -345,16 +404,83 @@ impl RecordWriter {
                 tag,
             } => (search, create, tag),
         };
+        let gate = self.tag_search.gate(resource_type);
+        let mut verdict = gate.lock().await;
+        match &*verdict {
+            Some(Ok(())) => drop(verdict),
+            Some(Err(reason)) => {
+                return Err(WriteError::Failed(Failure {
+                    status: None,
+                    message: reason.clone(),
+                    source: None,
+                }));
+            }
+            // The first of its type: the others wait until it is known whether the store
+            // finds what was created by its tag.
+            None => {
+                let written = self
+                    .search_then_create(search, create, tag, resource_type, stats)
+                    .await?;
+                *verdict = match written.stored {
+                    Stored::Created => {
+                        self.found_again(search, &written.target, tag, resource_type, stats)
+                            .await
+                    }
+                    _ => Some(Ok(())),
+                };
+                return Ok(written);
+            }
+        }
+        self.search_then_create(search, create, tag, resource_type, stats)
+            .await
+    }
+
+    /// Whether the store's tag search finds `target`, just created: if it does not, every run
+    /// would create such resources again.
+    async fn found_again(
+        &self,
+        search: &StoreRequest,
+        target: &str,
+        tag: &str,
+        resource_type: &str,
+        stats: &mut RequestStats,
+    ) -> TagVerdict {
+        let reply = self.client.send(search, stats).await.ok()?;
+        match found_by_tag(&reply, resource_type, tag) {
+            Ok(Some(found)) if found == target => Some(Ok(())),
+            Ok(_) => Some(Err(format!(
+                "not sent: this store does not find {resource_type} resources by their tag (the \
+                 {target} just created was not found by `{}`), so whether one is stored already \
+                 cannot be told, and each run would store it again (that one included: each run \
+                 creates one to find this out); give {resource_type} resources an identifier, or \
+                 enable create on PUT (enableUpdateCreate) so that they go to stable ids",
+                search.path
+            ))),
+            Err(_) => None,
+        }
+    }
+
+    /// Finds the resource by its tag, or creates it (searching again before each new try).
+    async fn search_then_create(
+        &self,
+        search: &StoreRequest,
+        create: &StoreRequest,
+        tag: &str,
+        resource_type: &str,
+        stats: &mut RequestStats,
+    ) -> Result<Written, WriteError> {
         let mut ambiguous = None;
         for _ in 0..CREATE_ROUNDS {
             let reply = self.client.send(search, stats).await.map_err(write_error)?;
             if let Some(target) =
                 found_by_tag(&reply, resource_type, tag).map_err(WriteError::Failed)?
             {
-                return Ok(Written {
-                    target,
-                    stored: Stored::AlreadyPresent,
-                });
+                // Found after a create whose answer was lost: that create may have stored it.
+                let stored = match ambiguous {
+                    Some(_) => Stored::CreatedOrPresent,
+                    None => Stored::AlreadyPresent,
+                };
+                return Ok(Written { target, stored });
             }
             match self.client.send(create, stats).await {
                 Ok(reply) => {
@@ -448,9 +574,19 @@ impl RecordWriter {
                 let failure = match self.client.send(&request, stats).await {
                     Ok(reply) => match transaction_results(&reply, &kinds) {
                         Ok(results) => {
-                            self.bundle_sizes.stored(part.len());
-                            for (&index, written) in part.iter().zip(results) {
-                                self.settle(&job.resources[index], written, state, outcome);
+                            if results.iter().all(Result::is_ok) {
+                                self.bundle_sizes.stored(part.len());
+                            }
+                            for (&index, result) in part.iter().zip(results) {
+                                let resource = &job.resources[index];
+                                match result {
+                                    Ok(written) => self.settle(resource, written, state, outcome),
+                                    Err(failure) => {
+                                        let source =
+                                            job.sources.as_ref().map(|s| s[index].as_str());
+                                        self.fail(resource, source, state, outcome, failure)
+                                    }
+                                }
                             }
                             continue;
                         }
@@ -570,13 +706,14 @@ impl RecordWriter {
         serde_json::from_slice(&body).expect("a resource's text is JSON")
     }
 
+    /// What `resource` refers to that was not stored: in its own job, or anywhere in the run.
     fn missing_dependency(&self, resource: &Resource, state: &JobState) -> Option<String> {
-        if state.failed_keys.is_empty() {
+        if state.failed_keys.is_empty() && !self.ids.any_unstored.load(Ordering::Acquire) {
             return None;
         }
         let mut missing = None;
         resource.any_reference(|reference| {
-            let failed = state.failed_keys.contains(reference);
+            let failed = state.failed_keys.contains(reference) || self.ids.is_unstored(reference);
             if failed {
                 missing = Some(reference.to_owned());
             }
@@ -626,6 +763,9 @@ impl RecordWriter {
         state: &mut JobState,
         mut failure: Failure,
     ) {
+        // What the store said may have been decoded from an answer (a transaction's entry, a
+        // success that is not one): cut every form of a secret from it before it is shown.
+        failure.message = self.client.redact(&failure.message);
         state.failed_keys.insert(resource.key.clone());
         let what = match source {
             Some(source) => format!("{} ({source})", resource.key),
@@ -753,7 +893,10 @@ fn written(request: &StoreRequest, resource_type: &str, reply: &Reply) -> Result
     };
     let stored = match (&request.method, reply.status) {
         (_, 201) => Stored::Created,
-        (&Method::POST, _) if request.if_none_exist.is_some() => Stored::AlreadyPresent,
+        (&Method::POST, _) if request.if_none_exist.is_some() => match reply.after_lost_answer {
+            true => Stored::CreatedOrPresent,
+            false => Stored::AlreadyPresent,
+        },
         (&Method::POST, _) => Stored::Created,
         _ => Stored::Updated,
     };
@@ -900,8 +1043,14 @@ pub fn target_from_location(location: &str) -> Option<String> {
 }
 
 /// Where each entry of a transaction went and how, from the `transaction-response` Bundle;
-/// `kinds` says what each entry sent.
-fn transaction_results(reply: &Reply, kinds: &[EntryKind]) -> Result<Vec<Written>, Failure> {
+/// `kinds` says what each entry sent. Each entry counts by its own answer: a store that wrote
+/// the entries one by one, as a batch (Medplum without its `transaction-bundles` feature),
+/// answers 200 with some entries refused and the others stored. `Err` when the answer as a
+/// whole says nothing of what was stored.
+fn transaction_results(
+    reply: &Reply,
+    kinds: &[EntryKind],
+) -> Result<Vec<Result<Written, Failure>>, Failure> {
     let wanted = "a transaction-response Bundle";
     let response = serde_json::from_slice::<TransactionResponse>(&reply.body)
         .ok()
@@ -921,7 +1070,7 @@ fn transaction_results(reply: &Reply, kinds: &[EntryKind]) -> Result<Vec<Written
             entries.len()
         )));
     }
-    entries
+    let mut results = entries
         .into_iter()
         .zip(kinds)
         .enumerate()
@@ -961,17 +1110,33 @@ fn transaction_results(reply: &Reply, kinds: &[EntryKind]) -> Result<Vec<Written
                 Stored::Created
             } else if kind.put {
                 Stored::Updated
+            } else if reply.after_lost_answer {
+                Stored::CreatedOrPresent
             } else {
                 Stored::AlreadyPresent
             };
             Ok(Written { target, stored })
         })
-        .collect()
+        .collect::<Vec<_>>();
+    if results.iter().any(Result::is_ok) {
+        for failure in results.iter_mut().filter_map(|r| r.as_mut().err()) {
+            failure.message.push_str(
+                " (the store wrote the transaction's other entries one by one, as a batch: \
+                 they count as stored)",
+            );
+        }
+    }
+    Ok(results)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every entry's result, or the first failure.
+    fn whole_transaction(reply: &Reply, kinds: &[EntryKind]) -> Result<Vec<Written>, Failure> {
+        transaction_results(reply, kinds)?.into_iter().collect()
+    }
 
     #[test]
     fn a_cap_is_seen_only_when_every_refused_bundle_outgrew_every_stored_one() {
@@ -1041,6 +1206,7 @@ mod tests {
             status,
             location: location.map(str::to_owned),
             body: Bytes::from(body.to_owned()),
+            after_lost_answer: false,
         }
     }
 
@@ -1065,7 +1231,7 @@ mod tests {
             ("Encounter", false),
             ("Provenance", true),
         ]);
-        let results = transaction_results(&reply(200, None, ok), &three).unwrap();
+        let results = whole_transaction(&reply(200, None, ok), &three).unwrap();
         let stored: Vec<(&str, Stored)> = results
             .iter()
             .map(|w| (w.target.as_str(), w.stored))
@@ -1078,31 +1244,31 @@ mod tests {
                 ("Provenance/x", Stored::Updated)
             ]
         );
-        assert!(transaction_results(&reply(200, None, ok), &three[..2]).is_err());
+        assert!(whole_transaction(&reply(200, None, ok), &three[..2]).is_err());
         let swapped = kinds(&[
             ("Encounter", false),
             ("Patient", false),
             ("Provenance", true),
         ]);
-        assert!(transaction_results(&reply(200, None, ok), &swapped).is_err());
+        assert!(whole_transaction(&reply(200, None, ok), &swapped).is_err());
 
         // Google echoes every resource: without a location, the resource says where it went.
         let echoed = r#"{"resourceType":"Bundle","type":"transaction-response","entry":[
             {"resource":{"resourceType":"Patient","id":"p\u0031","name":[{"family":"X"}]},
              "response":{"status":"201 Created"}}]}"#;
         let one = kinds(&[("Patient", false)]);
-        let results = transaction_results(&reply(200, None, echoed), &one).unwrap();
+        let results = whole_transaction(&reply(200, None, echoed), &one).unwrap();
         assert_eq!(results[0].target, "Patient/p1");
         let nowhere = r#"{"resourceType":"Bundle","type":"transaction-response",
             "entry":[{"response":{"status":"201 Created"}}]}"#;
-        let message = transaction_results(&reply(200, None, nowhere), &one)
+        let message = whole_transaction(&reply(200, None, nowhere), &one)
             .unwrap_err()
             .message;
         assert!(message.contains("has no location"), "{message}");
         let refused = r#"{"resourceType":"Bundle","type":"transaction-response","entry":[
             {"response":{"status":"400 Bad Request","outcome":{"resourceType":"OperationOutcome",
              "issue":[{"severity":"error","code":"invalid","diagnostics":"bad birthDate"}]}}}]}"#;
-        let message = transaction_results(&reply(200, None, refused), &one)
+        let message = whole_transaction(&reply(200, None, refused), &one)
             .unwrap_err()
             .message;
         assert_eq!(
@@ -1112,10 +1278,24 @@ mod tests {
     }
 
     #[test]
+    fn a_transaction_written_as_a_batch_counts_each_entry_by_its_answer() {
+        let mixed = r#"{"resourceType":"Bundle","type":"transaction-response","entry":[
+            {"response":{"status":"400 Bad Request","outcome":{"resourceType":"OperationOutcome",
+             "issue":[{"severity":"error","code":"invalid","diagnostics":"bad gender"}]}}},
+            {"response":{"status":"201 Created","location":"Patient/2/_history/1"}}]}"#;
+        let two = kinds(&[("Patient", false), ("Patient", false)]);
+        let results = transaction_results(&reply(200, None, mixed), &two).unwrap();
+        let message = &results[0].as_ref().unwrap_err().message;
+        assert!(message.contains("bad gender"), "{message}");
+        assert!(message.contains("as a batch"), "{message}");
+        assert_eq!(results[1].as_ref().unwrap().target, "Patient/2");
+    }
+
+    #[test]
     fn a_success_that_is_not_the_answer_asked_for_is_a_failure() {
         let html = reply(200, None, "<html><body>Sign in to continue</body></html>");
         let one = kinds(&[("Patient", false)]);
-        let message = transaction_results(&html, &one).unwrap_err().message;
+        let message = whole_transaction(&html, &one).unwrap_err().message;
         assert!(message.contains("HTTP 200 with an HTML"), "{message}");
         assert!(message.contains("Sign in to continue"), "{message}");
         let batch = reply(
@@ -1123,9 +1303,9 @@ mod tests {
             None,
             r#"{"resourceType":"Bundle","type":"batch-response","entry":[{"response":{"status":"201 Created","location":"Patient/1"}}]}"#,
         );
-        let message = transaction_results(&batch, &one).unwrap_err().message;
+        let message = whole_transaction(&batch, &one).unwrap_err().message;
         assert!(message.contains("a batch-response Bundle"), "{message}");
-        assert!(transaction_results(&reply(200, None, r#"{"ok":true}"#), &one).is_err());
+        assert!(whole_transaction(&reply(200, None, r#"{"ok":true}"#), &one).is_err());
 
         let create = StoreRequest {
             method: Method::POST,

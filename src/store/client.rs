@@ -55,6 +55,9 @@ pub struct Reply {
     pub status: u16,
     pub location: Option<String>,
     pub body: Bytes,
+    /// An earlier attempt may have been written before its answer was lost: a match found
+    /// now may be this very request's doing.
+    pub after_lost_answer: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -317,6 +320,8 @@ impl StoreClient {
         let mut attempts = 0u32;
         let mut renewed_token = false;
         let mut throttled_since: Option<Instant> = None;
+        let mut maybe_written_before = false;
+        let mut waited = false;
         loop {
             // The run may stop while this worker waits for its turn: then it sends nothing.
             let permit = tokio::select! {
@@ -334,6 +339,11 @@ impl StoreClient {
             }
             let started = Instant::now();
             let outcome = self.attempt(&uri, request).await;
+            let took = started.elapsed();
+            let told_to_wait = match &outcome {
+                Ok(answer) => answer.retry_after.unwrap_or_default(),
+                Err(_) => Duration::ZERO,
+            };
             let retry = match outcome {
                 Ok(Answer {
                     status,
@@ -365,7 +375,7 @@ impl StoreClient {
                                     humantime::format_duration(Duration::from_secs(
                                         since.elapsed().as_secs()
                                     )),
-                                    store_message(&body)
+                                    self.said(&body)
                                 ),
                             });
                         }
@@ -373,8 +383,11 @@ impl StoreClient {
                     } else {
                         // An overloaded store (503) slows everyone, as a quota does; it still
                         // counts against this request's retries.
+                        // A pattern of 503s (an overloaded store) slows everyone, as a quota
+                        // does; a lone one costs only this request a retry, and its wait is
+                        // the retry's backoff.
                         let overloaded = code == 503;
-                        let wait = self.limiter.done(
+                        self.limiter.done(
                             permit,
                             if overloaded {
                                 Outcome::Throttled(retry_after)
@@ -387,9 +400,10 @@ impl StoreClient {
                                 status: code,
                                 location,
                                 body,
+                                after_lost_answer: maybe_written_before,
                             });
                         }
-                        let message = store_message(&body);
+                        let message = self.said(&body);
                         if code == 401
                             && !renewed_token
                             && self.credentials.renewed_after_rejection().await
@@ -418,7 +432,7 @@ impl StoreClient {
                         }
                         Retry::Error {
                             last: format!("HTTP {code}: {message}"),
-                            at_least: retry_after.unwrap_or_default().max(wait),
+                            at_least: retry_after.unwrap_or_default(),
                             maybe_written: true,
                         }
                     }
@@ -497,11 +511,20 @@ impl StoreClient {
                     let Some(backoff) = delays.next() else {
                         return Err(SendError::GaveUp { attempts, last });
                     };
+                    maybe_written_before |= maybe_written;
                     let wait = backoff.max(at_least);
                     tracing::info!("retrying in {wait:?}: {last}");
                     wait
                 }
             };
+            // A request's first refusal, from a store that takes the others (a pattern would
+            // hold everyone in the limiter), goes again about as soon as an answer takes: a
+            // flaky backend costs retries, not time. Later ones wait their backoff in full.
+            let wait = match waited {
+                false => wait.min(took.max(told_to_wait)),
+                true => wait,
+            };
+            waited = true;
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
                 _ = self.stop.cancelled() => return Err(SendError::Cancelled),
@@ -587,6 +610,18 @@ impl StoreClient {
             answer.body = Bytes::from(redacted);
         }
         answer
+    }
+
+    /// The store's own words from a failure's body, with every form of a secret cut out after
+    /// the decoding too (the body was cut before it).
+    fn said(&self, body: &[u8]) -> String {
+        self.redact(&store_message(body))
+    }
+
+    /// `text` with every form of the credential, and of the proxy's, cut out: for what a
+    /// store said that is about to be shown or kept.
+    pub fn redact(&self, text: &str) -> String {
+        self.credentials.redact(text).into_owned()
     }
 
     fn unauthorized(&self, status: u16, message: String) -> SendError {

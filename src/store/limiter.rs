@@ -11,6 +11,11 @@
 //! limiter paces operations a little below it and creeps up again (multiplicative decrease,
 //! additive increase, as TCP rides a link), so the load runs at the quota rather than against it.
 //! A lone 429 whose first probe succeeds was noise, not a spent quota: nothing is learnt from it.
+//!
+//! Only a sustained pattern starts an episode: nearly every recent answer throttled (a spent
+//! quota refuses everything), or, once a quota has been learnt, a few in a row. A store that
+//! refuses a share of requests at random (a flaky backend's 503s, or 429s with `Retry-After:
+//! 0`) costs those requests their retries, never the pace of the others.
 
 use std::sync::Mutex;
 use std::time::Duration;
@@ -28,7 +33,11 @@ const GROWTH_PER_CYCLE: f64 = 0.02;
 /// After this many quiet cycles the learnt rate is dropped: the quota has grown, or others
 /// sharing it have stopped.
 const FORGET_AFTER_CYCLES: f64 = 6.0;
-/// Throttled answers in a row that mean the quota is spent rather than one request unlucky.
+/// Throttled answers among the last 32 that mean the store refuses nearly everything,
+/// as a spent quota does; a store failing at random, even half the time, almost never gets
+/// there (28 of 32 at 50%: about once in 100,000 answers).
+const SUSTAINED: u32 = 28;
+/// Once a quota has been learnt, throttled answers in a row that mean it is spent again.
 const SPENT_AFTER: u32 = 3;
 /// Never pace slower than this (operations per second), whatever was measured.
 const MIN_RATE: f64 = 0.5;
@@ -92,8 +101,8 @@ struct State {
     /// The last measured quota cycle, used to guess when the next refill comes.
     last_cycle: Option<Duration>,
     throttled_total: Duration,
-    /// Throttled answers since the last one that was not.
-    consecutive_throttles: u32,
+    /// The last 32 answers outside episodes, newest in the lowest bit: 1 for throttled.
+    recent: u32,
     /// Bumped whenever an episode begins or ends, voiding the pace slots taken before.
     epoch: u64,
 }
@@ -130,7 +139,7 @@ impl Limiter {
                 cycle_ops: 0,
                 last_cycle: None,
                 throttled_total: Duration::ZERO,
-                consecutive_throttles: 0,
+                recent: 0,
                 epoch: 0,
             }),
             changed: Notify::new(),
@@ -216,14 +225,16 @@ impl Limiter {
                 if permit.probe {
                     self.end_episode(&mut state, permit);
                 } else if state.episode.is_none() {
-                    state.consecutive_throttles = 0;
+                    state.recent <<= 1;
                 }
             }
             Outcome::Throttled(retry_after) => {
                 let floor = now + retry_after.unwrap_or_default();
                 let expected_refill = self.expected_refill(&state, now);
-                state.consecutive_throttles += 1;
-                let spent = state.consecutive_throttles >= SPENT_AFTER || retry_after.is_some();
+                state.recent = state.recent << 1 | 1;
+                let spent = state.recent.count_ones() >= SUSTAINED
+                    || (self.quota_learnt(&state, now)
+                        && state.recent.trailing_ones() >= SPENT_AFTER);
                 match &mut state.episode {
                     Some(episode) if permit.probe => {
                         episode.confirmed = true;
@@ -256,8 +267,12 @@ impl Limiter {
                             last_refused: permit.sent,
                         });
                     }
-                    // Maybe one unlucky request: it waits on its own, the others go on.
-                    None => own_wait = jitter(self.options.min_probe_delay),
+                    // Maybe one unlucky request: it waits on its own (as long as it was told, if
+                    // it was), the others go on.
+                    None => {
+                        own_wait = full_jitter(self.options.min_probe_delay)
+                            .max(retry_after.unwrap_or_default());
+                    }
                 }
             }
             Outcome::Lost => {
@@ -288,6 +303,16 @@ impl Limiter {
             .as_ref()
             .map_or(Duration::ZERO, |e| e.started.elapsed());
         state.throttled_total + current
+    }
+
+    /// Whether a quota has been learnt and not forgotten: throttling then means it is spent
+    /// again, and a few throttled answers in a row are pattern enough.
+    fn quota_learnt(&self, state: &State, now: Instant) -> bool {
+        state.learnt.is_some_and(|learnt| {
+            let cycles =
+                (now - learnt.at).as_secs_f64() / learnt.cycle.as_secs_f64().max(f64::EPSILON);
+            cycles < FORGET_AFTER_CYCLES
+        })
     }
 
     /// The pace now, in operations per second; `None` when nothing holds the load back.
@@ -325,7 +350,7 @@ impl Limiter {
         state.throttled_total += now - episode.started;
         state.next_slot = now;
         state.epoch += 1;
-        state.consecutive_throttles = 0;
+        state.recent = 0;
         if !episode.confirmed {
             return;
         }
@@ -384,6 +409,11 @@ enum Wait {
 /// Somewhere in the upper half of `delay`, so that shards sharing a quota do not probe in step.
 fn jitter(delay: Duration) -> Duration {
     delay.mul_f64(0.5 + 0.5 * rand::rng().random::<f64>())
+}
+
+/// Anywhere up to `delay`: a lone refusal costs its request little, on average half of it.
+fn full_jitter(delay: Duration) -> Duration {
+    delay.mul_f64(rand::rng().random::<f64>())
 }
 
 #[cfg(test)]

@@ -61,7 +61,7 @@ async fn read(
         (Settings::Fhir, Ok(reply)) => {
             let described = serde_json::from_slice::<Value>(&reply.body).unwrap_or_default();
             if described["resourceType"] != "CapabilityStatement" {
-                eprintln!(
+                crate::say!(
                     "note: {}/metadata is not a FHIR CapabilityStatement; the server's FHIR \
                      version and settings could not be checked",
                     client.base()
@@ -86,7 +86,7 @@ async fn read(
         (_, Err(_)) if client.fatal().is_some() => Ok(StoreFacts::default()),
         (_, Err(SendError::Cancelled)) => Ok(StoreFacts::default()),
         (Settings::Google { .. }, Err(error)) => {
-            eprintln!(
+            crate::say!(
                 "note: the store's settings could not be read ({error}); going on as with \
                  Google's defaults (enableUpdateCreate off). Grant healthcare.fhirStores.get \
                  to have them checked"
@@ -94,7 +94,7 @@ async fn read(
             Ok(StoreFacts::default())
         }
         (Settings::Fhir, Err(error)) => {
-            eprintln!(
+            crate::say!(
                 "note: {}/metadata could not be read ({error}); the server's FHIR version and \
                  settings were not checked",
                 client.base()

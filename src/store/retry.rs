@@ -29,20 +29,19 @@ impl RetryPolicy {
         }
     }
 
-    /// The waits before retry 1, 2, ...: each uniform in [min, cap] where the cap doubles from
-    /// `min_delay` up to `max_delay` (the "full jitter" of the AWS architecture blog).
+    /// The waits before retry 1, 2, ...: each uniform in [0, cap] where the cap doubles from
+    /// `min_delay` up to `max_delay` (the "full jitter" of the AWS architecture blog). A lone
+    /// failure on a store that takes the rest is retried soon, about `min_delay / 2` later;
+    /// failures that persist wait longer and longer; a store that refuses everything is held
+    /// off by the limiter, not by these.
     pub fn delays(&self) -> impl Iterator<Item = Duration> + Send + use<> {
-        let min = self.min_delay;
         ExponentialBuilder::new()
             .with_min_delay(self.min_delay)
             .with_max_delay(self.max_delay)
             .with_factor(2.0)
             .with_max_times(self.max_retries as usize)
             .build()
-            .map(move |cap| {
-                let spread = cap.saturating_sub(min);
-                min + spread.mul_f64(rand::rng().random::<f64>())
-            })
+            .map(|cap| cap.mul_f64(rand::rng().random::<f64>()))
     }
 }
 
@@ -80,11 +79,10 @@ mod tests {
         let policy = RetryPolicy::new(8, Duration::from_millis(100));
         let delays: Vec<_> = policy.delays().collect();
         assert_eq!(delays.len(), 8);
-        assert!(
-            delays
-                .iter()
-                .all(|d| *d >= policy.min_delay && *d <= policy.max_delay)
-        );
+        assert!(delays.iter().all(|d| *d <= policy.max_delay));
+        // The first is at most the least delay: a lone failure is retried soon.
+        let first: Vec<Duration> = (0..200).map(|_| policy.delays().next().unwrap()).collect();
+        assert!(first.iter().all(|d| *d <= policy.min_delay));
         // The cap doubles, so the average of late waits is far above the first cap.
         let late: Duration = (0..200)
             .map(|_| policy.delays().nth(7).unwrap())

@@ -7,6 +7,7 @@
 //! the store holds at least as many resources of each type as the data set has. The store may
 //! hold other data, so more is reported but passes, unless `--exact-counts` asks for equality.
 
+mod references;
 mod report;
 
 use std::collections::{BTreeMap, BinaryHeap};
@@ -29,6 +30,7 @@ use crate::shutdown;
 use crate::source::{self, RecordSource, SourceItem};
 use crate::store::client::{Reply, SendError, StoreClient, StoreRequest};
 use crate::store::target;
+use references::References;
 use report::{Findings, Report};
 
 /// One thing a worker asks the store.
@@ -149,8 +151,9 @@ pub async fn run(config: VerifyConfig) -> anyhow::Result<ExitCode> {
     let (checks, queue) = mpsc::channel(config.pool.lookup_queue());
     let queue = Arc::new(Mutex::new(queue));
     let mut workers = JoinSet::new();
+    let references = Arc::new(References::default());
     for _ in 0..config.pool.workers {
-        workers.spawn(work(client.clone(), queue.clone()));
+        workers.spawn(work(client.clone(), queue.clone(), references.clone()));
     }
     drop(queue);
     let seed = source.seed;
@@ -202,6 +205,7 @@ pub async fn run(config: VerifyConfig) -> anyhow::Result<ExitCode> {
 fn walk(source: RecordSource, sample: Option<u64>, checks: mpsc::Sender<Check>) -> Expected {
     let mut expected = Expected::default();
     let mut sampled = sample.map(Sample::new);
+    let mut checking = true;
     let items = source
         .prerequisites
         .into_iter()
@@ -226,13 +230,17 @@ fn walk(source: RecordSource, sample: Option<u64>, checks: mpsc::Sender<Check>) 
             let lookup = Lookup::of(resource);
             match &mut sampled {
                 Some(sampled) => sampled.offer(lookup),
-                None => {
-                    if checks.blocking_send(Check::Resource(lookup)).is_err() {
-                        return expected;
-                    }
+                // Once the checks stop (the store is unreachable), the rest is still counted:
+                // the report says what was expected, not how far the walk got.
+                None if checking => {
+                    checking = checks.blocking_send(Check::Resource(lookup)).is_ok()
                 }
+                None => {}
             }
         }
+    }
+    if !checking {
+        return expected;
     }
     let counts = expected.per_type.keys().cloned().map(Check::Count);
     let sampled = sampled
@@ -280,7 +288,11 @@ impl Sample {
 }
 
 /// One worker: takes checks off the shared queue until it is empty or the run stops.
-async fn work(client: Arc<StoreClient>, queue: Arc<Mutex<mpsc::Receiver<Check>>>) -> Findings {
+async fn work(
+    client: Arc<StoreClient>,
+    queue: Arc<Mutex<mpsc::Receiver<Check>>>,
+    references: Arc<References>,
+) -> Findings {
     let mut findings = Findings::default();
     loop {
         let Some(check) = queue.lock().await.recv().await else {
@@ -291,6 +303,15 @@ async fn work(client: Arc<StoreClient>, queue: Arc<Mutex<mpsc::Receiver<Check>>>
                 let answer = client.send(&lookup.request(), &mut findings.stats).await;
                 if matches!(answer, Err(SendError::Cancelled)) {
                     return findings;
+                }
+                if let Ok(reply) = &answer {
+                    let found = references.dangling(&client, &reply.body, &mut findings.stats);
+                    let Ok(dangling) = found.await else {
+                        return findings;
+                    };
+                    for target in dangling {
+                        findings.record_dangling(&lookup.describe(), &target);
+                    }
                 }
                 findings.record_lookup(lookup.describe(), lookup.times_found(answer));
             }
@@ -328,6 +349,7 @@ mod tests {
             status: 200,
             location: None,
             body: Bytes::from(body.to_string()),
+            after_lost_answer: false,
         })
     }
 

@@ -21,6 +21,8 @@ pub struct Findings {
     duplicated: Named<Duplicate>,
     /// Lookups the store did not answer usefully: nothing can be said about those resources.
     unchecked: Named<String>,
+    /// References in resources found that name nothing in the store: `Patient?... -> Type/id`.
+    dangling: Named<String>,
     found_per_type: BTreeMap<String, Result<u64, String>>,
 }
 
@@ -76,6 +78,11 @@ impl Findings {
         self.checked += 1;
     }
 
+    /// `resource` (as the report names it) refers to `target`, which the store does not hold.
+    pub fn record_dangling(&mut self, resource: &str, target: &str) {
+        self.dangling.push(format!("{resource} refers to {target}"));
+    }
+
     pub fn record_count(&mut self, resource_type: String, total: Result<u64, String>) {
         self.found_per_type.insert(resource_type, total);
     }
@@ -88,6 +95,7 @@ impl AddAssign for Findings {
         self.missing.merge(other.missing);
         self.duplicated.merge(other.duplicated);
         self.unchecked.merge(other.unchecked);
+        self.dangling.merge(other.dangling);
         self.found_per_type.extend(other.found_per_type);
     }
 }
@@ -132,6 +140,8 @@ pub struct Report {
     missing: Named<String>,
     duplicated: Named<Duplicate>,
     unchecked: Named<String>,
+    /// References that name nothing in the store.
+    dangling: Named<String>,
     /// Errors from the `_summary=count` queries, by type.
     count_errors: BTreeMap<String, String>,
     invalid_input: u64,
@@ -175,7 +185,8 @@ impl Report {
             && count_mismatches.is_empty()
             && findings.missing.count == 0
             && findings.duplicated.count == 0
-            && findings.unchecked.count == 0;
+            && findings.unchecked.count == 0
+            && findings.dangling.count == 0;
         Self {
             ok,
             target: context.target,
@@ -188,6 +199,7 @@ impl Report {
             missing: findings.missing,
             duplicated: findings.duplicated,
             unchecked: findings.unchecked,
+            dangling: findings.dangling,
             count_errors,
             invalid_input: context.invalid_input,
             requests: findings.stats.requests,
@@ -199,7 +211,7 @@ impl Report {
     }
 
     pub fn print_text(&self) {
-        eprint!("{}", self.text());
+        crate::logs::to_stderr(&self.text());
     }
 
     fn text(&self) -> String {
@@ -239,6 +251,9 @@ impl Report {
             format!("{} (found {} times)", d.resource, d.found)
         });
         name_some(&mut out, "not checked", &self.unchecked, |r| r.clone());
+        name_some(&mut out, "referring to nothing", &self.dangling, |r| {
+            r.clone()
+        });
         if self.invalid_input > 0 {
             out += &format!(
                 "{} input items are not FHIR resources (a load skips them)\n",
@@ -255,8 +270,8 @@ impl Report {
 
     fn verdict(&self) -> String {
         if self.ok {
-            return "OK: every resource looked up is stored once, and no type has fewer than \
-                    the data set"
+            return "OK: every resource looked up is stored once and refers only to what is \
+                    stored, and no type has fewer than the data set"
                 .to_owned();
         }
         let mut problems = Vec::new();
@@ -268,6 +283,9 @@ impl Report {
         }
         if self.unchecked.count > 0 {
             problems.push(format!("{} not checked", self.unchecked.count));
+        }
+        if self.dangling.count > 0 {
+            problems.push(format!("{} references to nothing", self.dangling.count));
         }
         if !self.count_mismatches.is_empty() {
             problems.push(format!(

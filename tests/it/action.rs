@@ -230,6 +230,85 @@ async fn a_step_without_exactly_one_target_is_a_usage_error() {
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_multi_line_args_block_reaches_the_load_whole() {
+    let emulator = start_emulator(EmulatorOptions::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let failed = dir.path().join("failed.ndjson");
+    // As a YAML `args: |` block gives it: one flag per line, a newline at the end.
+    let args = format!(
+        "--types Patient\n--failed {}\n  --bundle-size 7\n",
+        failed.display()
+    );
+    let step = run_step(&[
+        ("INPUT_FHIR_URL", &emulator.fhir_base_url()),
+        ("INPUT_COUNT", "30"),
+        ("INPUT_ARGS", &args),
+    ])
+    .await;
+    assert_eq!(step.code(), Some(0), "{}", step.log());
+    assert!(failed.exists(), "--failed on the second line was dropped");
+    // Bundles of 7 resources: 30 Patients take at least five transactions.
+    assert!(step.number("requests") >= 5.0, "{:?}", step.outputs);
+    assert_eq!(step.outputs["stored"], "30");
+    // Patients only (with the Practitioner and Organization they refer to).
+    let counts = resource_counts(&emulator).await;
+    assert!(counts.contains_key("Patient"), "{counts:?}");
+    assert!(!counts.contains_key("Observation"), "{counts:?}");
+    emulator.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_gets_the_network_and_credential_flags_the_load_got() {
+    let emulator = start_emulator(EmulatorOptions::default()).await;
+    // Only reachable with the CA given in args: a verify without it cannot read the store.
+    let (tls, pem) = tls_in_front_of(emulator.addr()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, pem).unwrap();
+    let url = emulator.fhir_base_url().replace(
+        &format!("http://{}", emulator.addr()),
+        &format!("https://{tls}"),
+    );
+    // A load-only flag among them (--rate) stays with the load.
+    let args = format!(
+        "--ca-file {} --max-throttle-wait=2m --min-backoff 5ms --rate 5000",
+        ca.display()
+    );
+    let step = run_step(&[
+        ("INPUT_FHIR_URL", &url),
+        ("INPUT_COUNT", "40"),
+        ("INPUT_VERIFY", "true"),
+        ("INPUT_ARGS", &args),
+    ])
+    .await;
+    assert_eq!(step.code(), Some(0), "{}", step.log());
+    assert_eq!(step.outputs["verified"], "true", "{}", step.log());
+    emulator.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_random_seed_is_verified_with_the_seed_the_load_picked() {
+    let emulator = start_emulator(EmulatorOptions::default()).await;
+    let step = run_step(&[
+        ("INPUT_FHIR_URL", &emulator.fhir_base_url()),
+        ("INPUT_COUNT", "60"),
+        ("INPUT_SEED", "random"),
+        ("INPUT_VERIFY", "true"),
+    ])
+    .await;
+    assert_eq!(step.code(), Some(0), "{}", step.log());
+    assert_eq!(step.outputs["verified"], "true", "{}", step.log());
+    assert_ne!(step.outputs["seed"], "random");
+    assert!(
+        step.summary
+            .contains("#### ✅ fhirgen verify: 60 of 60 looked up"),
+        "{}",
+        step.log()
+    );
+    emulator.shutdown().await;
+}
+
 /// A stand-in for a GitHub releases page serving `files` by path.
 async fn releases_page(files: Vec<(String, Vec<u8>)>) -> String {
     let files: Arc<BTreeMap<String, Vec<u8>>> = Arc::new(files.into_iter().collect());

@@ -94,7 +94,7 @@ async fn https_to_a_plain_http_server_stops_at_the_first_handshake() {
 }
 
 #[tokio::test]
-async fn an_empty_input_is_an_error_not_a_success() {
+async fn an_empty_input_is_a_usage_error_not_a_success() {
     let dir = tempfile::tempdir().unwrap();
     let empty = dir.path().join("export.ndjson");
     std::fs::write(&empty, "").unwrap();
@@ -103,7 +103,7 @@ async fn an_empty_input_is_an_error_not_a_success() {
         .args(["load", "--emulator", "--quiet", "--input"])
         .arg(&empty);
     let output = run(command).await;
-    assert_exit(&output, 1);
+    assert_exit(&output, 2);
     let stderr = stderr(&output);
     assert!(stderr.contains("holds no FHIR resources"), "{stderr}");
 }

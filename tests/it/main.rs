@@ -3,17 +3,24 @@
 mod common;
 
 mod action;
+mod batch_answers;
 mod cli;
 mod client;
 mod credentials;
+mod dangling;
 mod emulator;
 mod faults;
 mod gcp_auth;
 mod generate;
+mod honest_counts;
 mod hostile;
+mod input_clashes;
 mod input_reader;
 mod load;
 mod logs;
 mod proxy;
+mod redaction;
 mod ship;
+mod streams;
+mod tag_search;
 mod verify;

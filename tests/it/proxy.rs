@@ -425,7 +425,10 @@ async fn a_proxy_password_echoed_by_a_store_is_cut_from_what_is_shown() {
         .arg(&failed);
     let output = run(command).await;
     assert_exit(&output, 1);
-    assert_eq!(proxy.seen.lock().unwrap().len(), 5);
+    // The shared resources are refused first, and what refers to them is then not sent: the
+    // proxy carries fewer than the five, and all five are in --failed.
+    let carried = proxy.seen.lock().unwrap().len();
+    assert!((1..5).contains(&carried), "{carried}");
     let failed_lines = std::fs::read_to_string(&failed).unwrap();
     assert_eq!(failed_lines.lines().count(), 5);
     // The echo reached the report, with the credential cut out of it.

@@ -124,7 +124,7 @@ impl<I: Iterator<Item = SourceItem>> InOrder<I> {
                 Ok(()) => return,
                 Err(e) => {
                     self.spill_failed = true;
-                    eprintln!(
+                    crate::say!(
                         "warning: cannot set records aside in a temporary file ({e}); those \
                          that wait for what they refer to now wait in memory (set TMPDIR to a \
                          folder with room)"

@@ -22,6 +22,7 @@
 //! `resources`), so that re-runs find them instead of storing them again.
 
 mod defer;
+mod duplicates;
 mod order;
 mod read;
 mod resources;
@@ -74,13 +75,14 @@ pub fn open(path: &Path) -> anyhow::Result<RecordSource> {
             vec![Input::File(path.to_owned())]
         }
     };
+    let clashes = std::sync::Arc::new(duplicates::Clashes::default());
     let read = InputItems {
         inputs: inputs.into_iter(),
         current: None,
     };
     Ok(RecordSource {
         prerequisites: Vec::new(),
-        items: Box::new(defer::InOrder::new(read, memory)),
+        items: Box::new(clashes.on_passing(defer::InOrder::new(clashes.on_reading(read), memory))),
         total: None,
         seed: None,
     })

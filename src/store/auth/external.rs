@@ -143,15 +143,17 @@ impl ExternalAccount {
         };
         let token = match &self.format {
             SubjectFormat::Text => raw.trim().to_owned(),
-            SubjectFormat::Json { field } => serde_json::from_str::<serde_json::Value>(&raw)
-                .ok()
-                .and_then(|json| json[field.as_str()].as_str().map(str::to_owned))
-                .ok_or_else(|| {
-                    anyhow::anyhow!(
-                        "the subject token from {from} is not JSON with a string field `{field}` \
+            SubjectFormat::Json { field } => serde_json::from_str::<serde_json::Value>(
+                raw.trim_start_matches('\u{feff}'),
+            )
+            .ok()
+            .and_then(|json| json[field.as_str()].as_str().map(str::to_owned))
+            .ok_or_else(|| {
+                anyhow::anyhow!(
+                    "the subject token from {from} is not JSON with a string field `{field}` \
                          (credential_source.format.subject_token_field_name)"
-                    )
-                })?,
+                )
+            })?,
         };
         if token.is_empty() {
             anyhow::bail!("the subject token from {from} is empty");

@@ -108,7 +108,7 @@ impl Credentials {
                 quota_project,
             });
         }
-        eprintln!(
+        crate::say!(
             "note: the token from --access-token cannot be refreshed: it lasts about an hour \
              from when it was issued, so a longer load fails with 401 when it runs out"
         );
@@ -132,10 +132,9 @@ impl Credentials {
         })?;
         header.set_sensitive(true);
         let decoded_password = String::from_utf8_lossy(&decode(password)).into_owned();
-        let shown_as = [encoded, password.to_owned(), decoded_password]
-            .into_iter()
-            .filter(|s| !s.is_empty())
-            .collect();
+        let mut shown_as = crate::secret::basic_forms(&pair);
+        shown_as.extend([password.to_owned(), decoded_password]);
+        shown_as.retain(|s| !s.is_empty());
         Ok(Self {
             scheme: Scheme::Basic { header, shown_as },
             quota_project: None,
@@ -199,22 +198,18 @@ impl Credentials {
 
     /// `text` with every secret this credential holds cut out, and the proxy's: a store (or
     /// a proxy in front of it) may echo the Authorization header in an error body.
+    /// Every form a server may echo them in counts (see [`crate::secret::redact`]).
     pub fn redact<'a>(&self, text: &'a str) -> Cow<'a, str> {
-        let mut text = Cow::Borrowed(text);
-        let mut cut = |secret: &str| {
-            // Too short to be a real secret, and cutting it would mangle the message.
-            if secret.len() >= 4 && text.contains(secret) {
-                text = Cow::Owned(text.replace(secret, "(redacted)"));
-            }
-        };
-        crate::secret::proxy_secrets().iter().for_each(|s| cut(s));
+        let mut secrets: Vec<String> = crate::secret::proxy_secrets().to_vec();
         match &self.scheme {
             Scheme::None => {}
-            Scheme::Static { token, .. } => cut(token.expose()),
-            Scheme::Basic { shown_as, .. } => shown_as.iter().for_each(|s| cut(s)),
-            Scheme::Google(shared) => shared.sent().iter().for_each(|b| cut(b.token.as_str())),
+            Scheme::Static { token, .. } => secrets.push(token.expose().to_owned()),
+            Scheme::Basic { shown_as, .. } => secrets.extend(shown_as.iter().cloned()),
+            Scheme::Google(shared) => {
+                secrets.extend(shared.sent().iter().map(|b| b.token.as_str().to_owned()))
+            }
         }
-        text
+        crate::secret::redact(text, &secrets)
     }
 
     /// Which credential was used, for messages: never the token itself.

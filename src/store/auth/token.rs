@@ -68,19 +68,19 @@ impl TokenClient {
                 anyhow::bail!("{what}: cannot reach {endpoint}: {e}")
             }
         };
-        let mut text = String::from_utf8_lossy(&body).into_owned();
         let proxy_secrets = crate::secret::proxy_secrets().iter().map(String::as_str);
-        let all_secrets = secrets.iter().copied().chain(proxy_secrets);
-        for secret in all_secrets.filter(|s| s.len() >= 4) {
-            text = text.replace(secret, "(redacted)");
-        }
+        let all_secrets: Vec<&str> = secrets.iter().copied().chain(proxy_secrets).collect();
+        // Cut before the message is decoded from its JSON, and after.
+        let text =
+            crate::secret::redact(&String::from_utf8_lossy(&body), &all_secrets).into_owned();
         if !status.is_success() {
+            let message = format!(
+                "{what}: {endpoint} answered {status}: {}",
+                endpoint_message(&text)
+            );
             return Err(Refused {
                 status,
-                message: format!(
-                    "{what}: {endpoint} answered {status}: {}",
-                    endpoint_message(&text)
-                ),
+                message: crate::secret::redact(&message, &all_secrets).into_owned(),
             }
             .into());
         }
@@ -193,7 +193,8 @@ impl CredentialFile {
     }
 
     pub fn parse(path: &Path, text: &[u8]) -> anyhow::Result<Self> {
-        let json: Value = serde_json::from_slice(text).map_err(|e| {
+        let text = without_byte_order_mark(text);
+        let json: Value = serde_json::from_slice(&text).map_err(|e| {
             crate::exit::usage(format!(
                 "the credential file {} is not JSON: {e}",
                 path.display()
@@ -276,6 +277,48 @@ impl CredentialFile {
             "(untyped)"
         } else {
             &self.kind
+        }
+    }
+}
+
+/// `text` without the byte-order mark that Windows editors put first (Notepad, PowerShell's
+/// `Out-File`), in UTF-8 as it is, and UTF-16 turned into UTF-8: JSON allows neither, yet a
+/// credential file saved that way holds a good credential.
+pub fn without_byte_order_mark(text: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+    let utf16 = |bytes: &[u8], unit: fn([u8; 2]) -> u16| {
+        let units = bytes.chunks_exact(2).map(|pair| unit([pair[0], pair[1]]));
+        char::decode_utf16(units)
+            .map(|c| c.unwrap_or(char::REPLACEMENT_CHARACTER))
+            .collect::<String>()
+            .into_bytes()
+    };
+    match text {
+        [0xEF, 0xBB, 0xBF, rest @ ..] => std::borrow::Cow::Borrowed(rest),
+        [0xFF, 0xFE, rest @ ..] => std::borrow::Cow::Owned(utf16(rest, u16::from_le_bytes)),
+        [0xFE, 0xFF, rest @ ..] => std::borrow::Cow::Owned(utf16(rest, u16::from_be_bytes)),
+        _ => std::borrow::Cow::Borrowed(text),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_credential_file_with_a_byte_order_mark_is_read() {
+        let json = r#"{"type": "authorized_user", "client_id": "c"}"#;
+        let utf16 = |le: bool| -> Vec<u8> {
+            let mark: &[u8] = if le { &[0xFF, 0xFE] } else { &[0xFE, 0xFF] };
+            let units = json.encode_utf16().flat_map(|u| match le {
+                true => u.to_le_bytes(),
+                false => u.to_be_bytes(),
+            });
+            mark.iter().copied().chain(units).collect()
+        };
+        let utf8 = [&[0xEF, 0xBB, 0xBF][..], json.as_bytes()].concat();
+        for text in [json.as_bytes().to_vec(), utf8, utf16(true), utf16(false)] {
+            let file = CredentialFile::parse(Path::new("adc.json"), &text).unwrap();
+            assert_eq!(file.kind, "authorized_user");
         }
     }
 }
