@@ -437,6 +437,19 @@ pub struct ServeArgs {
     /// validating it, so that a load test measures the client, not this store.
     #[arg(long)]
     pub sink: bool,
+
+    /// Cloud Storage: the Nth upload chunk (counted from 1 over all uploads) keeps only its
+    /// first 256 KiB, as if the rest were lost on the way (0 = never).
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub storage_partial_chunk: u64,
+
+    /// Cloud Storage: the Nth upload chunk is answered 503 and nothing of it is kept.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub storage_unavailable_chunk: u64,
+
+    /// Cloud Storage: the Nth upload chunk finds its session expired (404).
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub storage_expire_session: u64,
 }
 
 /// Parses a positive number of seconds, fractions allowed: `60`, `0.5`.

@@ -26,6 +26,7 @@ mod query;
 mod quota;
 mod routes;
 mod sink;
+mod storage;
 mod store;
 mod validate;
 mod wire;
@@ -49,6 +50,8 @@ use crate::secret::SecretString;
 use faults::{Faults, Metrics};
 use quota::{Quota, QuotaLimit};
 use store::{StoreOptions, Stores};
+
+pub use storage::{StorageStats, UploadFaults};
 
 /// The store `/fhir` addresses, and the one [`Emulator::fhir_base_url`] points at.
 pub const STORE_NAME: &str = "projects/fhirgen/locations/local/datasets/dev/fhirStores/emulator";
@@ -78,6 +81,8 @@ pub struct EmulatorOptions {
     /// Answer writes like a store without storing or checking anything: a benchmark target
     /// whose own cost stays out of the client's measurements.
     pub sink: bool,
+    /// Cloud Storage upload requests to fail, for tests.
+    pub upload_faults: UploadFaults,
 }
 
 impl Default for EmulatorOptions {
@@ -94,6 +99,7 @@ impl Default for EmulatorOptions {
             update_create: false,
             fault_seed: 0,
             sink: false,
+            upload_faults: UploadFaults::default(),
         }
     }
 }
@@ -120,6 +126,11 @@ impl From<&ServeArgs> for EmulatorOptions {
             update_create: args.enable_update_create,
             fault_seed: args.fault_seed,
             sink: args.sink,
+            upload_faults: UploadFaults {
+                partial_chunk: args.storage_partial_chunk,
+                unavailable_chunk: args.storage_unavailable_chunk,
+                expire_session_chunk: args.storage_expire_session,
+            },
         }
     }
 }
@@ -194,6 +205,8 @@ struct AppState {
     quota: Quota,
     /// Present when requests wait `options.latency` before being answered.
     delays: Option<delay::Delays>,
+    /// The Cloud Storage buckets served on the same port.
+    storage: storage::Buckets,
 }
 
 impl AppState {
@@ -227,6 +240,7 @@ impl AppState {
 
     fn reset(&self) {
         self.stores.clear();
+        self.storage.clear();
         self.metrics.reset();
         self.faults.reset();
         self.quota.reset();
@@ -263,6 +277,7 @@ impl Emulator {
             } else {
                 Some(delay::Delays::start().context("cannot start the latency timer thread")?)
             },
+            storage: storage::Buckets::new(options.upload_faults),
             options,
         });
         let app = routes::router(state.clone());
@@ -313,6 +328,11 @@ impl Emulator {
 
     pub fn stats(&self) -> EmulatorStats {
         self.state.stats()
+    }
+
+    /// What the Cloud Storage side has received.
+    pub fn storage_stats(&self) -> StorageStats {
+        self.state.storage.stats()
     }
 
     /// Stops accepting connections and waits (briefly) for requests in flight to finish.

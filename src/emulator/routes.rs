@@ -27,6 +27,8 @@ pub fn router(state: Arc<AppState>) -> Router {
             state.clone(),
             faults::gate,
         ))
+        // After the gate: the store's quota, faults and counters are not Cloud Storage's.
+        .merge(super::storage::routes())
         .with_state(state)
 }
 
