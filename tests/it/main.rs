@@ -16,4 +16,5 @@ mod load;
 mod logs;
 mod proxy;
 mod ship;
+mod storage;
 mod verify;
