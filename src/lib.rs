@@ -9,6 +9,7 @@ pub mod exit;
 pub mod failed;
 pub mod fhir;
 pub mod generate;
+pub mod import;
 pub mod load;
 pub mod logs;
 pub mod runtime;
@@ -24,7 +25,7 @@ use cli::{Cli, Command};
 
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Generate(args) => generate::run(args).await,
+        Command::Generate(args) => generate::run(*args).await,
         Command::Load(args) => load::run(*args).await,
         Command::Serve(args) => emulator::serve(args).await,
         Command::Verify(args) => verify::run(*args).await,

@@ -184,6 +184,9 @@ pub async fn run(args: GenerateArgs) -> anyhow::Result<ExitCode> {
     if args.data.seed == SeedArg::Random {
         eprintln!("seed: {}", config.seed);
     }
+    if let Some(url) = crate::import::gcs_output(args.output.as_deref())? {
+        return crate::import::generate(args, config, url).await;
+    }
     let GenerateArgs { format, output, .. } = args;
     tokio::task::spawn_blocking(move || write_data_set(config, format, output.as_deref()))
         .await

@@ -11,6 +11,7 @@ mod faults;
 mod gcp_auth;
 mod generate;
 mod hostile;
+mod import;
 mod input_reader;
 mod load;
 mod logs;

@@ -1,0 +1,236 @@
+//! The managed-import path offline: `generate -o gs://...` into the emulator's Cloud Storage,
+//! resumed after an interruption, and its usage errors.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use fhirgen::emulator::{Emulator, EmulatorOptions, UploadFaults};
+use serde_json::Value;
+
+use crate::common::{assert_exit, fhirgen, run, start_emulator};
+
+/// `generate` of `count` resources into gs://bucket-a/PREFIX/ of `emulator`, in 256 KiB chunks.
+fn generate_to(
+    emulator: &Emulator,
+    state: &std::path::Path,
+    prefix: &str,
+    count: u32,
+) -> std::process::Command {
+    let mut command = fhirgen();
+    command
+        .env("STORAGE_EMULATOR_HOST", emulator.addr().to_string())
+        .env("FHIRGEN_STATE_DIR", state)
+        .args(["generate", "--count", &count.to_string(), "--seed", "7"])
+        .args(["--as-of", "2025-06-01", "--upload-chunk-size", "256KiB"])
+        .args(["-o", &format!("gs://bucket-a/{prefix}/")]);
+    command
+}
+
+async fn get_json(url: String) -> Value {
+    reqwest::get(url).await.unwrap().json().await.unwrap()
+}
+
+/// The objects under the prefix: name -> content.
+async fn objects(emulator: &Emulator, prefix: &str) -> BTreeMap<String, String> {
+    let list = get_json(format!(
+        "http://{}/storage/v1/b/bucket-a/o?prefix={prefix}/",
+        emulator.addr()
+    ))
+    .await;
+    let mut found = BTreeMap::new();
+    for item in list["items"].as_array().into_iter().flatten() {
+        let name = item["name"].as_str().unwrap();
+        let encoded = name.replace('/', "%2F");
+        let content = reqwest::get(format!(
+            "http://{}/storage/v1/b/bucket-a/o/{encoded}?alt=media",
+            emulator.addr()
+        ))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+        found.insert(name.to_owned(), content);
+    }
+    found
+}
+
+fn generated_lines(count: u32) -> Vec<String> {
+    let output = fhirgen()
+        .args(["generate", "--count", &count.to_string(), "--seed", "7"])
+        .args(["--as-of", "2025-06-01"])
+        .output()
+        .unwrap();
+    assert_exit(&output, 0);
+    let mut lines: Vec<String> = String::from_utf8(output.stdout)
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    lines.sort();
+    lines
+}
+
+#[tokio::test]
+async fn generate_writes_the_data_set_as_objects_and_a_manifest_once() {
+    let emulator = start_emulator(EmulatorOptions::default()).await;
+    let state = tempfile::tempdir().unwrap();
+    let output = run(generate_to(&emulator, state.path(), "run", 3000)).await;
+    assert_exit(&output, 0);
+    let stored = objects(&emulator, "run").await;
+    let (manifests, data): (Vec<_>, Vec<_>) = stored
+        .iter()
+        .partition(|(name, _)| name.ends_with(".manifest.json"));
+    assert_eq!(manifests.len(), 1);
+    let manifest: Value = serde_json::from_str(manifests[0].1).unwrap();
+    assert_eq!(manifest["total"], 3000);
+    assert_eq!(manifest["arguments"]["seed"], 7);
+
+    // The objects hold exactly what `generate` writes to stdout, one resource per line, each
+    // with an id and references as Type/id.
+    let mut lines: Vec<String> = data
+        .iter()
+        .flat_map(|(_, content)| content.lines().map(str::to_owned))
+        .collect();
+    lines.sort();
+    assert_eq!(lines, generated_lines(3000));
+    let mut counts: BTreeMap<String, u64> = BTreeMap::new();
+    for line in &lines {
+        let resource: Value = serde_json::from_str(line).unwrap();
+        assert!(resource["id"].as_str().is_some_and(|id| !id.is_empty()));
+        *counts
+            .entry(resource["resourceType"].as_str().unwrap().to_owned())
+            .or_default() += 1;
+    }
+    let listed: BTreeMap<String, u64> =
+        serde_json::from_value(manifest["resources"].clone()).unwrap();
+    assert_eq!(listed, counts);
+    for object in manifest["objects"].as_array().unwrap() {
+        let content = &stored[object["name"].as_str().unwrap()];
+        assert_eq!(object["bytes"], content.len() as u64);
+    }
+
+    // The same command again finds the data set complete and sends nothing.
+    let before = emulator.storage_stats();
+    let again = run(generate_to(&emulator, state.path(), "run", 3000)).await;
+    assert_exit(&again, 0);
+    assert!(String::from_utf8_lossy(&again.stderr).contains("0 uploaded"));
+    assert_eq!(
+        emulator.storage_stats().bytes_received,
+        before.bytes_received
+    );
+    assert_eq!(objects(&emulator, "run").await, stored);
+}
+
+#[tokio::test]
+async fn an_expired_session_restarts_its_object() {
+    let emulator = start_emulator(EmulatorOptions {
+        upload_faults: UploadFaults {
+            expire_session_chunk: 3,
+            ..UploadFaults::default()
+        },
+        ..EmulatorOptions::default()
+    })
+    .await;
+    let state = tempfile::tempdir().unwrap();
+    let output = run(generate_to(&emulator, state.path(), "expiring", 2000)).await;
+    assert_exit(&output, 0);
+    let stored = objects(&emulator, "expiring").await;
+    let mut lines: Vec<String> = stored
+        .iter()
+        .filter(|(name, _)| name.ends_with(".ndjson"))
+        .flat_map(|(_, content)| content.lines().map(str::to_owned))
+        .collect();
+    lines.sort();
+    assert_eq!(lines, generated_lines(2000));
+    assert_eq!(emulator.storage_stats().sessions, 2);
+}
+
+#[tokio::test]
+async fn a_killed_upload_resumes_from_its_session() {
+    // The fourth chunk is answered 503 and the client waits a minute before asking again:
+    // the run is killed in that wait, with three chunks kept.
+    let emulator = start_emulator(EmulatorOptions {
+        upload_faults: UploadFaults {
+            unavailable_chunk: 4,
+            ..UploadFaults::default()
+        },
+        ..EmulatorOptions::default()
+    })
+    .await;
+    let state = tempfile::tempdir().unwrap();
+    let mut first = generate_to(&emulator, state.path(), "killed", 3000);
+    first.args(["--min-backoff", "60s"]);
+    let mut child = first.spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while emulator.storage_stats().chunks < 4 {
+        assert!(
+            Instant::now() < deadline,
+            "the upload never reached its fourth chunk"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let killed = emulator.storage_stats();
+    assert_eq!(killed.sessions, 1);
+
+    let output = run(generate_to(&emulator, state.path(), "killed", 3000)).await;
+    assert_exit(&output, 0);
+    let resumed = emulator.storage_stats();
+    // Same session, and nothing sent twice but the refused chunk.
+    assert_eq!(resumed.sessions, 1);
+    let stored = objects(&emulator, "killed").await;
+    // Every object once (the manifest too), and the refused chunk once more.
+    let size: u64 = stored.values().map(|content| content.len() as u64).sum();
+    assert_eq!(resumed.bytes_received, size + 256 * 1024);
+    let mut lines: Vec<String> = stored
+        .iter()
+        .filter(|(name, _)| name.ends_with(".ndjson"))
+        .flat_map(|(_, content)| content.lines().map(str::to_owned))
+        .collect();
+    lines.sort();
+    assert_eq!(lines, generated_lines(3000));
+}
+
+#[test]
+fn malformed_storage_locations_are_usage_errors() {
+    for (url, why) in [
+        ("gs://", "names no bucket"),
+        ("gs://Bad_Bucket/x", "is not a bucket name"),
+        ("gs://bucket-a/x*", "wildcards"),
+    ] {
+        let output = fhirgen()
+            .args(["generate", "--count", "10", "-o", url])
+            .output()
+            .unwrap();
+        assert_exit(&output, 2);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(why), "{url}: {stderr}");
+    }
+    let output = fhirgen()
+        .args([
+            "generate",
+            "--count",
+            "10",
+            "--format",
+            "bundle",
+            "-o",
+            "gs://bucket-a/x/",
+        ])
+        .env("STORAGE_EMULATOR_HOST", "127.0.0.1:9")
+        .output()
+        .unwrap();
+    assert_exit(&output, 2);
+    let output = fhirgen()
+        .args([
+            "generate",
+            "--upload-chunk-size",
+            "1000",
+            "-o",
+            "gs://bucket-a/x/",
+        ])
+        .output()
+        .unwrap();
+    assert_exit(&output, 2);
+}
