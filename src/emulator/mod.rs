@@ -21,6 +21,7 @@ mod capability;
 mod delay;
 mod faults;
 mod google_error;
+mod operations;
 mod path;
 mod query;
 mod quota;
@@ -207,6 +208,8 @@ struct AppState {
     delays: Option<delay::Delays>,
     /// The Cloud Storage buckets served on the same port.
     storage: storage::Buckets,
+    /// `fhirStores.import` operations.
+    operations: operations::Operations,
 }
 
 impl AppState {
@@ -241,6 +244,7 @@ impl AppState {
     fn reset(&self) {
         self.stores.clear();
         self.storage.clear();
+        self.operations.clear();
         self.metrics.reset();
         self.faults.reset();
         self.quota.reset();
@@ -278,6 +282,7 @@ impl Emulator {
                 Some(delay::Delays::start().context("cannot start the latency timer thread")?)
             },
             storage: storage::Buckets::new(options.upload_faults),
+            operations: operations::Operations::default(),
             options,
         });
         let app = routes::router(state.clone());

@@ -139,6 +139,18 @@ impl Buckets {
         described
     }
 
+    /// The objects of `bucket` whose names `matches` accepts, in name order.
+    pub fn matching(&self, bucket: &str, matches: impl Fn(&str) -> bool) -> Vec<(String, Bytes)> {
+        self.lock()
+            .buckets
+            .get(bucket)
+            .into_iter()
+            .flatten()
+            .filter(|(name, _)| matches(name))
+            .map(|(name, object)| (name.clone(), object.data.clone()))
+            .collect()
+    }
+
     fn object(&self, bucket: &str, name: &str) -> Option<StoredObject> {
         self.lock().buckets.get(bucket)?.get(name).cloned()
     }

@@ -234,3 +234,90 @@ fn malformed_storage_locations_are_usage_errors() {
         .unwrap();
     assert_exit(&output, 2);
 }
+
+/// Starts `fhirStores.import` of gs://bucket-a/PREFIX/**.ndjson into the emulator's store and
+/// follows the operation to its end.
+async fn import_and_wait(emulator: &Emulator, prefix: &str, structure: Option<&str>) -> Value {
+    let store = format!("http://{}/v1/{}", emulator.addr(), emulator.store_name());
+    let mut request =
+        serde_json::json!({"gcsSource": {"uri": format!("gs://bucket-a/{prefix}/**.ndjson")}});
+    if let Some(structure) = structure {
+        request["contentStructure"] = Value::from(structure);
+    }
+    let client = reqwest::Client::new();
+    let started: Value = client
+        .post(format!("{store}:import"))
+        .json(&request)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let name = started["name"].as_str().unwrap().to_owned();
+    assert!(name.contains("/datasets/dev/operations/"), "{name}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let operation = get_json(format!("http://{}/v1/{name}", emulator.addr())).await;
+        if operation["done"] == true {
+            return operation;
+        }
+        assert!(Instant::now() < deadline, "the import never finished");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn the_emulator_imports_as_google_does() {
+    let emulator = start_emulator(EmulatorOptions::default()).await;
+    let state = tempfile::tempdir().unwrap();
+    assert_exit(
+        &run(generate_to(&emulator, state.path(), "data", 2000)).await,
+        0,
+    );
+    let manifest: Value = objects(&emulator, "data")
+        .await
+        .into_iter()
+        .find(|(name, _)| name.ends_with(".manifest.json"))
+        .map(|(_, text)| serde_json::from_str(&text).unwrap())
+        .unwrap();
+    let expected: BTreeMap<String, u64> =
+        serde_json::from_value(manifest["resources"].clone()).unwrap();
+
+    // The default content structure is BUNDLE: NDJSON resources fail, with Google's message.
+    let bundle = import_and_wait(&emulator, "data", None).await;
+    assert_eq!(bundle["error"]["code"], 3);
+    assert_eq!(bundle["metadata"]["counter"]["failure"], "2000");
+    let logs = reqwest::get(bundle["metadata"]["logsUrl"].as_str().unwrap())
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(logs.contains("no bundle is found"), "{logs}");
+    assert_eq!(crate::common::total_resources(&emulator).await, 0);
+
+    // RESOURCE: every resource under its own id, references unchecked; twice, still exact.
+    for _ in 0..2 {
+        let done = import_and_wait(&emulator, "data", Some("RESOURCE")).await;
+        assert!(done["error"].is_null(), "{done}");
+        assert_eq!(done["metadata"]["counter"]["success"], "2000");
+        assert_eq!(done["metadata"]["counter"]["pending"], "0");
+        assert!(
+            done["response"]["@type"]
+                .as_str()
+                .unwrap()
+                .ends_with("ImportResourcesResponse")
+        );
+        assert_eq!(crate::common::resource_counts(&emulator).await, expected);
+    }
+    crate::common::assert_store_consistent(&emulator).await;
+    // The store's settings are still served beside the import method.
+    let settings = get_json(format!(
+        "http://{}/v1/{}",
+        emulator.addr(),
+        emulator.store_name()
+    ))
+    .await;
+    assert_eq!(settings["name"], emulator.store_name());
+}
