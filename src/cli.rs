@@ -352,6 +352,20 @@ pub struct LoadArgs {
     /// No progress bar and no text summary.
     #[arg(long, short = 'q')]
     pub quiet: bool,
+
+    /// Load through Cloud Storage and the store's managed import (fhirStores.import, its own
+    /// quota) instead of the REST API: the data set is written here as NDJSON objects, then
+    /// imported and followed to the end. A method of Google's stores and of --emulator, so not
+    /// with --fhir-url; the import writes each resource under its own id, so not with --mode.
+    #[arg(long, value_name = "gs://BUCKET/PREFIX", conflicts_with = "mode")]
+    pub via: Option<String>,
+
+    /// With --via: keep the uploaded objects after a successful import (they are deleted).
+    #[arg(long, requires = "via")]
+    pub keep_objects: bool,
+
+    #[command(flatten)]
+    pub storage: StorageArgs,
 }
 
 #[derive(Debug, Args)]

@@ -28,6 +28,9 @@ use super::faults::CONTROL_PREFIX;
 /// Every chunk of a resumable upload but the last is kept in multiples of this.
 const CHUNK_UNIT: usize = 256 * 1024;
 
+/// The largest upload request (a chunk, or a simple upload) the emulator takes.
+const MAX_UPLOAD_BODY: usize = 64 << 20;
+
 /// Objects per page of a listing unless `maxResults` says fewer (Google's default).
 const PAGE_SIZE: usize = 1000;
 
@@ -178,6 +181,7 @@ pub fn routes() -> Router<Arc<AppState>> {
         )
         .route("/download/storage/v1/b/{bucket}/o/{*object}", get(media))
         .route(&format!("{CONTROL_PREFIX}storage"), get(stats))
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_UPLOAD_BODY))
 }
 
 async fn stats(State(state): State<Arc<AppState>>) -> Response {

@@ -90,6 +90,17 @@ impl Layout {
         )
     }
 
+    /// Whether `name` is one of this data set's objects (of any shard).
+    pub fn owns(&self, name: &str) -> bool {
+        name.contains(&format!("-{}-shard", self.tag))
+    }
+
+    /// The import's source: exactly this shard's objects, by Google's wildcards.
+    pub fn import_pattern(&self) -> String {
+        let (i, n) = (self.shard.index, self.shard.count);
+        format!("{}*-{}-shard{i}of{n}-*.ndjson", self.url.prefix, self.tag)
+    }
+
     pub fn manifest_name(&self) -> String {
         let (i, n) = (self.shard.index, self.shard.count);
         format!(

@@ -1,8 +1,10 @@
 //! The managed-import path: a data set written to Cloud Storage as NDJSON objects
-//! (`generate -o gs://BUCKET/PREFIX/`), which the store's `fhirStores.import` reads.
+//! (`generate -o gs://BUCKET/PREFIX/`), which the store's `fhirStores.import` reads
+//! (`load --via gs://BUCKET/PREFIX`).
 
 pub mod dataset;
 pub mod sessions;
+pub mod via;
 
 use std::path::Path;
 use std::process::ExitCode;

@@ -47,6 +47,9 @@ use worker::worker;
 use writer::{BundleSizes, IdMap, RecordWriter};
 
 pub async fn run(args: LoadArgs) -> anyhow::Result<ExitCode> {
+    if args.via.is_some() {
+        return crate::import::via::run(args).await;
+    }
     check_flags(&args)?;
     descriptors::ensure_room_for(args.workers, args.target.emulator)?;
     let source = source::open(&args).await?;

@@ -377,6 +377,38 @@ impl StorageClient {
         StorageError::Refused { status, message }
     }
 
+    /// Which of the permissions a data set's upload needs the credential lacks on `bucket`;
+    /// an error when the bucket cannot be reached or does not exist.
+    pub async fn missing_permissions(&self, bucket: &str) -> Result<Vec<String>, StorageError> {
+        const NEEDED: [&str; 4] = [
+            "storage.objects.create",
+            "storage.objects.get",
+            "storage.objects.list",
+            "storage.objects.delete",
+        ];
+        #[derive(Deserialize)]
+        struct Granted {
+            #[serde(default)]
+            permissions: Vec<String>,
+        }
+        let mut url = self.endpoint.url.clone();
+        url.path_segments_mut()
+            .expect("an http(s) URL has a path")
+            .pop_if_empty()
+            .extend(["storage", "v1", "b", bucket, "iam", "testPermissions"]);
+        for permission in NEEDED {
+            url.query_pairs_mut().append_pair("permissions", permission);
+        }
+        let granted: Granted = self
+            .json(self.send(|http| http.get(url.clone())).await?)
+            .await?;
+        Ok(NEEDED
+            .iter()
+            .filter(|p| !granted.permissions.iter().any(|g| g == *p))
+            .map(|p| (*p).to_owned())
+            .collect())
+    }
+
     /// The object's metadata, or `None` when there is no such object.
     pub async fn object(
         &self,

@@ -261,6 +261,12 @@ fn load_args(args: VerifyArgs) -> LoadArgs {
         failed: None,
         json: args.json,
         quiet: args.quiet,
+        via: None,
+        keep_objects: false,
+        storage: crate::cli::StorageArgs {
+            storage_endpoint: None,
+            upload_chunk_size: crate::store::storage::DEFAULT_CHUNK,
+        },
     }
 }
 

@@ -321,3 +321,121 @@ async fn the_emulator_imports_as_google_does() {
     .await;
     assert_eq!(settings["name"], emulator.store_name());
 }
+
+/// `load --store` of the emulator's store through gs://bucket-a/PREFIX, printing the JSON
+/// summary.
+fn load_via(
+    emulator: &Emulator,
+    state: &std::path::Path,
+    prefix: &str,
+    count: u32,
+) -> std::process::Command {
+    let mut command = fhirgen();
+    command
+        .env("FHIRGEN_STATE_DIR", state)
+        .args(["load", "--store", emulator.store_name()])
+        .args(["--endpoint", &format!("http://{}/v1", emulator.addr())])
+        .args(["--access-token", "test-token-not-a-secret"])
+        .args(["--storage-endpoint", &emulator.addr().to_string()])
+        .args([
+            "--count",
+            &count.to_string(),
+            "--seed",
+            "7",
+            "--as-of",
+            "2025-06-01",
+        ])
+        .args(["--via", &format!("gs://bucket-a/{prefix}"), "--json"]);
+    command
+}
+
+fn expected_counts(count: u32) -> BTreeMap<String, u64> {
+    let mut counts = BTreeMap::new();
+    for line in generated_lines(count) {
+        let resource: Value = serde_json::from_str(&line).unwrap();
+        *counts
+            .entry(resource["resourceType"].as_str().unwrap().to_owned())
+            .or_default() += 1;
+    }
+    counts
+}
+
+#[tokio::test]
+async fn load_via_storage_imports_the_data_set_exactly_and_again() {
+    let emulator = start_emulator(EmulatorOptions::default()).await;
+    let state = tempfile::tempdir().unwrap();
+    let expected = expected_counts(2500);
+    for round in 0..2 {
+        let output = run(load_via(&emulator, state.path(), "via", 2500)).await;
+        assert_exit(&output, 0);
+        let summary = crate::common::summary(&output);
+        assert_eq!(summary["resources"], 2500, "round {round}: {summary}");
+        assert_eq!(summary["imported"], 2500);
+        assert_eq!(summary["failed"], 0);
+        assert!(
+            summary["operation"]
+                .as_str()
+                .unwrap()
+                .contains("/operations/")
+        );
+        assert!(summary.get("logs_url").is_none());
+        assert_eq!(summary["objects_deleted"], true);
+        assert_eq!(crate::common::resource_counts(&emulator).await, expected);
+        assert!(objects(&emulator, "via").await.is_empty());
+    }
+    crate::common::assert_store_consistent(&emulator).await;
+
+    let kept = run({
+        let mut command = load_via(&emulator, state.path(), "kept", 300);
+        command.arg("--keep-objects");
+        command
+    })
+    .await;
+    assert_exit(&kept, 0);
+    assert_eq!(objects(&emulator, "kept").await.len(), 2);
+}
+
+#[tokio::test]
+async fn load_via_the_built_in_emulator() {
+    let state = tempfile::tempdir().unwrap();
+    let output = run({
+        let mut command = fhirgen();
+        command
+            .env("FHIRGEN_STATE_DIR", state.path())
+            .args(["load", "--emulator", "--count", "700"])
+            .args(["--via", "gs://bucket-a/local", "--json"]);
+        command
+    })
+    .await;
+    assert_exit(&output, 0);
+    assert_eq!(crate::common::summary(&output)["imported"], 700);
+}
+
+#[test]
+fn via_refuses_what_the_import_cannot_do() {
+    let cases: [(&[&str], &str); 4] = [
+        (
+            &["--fhir-url", "http://127.0.0.1:9/fhir"],
+            "fhirStores.import",
+        ),
+        (&["--emulator", "--mode", "create"], "--mode"),
+        (&["--emulator", "--input", "x.ndjson"], "--input"),
+        (&["--emulator"], "not a bucket name"),
+    ];
+    for (args, why) in cases {
+        let via = if why == "not a bucket name" {
+            "gs://Bad/x"
+        } else {
+            "gs://bucket-a/x"
+        };
+        let output = fhirgen()
+            .arg("load")
+            .args(args)
+            .args(["--via", via])
+            .output()
+            .unwrap();
+        assert_exit(&output, 2);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(why), "{args:?}: {stderr}");
+    }
+}
