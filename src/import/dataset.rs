@@ -58,21 +58,18 @@ impl Layout {
         let objects = per_shard
             .div_ceil(RESOURCES_PER_OBJECT)
             .clamp(1, MAX_OBJECTS) as u32;
+        // Every shard of one data set shares the tag: the index is left out.
         let arguments = Arguments::of(config);
-        let tag = format!(
-            "{:08x}",
-            crc32c::crc32c(
-                serde_json::to_string(&(&arguments.count, &arguments.seed, &arguments.as_of))
-                    .unwrap_or_default()
-                    .as_bytes()
-            ) ^ crc32c::crc32c(
-                format!(
-                    "{} {} {}",
-                    arguments.types, shard.count, arguments.generator
-                )
-                .as_bytes()
-            )
-        );
+        let described = [
+            arguments.generator,
+            arguments.count.to_string(),
+            arguments.seed.to_string(),
+            arguments.as_of,
+            arguments.types,
+            shard.count.to_string(),
+        ]
+        .join("|");
+        let tag = format!("{:08x}", crc32c::crc32c(described.as_bytes()));
         Self {
             url,
             shard,

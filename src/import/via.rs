@@ -103,10 +103,11 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<ExitCode> {
     )?);
     // The Healthcare API's own calls (the store, import, operations) with the store's credential.
     let api = StorageClient::new(
-        Endpoint::resolve(Some(&endpoint), |_| None).map(|e| Endpoint {
+        Endpoint {
+            url: reqwest::Url::parse(&endpoint)
+                .with_context(|| format!("`{endpoint}` is not a Healthcare API endpoint"))?,
             emulated: false,
-            ..e
-        })?,
+        },
         credentials,
         &network,
         retry,

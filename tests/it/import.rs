@@ -439,3 +439,28 @@ fn via_refuses_what_the_import_cannot_do() {
         assert!(stderr.contains(why), "{args:?}: {stderr}");
     }
 }
+
+#[tokio::test]
+async fn via_refuses_a_prefix_holding_another_data_set() {
+    let emulator = start_emulator(EmulatorOptions::default()).await;
+    let state = tempfile::tempdir().unwrap();
+    let upload = reqwest::Client::new()
+        .post(format!(
+            "http://{}/upload/storage/v1/b/bucket-a/o?uploadType=media&name=shared/old.ndjson",
+            emulator.addr()
+        ))
+        .body("{}\n")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(upload.status(), 200);
+    let output = run(load_via(&emulator, state.path(), "shared", 100)).await;
+    assert_exit(&output, 2);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("another data set") && stderr.contains("shared/old.ndjson"),
+        "{stderr}"
+    );
+    assert_eq!(emulator.storage_stats().sessions, 0, "nothing was uploaded");
+    assert_eq!(crate::common::total_resources(&emulator).await, 0);
+}
