@@ -64,7 +64,15 @@ pub async fn storage_client(
         Arc::new(credentials),
         &network,
         RetryPolicy::new(connection.max_retries, connection.min_backoff),
-        connection.timeout()?,
+        std::time::Duration::try_from_secs_f64(connection.timeout)
+            .ok()
+            .filter(|_| connection.timeout > 0.0)
+            .ok_or_else(|| {
+                usage(format!(
+                    "--timeout {} must be a positive number of seconds",
+                    connection.timeout
+                ))
+            })?,
     )
 }
 

@@ -16,16 +16,22 @@ use tokio_util::sync::CancellationToken;
 
 use super::dataset::{Layout, Uploader, Written};
 use super::sessions::SessionStore;
-use crate::cli::LoadArgs;
+use crate::cli::{LoadArgs, StorageArgs};
+use crate::config::{LoadConfig, SourceConfig};
 use crate::exit::{self, usage};
-use crate::generate::GeneratorConfig;
-use crate::store::client::Network;
-use crate::store::retry::RetryPolicy;
 use crate::store::storage::{Endpoint, GcsUrl, StorageClient, StorageError};
 use crate::store::target;
 
 /// The longest wait between two looks at the operation.
 const MAX_POLL: Duration = Duration::from_secs(10);
+
+/// What `--via` reads from the flags besides what every load does.
+struct ViaOptions {
+    quiet: bool,
+    json: bool,
+    keep_objects: bool,
+    storage: StorageArgs,
+}
 
 #[derive(Debug, Serialize)]
 struct Summary {
@@ -70,25 +76,33 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<ExitCode> {
              `gcloud healthcare fhir-stores import gcs ... --content-structure=RESOURCE`",
         ));
     }
-    let config = GeneratorConfig::from_args(&args.data)?;
-    let target = target::resolve(&args).await?;
+    let options = ViaOptions {
+        quiet: args.quiet,
+        json: args.json,
+        keep_objects: args.keep_objects,
+        storage: args.storage.clone(),
+    };
+    let load = LoadConfig::from_args(args)?;
+    let SourceConfig::Generated(config) = &load.source else {
+        return Err(usage("--via takes a generated data set"));
+    };
+    let connection = &load.connection;
+    let target = target::resolve(&load.target, &connection.auth, &connection.network).await?;
     let store_url = target
-        .fhir_base
-        .strip_suffix("/fhir")
-        .context("the store's FHIR base does not end in /fhir")?
-        .to_owned();
+        .google
+        .as_ref()
+        .map(|store| store.url.clone())
+        .context("--via needs a Healthcare API store")?;
     let store_name = store_url
         .split_once("/projects/")
         .map(|(_, rest)| format!("projects/{rest}"))
         .context("the store URL names no project")?;
     let endpoint = store_url[..store_url.len() - store_name.len() - 1].to_owned();
     let credentials = Arc::new(target.credentials);
-    let network = Network {
-        ca_file: args.connection.ca_file.clone(),
-    };
-    let retry = RetryPolicy::new(args.connection.max_retries, args.connection.min_backoff);
-    let timeout = args.connection.timeout()?;
-    let storage_endpoint = match (&target.emulator, &args.storage.storage_endpoint) {
+    let network = connection.network.clone();
+    let retry = connection.retry.clone();
+    let timeout = connection.timeout;
+    let storage_endpoint = match (&target.emulator, &options.storage.storage_endpoint) {
         (Some(emulator), None) if std::env::var_os("STORAGE_EMULATOR_HOST").is_none() => {
             Endpoint::resolve(Some(&emulator.addr().to_string()), |_| None)?
         }
@@ -113,16 +127,16 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<ExitCode> {
         retry,
         timeout,
     )?;
-    let layout = Layout::new(url, &config);
+    let layout = Layout::new(url, config);
     preflight(&api, &store_url, &storage, &layout).await?;
 
     let uploader = Uploader {
         client: storage.clone(),
         sessions: SessionStore::from_env(|name| std::env::var(name).ok()),
-        chunk_size: args.storage.upload_chunk_size,
+        chunk_size: options.storage.upload_chunk_size,
     };
-    let written = uploader.write(&layout, &config).await?;
-    if !args.quiet {
+    let written = uploader.write(&layout, config).await?;
+    if !options.quiet {
         eprintln!(
             "uploaded {} resources in {} objects under {} ({} sent now, {} already there)",
             written.manifest.total,
@@ -140,7 +154,7 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<ExitCode> {
         &endpoint,
         &operation,
         written.manifest.total,
-        &args,
+        &options,
         &stop,
     )
     .await;
@@ -154,7 +168,8 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<ExitCode> {
     let (imported, failed) = (counter("success"), counter("failure"));
     let error = done["error"]["message"].as_str().map(str::to_owned);
     let clean = error.is_none() && failed == 0 && imported >= written.manifest.total;
-    let deleted = clean && !args.keep_objects && delete_objects(&storage, &layout, &written).await;
+    let deleted =
+        clean && !options.keep_objects && delete_objects(&storage, &layout, &written).await;
     let summary = Summary {
         objects: written.manifest.objects.len(),
         bytes: written.manifest.objects.iter().map(|o| o.bytes).sum(),
@@ -173,7 +188,7 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<ExitCode> {
         elapsed_seconds: (started.elapsed().as_secs_f64() * 1000.0).round() / 1000.0,
         seed: config.seed,
     };
-    report(&summary, &args)?;
+    report(&summary, &options)?;
     Ok(if clean { exit::SUCCESS } else { exit::FAILURE }.into())
 }
 
@@ -279,10 +294,10 @@ async fn follow(
     endpoint: &str,
     operation: &str,
     total: u64,
-    args: &LoadArgs,
+    options: &ViaOptions,
     stop: &CancellationToken,
 ) -> anyhow::Result<Value> {
-    let bar = progress_bar(total, args);
+    let bar = progress_bar(total, options);
     let url = format!("{endpoint}/{operation}");
     let mut wait = Duration::from_millis(100);
     loop {
@@ -308,9 +323,9 @@ async fn follow(
     }
 }
 
-fn progress_bar(total: u64, args: &LoadArgs) -> indicatif::ProgressBar {
+fn progress_bar(total: u64, options: &ViaOptions) -> indicatif::ProgressBar {
     use std::io::IsTerminal;
-    if args.quiet || args.json || !std::io::stderr().is_terminal() {
+    if options.quiet || options.json || !std::io::stderr().is_terminal() {
         return indicatif::ProgressBar::hidden();
     }
     let bar = indicatif::ProgressBar::new(total);
@@ -362,11 +377,11 @@ async fn delete_objects(storage: &StorageClient, layout: &Layout, written: &Writ
     true
 }
 
-fn report(summary: &Summary, args: &LoadArgs) -> anyhow::Result<()> {
-    if args.json {
+fn report(summary: &Summary, options: &ViaOptions) -> anyhow::Result<()> {
+    if options.json {
         return exit::print_json_line(summary);
     }
-    if args.quiet {
+    if options.quiet {
         return Ok(());
     }
     eprintln!(
