@@ -220,6 +220,19 @@ timed "$BIN" generate --count 1000000 --output /dev/null
 gen_per_cpu_s=$(calc "round(1000000 / $(cpu))")
 gen_rss=$(rss_mib)
 
+# 4b. Generation into Cloud Storage (the emulator's, in its own process) next to a gzip file:
+# the same million resources, wall time, upload rate and the generator's peak RSS.
+STORAGE=$(start_sink)
+started=$(date +%s.%N)
+timed "$BIN" generate --count 1000000 --as-of 2025-06-01 --output "$WORK/big.ndjson.gz"
+gz_s=$(calc "round($(date +%s.%N) - $started, 2)"); gz_cpu=$(cpu); gz_rss=$(rss_mib)
+rm "$WORK/big.ndjson.gz"
+started=$(date +%s.%N)
+STORAGE_EMULATOR_HOST="${STORAGE#http://}" FHIRGEN_STATE_DIR="$WORK/state" \
+    timed "$BIN" generate --count 1000000 --as-of 2025-06-01 -o gs://bench/run/
+gs_s=$(calc "round($(date +%s.%N) - $started, 2)"); gs_cpu=$(cpu); gs_rss=$(rss_mib)
+gs_mb=$(curl -s "$STORAGE/_emulator/storage" | python3 -c "import json,sys; print(round(json.load(sys.stdin)['bytes_received'] / 1e6))")
+
 # 5. Peak memory loading 200k resources (default 32 workers, and 64 in update mode).
 reset "$FAST"
 timed "$BIN" load --fhir-url "$FAST/fhir" --count 200000 --json --quiet
@@ -254,6 +267,7 @@ cat <<TABLE
 | client CPU per POST (generation included) | fhirgen $create64_cpu_us µs, Go baseline $go_cpu_us µs ($(calc "round($create64_cpu_us / $go_cpu_us, 2)" 2>/dev/null || echo "n/a")x); on two runtime threads fhirgen $create64_two_threads_cpu_us µs, on one Go (GOMAXPROCS=1) $go1_cpu_us µs; the client alone on Go's body, one thread: reqwest $floor_cpu_us µs, hyper-util (fhirgen's client before reqwest) $hyper_floor_cpu_us µs | fhirgen <= Go |
 | transaction vs create, 32 workers, 20 ms | $tx32_res vs $create32_res resources/s = $(calc "round($tx32_res / $create32_res, 1)")x | >= 10x |
 | generate 1M resources to NDJSON | $gen_per_cpu_s resources per CPU-second, peak RSS $gen_rss MiB | >= 100k/CPU-s, < 48 MiB |
+| generate 1M resources \`-o gs://\` (emulator in its own process) next to \`-o FILE.ndjson.gz\` | gs://: $gs_s s, $(calc "round(1e6 / $gs_s)") resources/s, $(calc "round($gs_mb / $gs_s)") MB/s uploaded ($gs_mb MB), $gs_cpu CPU-s, peak RSS $gs_rss MiB; gzip file: $gz_s s, $(calc "round(1e6 / $gz_s)") resources/s, $gz_cpu CPU-s, peak RSS $gz_rss MiB; $(calc "round($gz_s / $gs_s, 2)")x the file's speed | >= 0.8x, RSS < 64 MiB + chunks in flight |
 | load 200k resources, peak RSS | transaction, 32 workers: $load_tx_rss MiB; update, 64 workers: $load_update_rss MiB | < 48 MiB |
 | \`load --input -\`, $big_mib MiB of NDJSON (1M resources), update mode | peak RSS $stream_rss MiB, $stream_res resources/s | flat |
 | \`load --emulator --count 100000 --workers 64\` | $emu_main_s s, $emu_main_res resources/s | seconds |

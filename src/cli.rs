@@ -37,7 +37,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Write synthetic FHIR R4 resources to stdout or a file.
-    Generate(GenerateArgs),
+    Generate(Box<GenerateArgs>),
     /// Generate (or read) resources and load them into a FHIR store.
     Load(Box<LoadArgs>),
     /// Run the built-in Healthcare-API-shaped FHIR store (in memory).
@@ -125,9 +125,32 @@ pub struct GenerateArgs {
     #[arg(long, value_enum, default_value_t = OutputFormat::Ndjson)]
     pub format: OutputFormat,
 
-    /// Write here instead of stdout.
+    /// Write here instead of stdout: a file (gzip when it ends in .gz), or `gs://BUCKET/PREFIX/`
+    /// for NDJSON objects in Cloud Storage that `fhirStores.import` reads, with a manifest
+    /// written last; a stopped run started again resumes.
     #[arg(long, short = 'o', value_name = "PATH")]
     pub output: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub storage: StorageArgs,
+
+    #[command(flatten)]
+    pub connection: ConnectionArgs,
+}
+
+/// Where Cloud Storage requests go and how uploads are cut: shared by `generate -o gs://...`
+/// and `load --via gs://...`. Credentials, proxies and `--ca-file` are the store's.
+#[derive(Debug, Args, Clone)]
+pub struct StorageArgs {
+    /// Cloud Storage JSON API endpoint, such as an emulator's (`http://127.0.0.1:9023`).
+    /// STORAGE_EMULATOR_HOST works too, as with Google's libraries; either way no credential
+    /// is sent. Default: https://storage.googleapis.com.
+    #[arg(long, value_name = "URL")]
+    pub storage_endpoint: Option<String>,
+
+    /// Bytes per upload request: a multiple of 256 KiB, e.g. 8MiB or 256KiB.
+    #[arg(long, default_value = "8MiB", value_name = "SIZE", value_parser = parse_chunk_size)]
+    pub upload_chunk_size: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -314,6 +337,20 @@ pub struct LoadArgs {
     /// No progress bar and no text summary.
     #[arg(long, short = 'q')]
     pub quiet: bool,
+
+    /// Load through Cloud Storage and the store's managed import (fhirStores.import, its own
+    /// quota) instead of the REST API: the data set is written here as NDJSON objects, then
+    /// imported and followed to the end. A method of Google's stores and of --emulator, so not
+    /// with --fhir-url; the import writes each resource under its own id, so not with --mode.
+    #[arg(long, value_name = "gs://BUCKET/PREFIX", conflicts_with = "mode")]
+    pub via: Option<String>,
+
+    /// With --via: keep the uploaded objects after a successful import (they are deleted).
+    #[arg(long, requires = "via")]
+    pub keep_objects: bool,
+
+    #[command(flatten)]
+    pub storage: StorageArgs,
 }
 
 #[derive(Debug, Args)]
@@ -422,6 +459,19 @@ pub struct ServeArgs {
     /// validating it, so that a load test measures the client, not this store.
     #[arg(long)]
     pub sink: bool,
+
+    /// Cloud Storage: the Nth upload chunk (counted from 1 over all uploads) keeps only its
+    /// first 256 KiB, as if the rest were lost on the way (0 = never).
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub storage_partial_chunk: u64,
+
+    /// Cloud Storage: the Nth upload chunk is answered 503 and nothing of it is kept.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub storage_unavailable_chunk: u64,
+
+    /// Cloud Storage: the Nth upload chunk finds its session expired (404).
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub storage_expire_session: u64,
 }
 
 /// Parses a positive number of seconds, fractions allowed: `60`, `0.5`.
@@ -491,6 +541,28 @@ fn parse_duration(raw: &str) -> Result<std::time::Duration, String> {
         .map_err(|e| format!("`{raw}` is not a duration ({e}): expected e.g. 90s, 10m or 250ms"))
 }
 
+/// An upload chunk size: bytes, or KiB/MiB, a positive multiple of 256 KiB as Cloud Storage
+/// requires of every chunk but the last.
+fn parse_chunk_size(raw: &str) -> Result<usize, String> {
+    let clean = raw.trim().to_ascii_lowercase();
+    let (number, factor) = if let Some(n) = clean.strip_suffix("mib") {
+        (n, 1 << 20)
+    } else if let Some(n) = clean.strip_suffix("kib") {
+        (n, 1 << 10)
+    } else {
+        (clean.as_str(), 1)
+    };
+    number
+        .trim()
+        .parse::<usize>()
+        .ok()
+        .and_then(|n| n.checked_mul(factor))
+        .filter(|&size| size > 0 && size % (256 << 10) == 0)
+        .ok_or_else(|| {
+            format!("`{raw}` is not an upload chunk size: use a multiple of 256KiB, such as 8MiB")
+        })
+}
+
 /// An empty token would go out as `Bearer ` and fail at the store, after the run started.
 fn parse_access_token(s: &str) -> Result<SecretString, String> {
     if s.trim().is_empty() {
@@ -529,6 +601,16 @@ fn not_a_count(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn upload_chunk_sizes_are_whole_256_kib_units() {
+        assert_eq!(parse_chunk_size("8MiB"), Ok(8 << 20));
+        assert_eq!(parse_chunk_size("256kib"), Ok(256 << 10));
+        assert_eq!(parse_chunk_size("524288"), Ok(512 << 10));
+        for bad in ["0", "1000", "300KiB", "8MB", "-1", "lots"] {
+            assert!(parse_chunk_size(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn counts_accept_suffixes() {

@@ -12,6 +12,7 @@ pub mod exit;
 pub mod failed;
 pub mod fhir;
 pub mod generate;
+pub mod import;
 pub mod load;
 pub mod logs;
 pub mod runtime;
@@ -27,7 +28,8 @@ use cli::{Cli, Command};
 
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Generate(args) => generate::run(args).await,
+        Command::Generate(args) => generate::run(*args).await,
+        Command::Load(args) if args.via.is_some() => import::via::run(*args).await,
         Command::Load(args) => load::run(config::LoadConfig::from_args(*args)?).await,
         Command::Serve(args) => emulator::serve(args).await,
         Command::Verify(args) => verify::run(config::VerifyConfig::from_args(*args)?).await,

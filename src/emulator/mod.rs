@@ -21,11 +21,13 @@ mod capability;
 mod delay;
 mod faults;
 mod google_error;
+mod operations;
 mod path;
 mod query;
 mod quota;
 mod routes;
 mod sink;
+mod storage;
 mod store;
 mod validate;
 mod wire;
@@ -49,6 +51,8 @@ use crate::secret::SecretString;
 use faults::{Faults, Metrics};
 use quota::{Quota, QuotaLimit};
 use store::{StoreOptions, Stores};
+
+pub use storage::{StorageStats, UploadFaults};
 
 /// The store `/fhir` addresses, and the one [`Emulator::fhir_base_url`] points at.
 pub const STORE_NAME: &str = "projects/fhirgen/locations/local/datasets/dev/fhirStores/emulator";
@@ -83,6 +87,8 @@ pub struct EmulatorOptions {
     pub transaction_as_batch: bool,
     /// Answer every `_tag` search with nothing (Medplum for `Binary?_tag=`).
     pub tag_search_blind: bool,
+    /// Cloud Storage upload requests to fail, for tests.
+    pub upload_faults: UploadFaults,
 }
 
 impl Default for EmulatorOptions {
@@ -101,6 +107,7 @@ impl Default for EmulatorOptions {
             sink: false,
             transaction_as_batch: false,
             tag_search_blind: false,
+            upload_faults: UploadFaults::default(),
         }
     }
 }
@@ -129,6 +136,11 @@ impl From<&ServeArgs> for EmulatorOptions {
             sink: args.sink,
             transaction_as_batch: false,
             tag_search_blind: false,
+            upload_faults: UploadFaults {
+                partial_chunk: args.storage_partial_chunk,
+                unavailable_chunk: args.storage_unavailable_chunk,
+                expire_session_chunk: args.storage_expire_session,
+            },
         }
     }
 }
@@ -203,6 +215,10 @@ struct AppState {
     quota: Quota,
     /// Present when requests wait `options.latency` before being answered.
     delays: Option<delay::Delays>,
+    /// The Cloud Storage buckets served on the same port.
+    storage: storage::Buckets,
+    /// `fhirStores.import` operations.
+    operations: operations::Operations,
 }
 
 impl AppState {
@@ -236,6 +252,8 @@ impl AppState {
 
     fn reset(&self) {
         self.stores.clear();
+        self.storage.clear();
+        self.operations.clear();
         self.metrics.reset();
         self.faults.reset();
         self.quota.reset();
@@ -274,6 +292,8 @@ impl Emulator {
             } else {
                 Some(delay::Delays::start().context("cannot start the latency timer thread")?)
             },
+            storage: storage::Buckets::new(options.upload_faults),
+            operations: operations::Operations::default(),
             options,
         });
         let app = routes::router(state.clone());
@@ -330,6 +350,11 @@ impl Emulator {
 
     pub fn stats(&self) -> EmulatorStats {
         self.state.stats()
+    }
+
+    /// What the Cloud Storage side has received.
+    pub fn storage_stats(&self) -> StorageStats {
+        self.state.storage.stats()
     }
 
     /// Stops accepting connections and waits (briefly) for requests in flight to finish.

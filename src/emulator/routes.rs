@@ -22,11 +22,19 @@ pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route(&format!("{CONTROL_PREFIX}stats"), get(stats))
         .route(&format!("{CONTROL_PREFIX}reset"), post(reset))
+        // fhirStores.import is a POST beside the store's settings (fhirStores.get).
+        .route(
+            "/v1/projects/{p}/locations/{l}/datasets/{d}/fhirStores/{s}",
+            post(super::operations::store_method).fallback(fhir),
+        )
         .fallback(fhir)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             faults::gate,
         ))
+        // After the gate: the store's quota, faults and counters are not Cloud Storage's.
+        .merge(super::storage::routes())
+        .merge(super::operations::routes())
         .with_state(state)
 }
 

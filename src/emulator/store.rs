@@ -977,6 +977,44 @@ impl Store {
             .collect()
     }
 
+    /// `fhirStores.import` of one resource: stored under its own id whatever the store's
+    /// settings say, an existing one replaced in place (no new version), references not
+    /// checked, as Google documents the import.
+    pub fn import(&self, resource: Value) -> Result<(), FhirError> {
+        let resource_type = resource["resourceType"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        check_type(&resource_type)?;
+        let Some(id) = resource["id"].as_str().map(str::to_owned) else {
+            return Err(FhirError::invalid(format!(
+                "the {resource_type} has no id: every imported resource needs its own"
+            )));
+        };
+        check_id(&id)?;
+        validate::check_resource(&resource, &resource_type).map_err(FhirError::invalid)?;
+        let (identifiers, tags) = (identifiers(&resource), tags(&resource));
+        let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+        let mut tables = self.tables.write().unwrap_or_else(PoisonError::into_inner);
+        let table = tables.by_type.entry(resource_type.clone()).or_default();
+        let version = table
+            .by_id
+            .get(id.as_str())
+            .map_or(1, |stored| stored.version);
+        let body = stamp(resource, &resource_type, &id, version, &now);
+        let body = serde_json::to_vec(&body)
+            .map_err(|e| FhirError::new(500, "exception", format!("cannot serialize: {e}")))?;
+        let stored = Stored {
+            version,
+            last_updated: Arc::from(now.as_str()),
+            body: Bytes::from(body),
+            identifiers,
+            tags,
+        };
+        table.put(Arc::from(id.as_str()), stored);
+        Ok(())
+    }
+
     fn lock_read(&self) -> std::sync::RwLockReadGuard<'_, Tables> {
         self.tables.read().unwrap_or_else(PoisonError::into_inner)
     }

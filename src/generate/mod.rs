@@ -184,6 +184,9 @@ pub async fn run(args: GenerateArgs) -> anyhow::Result<ExitCode> {
     if args.data.seed == SeedArg::Random {
         crate::say!("seed: {}", config.seed);
     }
+    if let Some(url) = crate::import::gcs_output(args.output.as_deref())? {
+        return crate::import::generate(args, config, url).await;
+    }
     let GenerateArgs { format, output, .. } = args;
     if output.as_deref().is_none_or(|path| path == Path::new("-")) {
         exit::ensure_stdout_open("the data set")?;

@@ -8,4 +8,5 @@ pub mod limiter;
 pub mod preflight;
 pub mod retry;
 pub mod stats;
+pub mod storage;
 pub mod target;
