@@ -130,12 +130,7 @@ fn input(c: &mut Criterion) {
     let mut group = c.benchmark_group("input");
     group.throughput(Throughput::Elements(RESOURCES));
     group.bench_function("ndjson records", |b| {
-        b.iter(|| {
-            fhirgen::load::source::input::open(&path)
-                .unwrap()
-                .items
-                .count()
-        })
+        b.iter(|| fhirgen::source::input::open(&path).unwrap().items.count())
     });
     group.finish();
 }

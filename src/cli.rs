@@ -235,7 +235,7 @@ pub struct ConnectionArgs {
         hide = true,
         env = "FHIRGEN_IAM_CREDENTIALS_ENDPOINT",
         hide_env_values = true,
-        default_value = crate::load::auth::IAM_CREDENTIALS_ENDPOINT
+        default_value = crate::store::auth::IAM_CREDENTIALS_ENDPOINT
     )]
     pub iam_credentials_endpoint: String,
 

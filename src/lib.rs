@@ -6,12 +6,16 @@
 pub mod cli;
 pub mod emulator;
 pub mod exit;
+pub mod failed;
 pub mod fhir;
 pub mod generate;
 pub mod load;
 pub mod logs;
 pub mod runtime;
 pub mod secret;
+pub mod shutdown;
+pub mod source;
+pub mod store;
 pub mod verify;
 
 use std::process::ExitCode;

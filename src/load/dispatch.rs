@@ -12,14 +12,14 @@ use std::sync::Arc;
 use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 
-use super::failed::Failure;
 use super::job::{Completion, Job, Publish, RecordDag};
 use super::report::ProgressReporter;
-use super::source::SourceItem;
 use super::worker::FollowUps;
 use super::writer::RecordWriter;
 use crate::cli::LoadMode;
+use crate::failed::Failure;
 use crate::fhir::{Record, RecordKind, Resource};
+use crate::source::SourceItem;
 
 pub struct Dispatcher {
     pub writer: Arc<RecordWriter>,

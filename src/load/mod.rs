@@ -1,33 +1,23 @@
 //! `fhirgen load`, laid out along its data flow:
 //!
-//! - `target` and `preflight`: which store, with which credential, and how it is set up,
-//!   checked before the first write (`descriptors`: enough open files for the workers);
-//! - `source`: generated records, or `--input` read in any order, on a thread of their own;
+//! - the store (`crate::store`: target, preflight, credentials) is checked before the first
+//!   write (`descriptors`: enough open files for the workers);
+//! - `crate::source`: generated records, or `--input` read in any order, on a thread of their own;
 //! - `dispatch`: the scheduler that decides what may go next (nothing before what it refers to
 //!   is stored) and feeds a bounded channel;
 //! - `worker`: the fixed pool of `--workers` tasks that take `job`s from it;
-//! - `writer`: writes a job in its mode through `client`, which passes the `limiter` that rides
-//!   the store's quota, retries what may heal (`retry`) and authenticates (`auth`);
-//! - `stats` and `report` count and tell it, `failed` keeps what could not be stored, and
-//!   `shutdown` turns Ctrl-C and SIGTERM into a clean stop.
+//! - `writer`: writes a job in its mode through the store client, which passes the limiter that
+//!   rides the store's quota, retries what may heal and authenticates;
+//! - `report` tells what the store stats counted, `crate::failed` keeps what could not be
+//!   stored, and `crate::shutdown` turns Ctrl-C and SIGTERM into a clean stop.
 //!
 //! Never more than `--workers` requests are in flight, and memory stays bounded whatever the
 //! count.
 
-pub mod auth;
-pub mod client;
 pub mod descriptors;
 pub mod dispatch;
-pub mod failed;
 pub mod job;
-pub mod limiter;
-pub mod preflight;
 pub mod report;
-pub mod retry;
-pub mod shutdown;
-pub mod source;
-pub mod stats;
-pub mod target;
 pub mod worker;
 pub mod writer;
 
@@ -42,15 +32,17 @@ use tokio_util::sync::CancellationToken;
 
 use crate::cli::LoadArgs;
 use crate::exit;
-use client::{ClientOptions, StoreClient};
+use crate::failed::FailedSink;
+use crate::shutdown;
+use crate::source::{self, RecordSource, SourceItem};
+use crate::store::client::{ClientOptions, Network, StoreClient};
+use crate::store::limiter::{Limiter, LimiterOptions};
+use crate::store::retry::RetryPolicy;
+use crate::store::stats::{Progress, RequestStats, round3};
+use crate::store::{preflight, target};
 use dispatch::Dispatcher;
-use failed::FailedSink;
 use job::{Job, JobOutcome, Publish};
-use limiter::{Limiter, LimiterOptions};
-use report::{FailureLog, Latency, ProgressReporter, Summary, round3};
-use retry::RetryPolicy;
-use source::{RecordSource, SourceItem};
-use stats::{Progress, RequestStats};
+use report::{FailureLog, Latency, ProgressReporter, Summary};
 use worker::worker;
 use writer::{BundleSizes, IdMap, RecordWriter};
 
@@ -82,7 +74,7 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<ExitCode> {
             limiter: limiter.clone(),
             max_throttle_wait: args.connection.max_throttle_wait,
             http: args.connection.http,
-            network: client::Network {
+            network: Network {
                 ca_file: args.connection.ca_file.clone(),
             },
         },

@@ -8,8 +8,8 @@ use std::time::Duration;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
 
-use super::limiter::Limiter;
-use super::stats::{Progress, RequestStats};
+use crate::store::limiter::Limiter;
+use crate::store::stats::{Progress, RequestStats, round3};
 
 /// The end-of-run summary; `--json` prints exactly this object on stdout.
 #[derive(Debug, Serialize)]
@@ -80,10 +80,6 @@ impl Latency {
             mean: round3(mean),
         }
     }
-}
-
-pub fn round3(x: f64) -> f64 {
-    (x * 1000.0).round() / 1000.0
 }
 
 impl Summary {

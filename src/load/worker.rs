@@ -11,8 +11,8 @@ use tokio::sync::{Mutex, Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use super::job::{Job, JobOutcome};
-use super::stats::RequestStats;
 use super::writer::RecordWriter;
+use crate::store::stats::RequestStats;
 
 pub async fn worker(
     jobs: Arc<Mutex<mpsc::Receiver<Job>>>,

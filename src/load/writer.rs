@@ -13,13 +13,13 @@ use foldhash::{HashMap, HashSet};
 use http::Method;
 use serde_json::Value;
 
-use super::client::{Reply, SendError, StoreClient, StoreRequest};
-use super::failed::{FailedSink, Failure};
 use super::job::{DagState, Job, JobOutcome, JobState, Node, Publish, Stored};
 use super::report::FailureLog;
-use super::stats::{Progress, RequestStats};
 use crate::cli::LoadMode;
+use crate::failed::{FailedSink, Failure};
 use crate::fhir::{IdField, Resource, SOURCE_KEY_SYSTEM, query_for_url, write_transaction_bundle};
+use crate::store::client::{Reply, SendError, StoreClient, StoreRequest};
+use crate::store::stats::{Progress, RequestStats};
 
 /// executeBundle requests are capped at 50 MB; stay clear of it.
 const MAX_BUNDLE_BYTES: usize = 45 * 1024 * 1024;
@@ -931,7 +931,7 @@ fn transaction_results(reply: &Reply, kinds: &[EntryKind]) -> Result<Vec<Written
             if !status.starts_with('2') {
                 let reason = response.outcome.map_or_else(
                     || "(no OperationOutcome)".to_owned(),
-                    |outcome| super::client::store_message(outcome.get().as_bytes()),
+                    |outcome| crate::store::client::store_message(outcome.get().as_bytes()),
                 );
                 return Err(failure(format!(
                     "entry {i} of the transaction answered `{status}`: {reason}"

@@ -25,12 +25,12 @@ use tokio_util::sync::CancellationToken;
 use crate::cli::{LoadArgs, LoadMode, SeedArg, VerifyArgs};
 use crate::exit;
 use crate::fhir::{Resource, SOURCE_KEY_SYSTEM, query_for_url, recorded_source_key};
-use crate::load::client::{ClientOptions, Network, Reply, SendError, StoreClient, StoreRequest};
-use crate::load::limiter::{Limiter, LimiterOptions};
-use crate::load::retry::RetryPolicy;
-use crate::load::shutdown;
-use crate::load::source::{self, RecordSource, SourceItem};
-use crate::load::target;
+use crate::shutdown;
+use crate::source::{self, RecordSource, SourceItem};
+use crate::store::client::{ClientOptions, Network, Reply, SendError, StoreClient, StoreRequest};
+use crate::store::limiter::{Limiter, LimiterOptions};
+use crate::store::retry::RetryPolicy;
+use crate::store::target;
 use report::{Findings, Report};
 
 /// One thing a worker asks the store.

@@ -7,8 +7,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::load::report::round3;
-use crate::load::stats::RequestStats;
+use crate::store::stats::{RequestStats, round3};
 
 /// How many missing, duplicated or unchecked resources are named; the counts cover them all.
 const NAMED: usize = 100;

@@ -1,20 +1,15 @@
 //! `fhirgen load --input`: existing data (Synthea output, bulk NDJSON, stdin) through the binary
 //! into the emulator on 127.0.0.1.
 
-mod common;
-
-#[path = "data/samples.rs"]
-mod samples;
-
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
-use common::*;
+use crate::common::samples::{bundled, unlicensed};
+use crate::common::*;
 use fhirgen::emulator::{Emulator, EmulatorOptions};
-use fhirgen::load::source::input::DEFER_MEMORY_ENV;
-use samples::{bundled, unlicensed};
+use fhirgen::source::input::DEFER_MEMORY_ENV;
 use serde_json::{Value, json};
 
 #[test]

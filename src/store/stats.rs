@@ -7,6 +7,11 @@ use std::time::Duration;
 
 use hdrhistogram::Histogram;
 
+/// A rate or a duration as it is reported: to the millisecond, or the thousandth.
+pub fn round3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}
+
 /// Counters every worker bumps as resources land; read by the progress bar.
 #[derive(Debug, Default)]
 pub struct Progress {

@@ -1,13 +1,11 @@
 //! What a hostile or unlucky user meets: too few open files, a store that cannot be reached,
 //! a TLS mismatch. Each stops early with the reason instead of retrying every resource.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
+use crate::common::*;
 use axum::Router;
 use axum::routing::any;
-use common::*;
 
 /// Runs fhirgen under `sh` with the open-file limits `limits` (e.g. `ulimit -n 256`).
 fn under_limits(limits: &str, args: &str) -> std::process::Command {

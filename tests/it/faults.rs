@@ -1,17 +1,15 @@
 //! A store that misbehaves: transient faults before and after the write, throttling with
 //! Retry-After, expiring tokens, Ctrl-C. Nothing may be lost or stored twice.
 
-mod common;
-
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::common::*;
 use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::post;
-use common::*;
 use fhirgen::emulator::EmulatorOptions;
 
 /// 15% transient faults before the write and 5% after it (the reply is lost): every resource

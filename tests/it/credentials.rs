@@ -2,14 +2,10 @@
 //! Google's token endpoints and the store, checking the token the store receives, the quota
 //! project it is billed to, and that no secret is ever shown.
 
-mod common;
-#[path = "common/google.rs"]
-mod google;
-
 use std::path::{Path, PathBuf};
 
-use common::*;
-use google::*;
+use crate::common::google::*;
+use crate::common::*;
 use serde_json::{Value, json};
 
 const AUDIENCE: &str =

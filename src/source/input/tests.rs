@@ -61,7 +61,7 @@ fn read_text(label: &str, text: &[u8]) -> Read {
     collect(std::iter::from_fn(move || file.next()))
 }
 
-#[path = "../../../../tests/data/samples.rs"]
+#[path = "../../../tests/data/samples.rs"]
 mod samples;
 use samples::{bundled, unlicensed};
 

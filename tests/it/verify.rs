@@ -1,12 +1,10 @@
 //! `fhirgen verify` end to end: `fhirgen serve` in its own process on 127.0.0.1, the binary
 //! loading into it and reading it back.
 
-mod common;
-
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Output, Stdio};
 
-use common::*;
+use crate::common::*;
 use serde_json::{Value, json};
 
 /// The data set every test loads: fixed seed and date, so load and verify agree on it.

@@ -2,14 +2,12 @@
 //! in INPUT_* variables, the built binary in FHIRGEN_BIN, step outputs and the job summary in
 //! files named by GITHUB_OUTPUT and GITHUB_STEP_SUMMARY. Needs bash, jq, curl, tar, sha256sum.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::{Command, Output};
 use std::sync::Arc;
 
-use common::*;
+use crate::common::*;
 use fhirgen::emulator::EmulatorOptions;
 use fhirgen::secret::SecretString;
 use serde_json::Value;

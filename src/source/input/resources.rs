@@ -7,10 +7,10 @@ use std::collections::HashMap;
 use serde_json::{Value, json};
 
 use super::types;
+use crate::failed::unwrap_failed_line;
 use crate::fhir::{
     Resource, SOURCE_KEY_SYSTEM, for_each_reference_mut, recorded_source_key, source_key,
 };
-use crate::load::failed::unwrap_failed_line;
 
 /// Where a value was read, for messages.
 pub(super) struct Origin<'a> {

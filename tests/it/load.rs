@@ -1,10 +1,8 @@
 //! `fhirgen load` end to end: the binary against the emulator on 127.0.0.1.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use fhirgen::emulator::EmulatorOptions;
 use serde_json::{Value, json};
 

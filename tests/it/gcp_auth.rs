@@ -2,17 +2,14 @@
 //! gcp_auth) whose `token_uri` is a token endpoint on 127.0.0.1 that checks the signed
 //! assertion, and a store that demands the token it issues.
 
-mod common;
-#[path = "common/google.rs"]
-mod google;
-
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use crate::common::google;
+use crate::common::*;
 use axum::routing::post;
 use axum::{Form, Router};
-use common::*;
 use fhirgen::emulator::EmulatorOptions;
 use fhirgen::secret::SecretString;
 

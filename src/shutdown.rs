@@ -8,8 +8,8 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use super::failed::FailedSink;
 use crate::exit;
+use crate::failed::FailedSink;
 
 /// Which signal stopped the run, as the exit code it calls for.
 #[derive(Clone, Default)]

@@ -1,11 +1,9 @@
 //! What ships around the commands: shell completions, the man page, gzip output.
 
-mod common;
-
 use std::io::Read;
 use std::process::{Output, Stdio};
 
-use common::*;
+use crate::common::*;
 
 fn fhirgen_output(args: &[&str]) -> Output {
     let output = fhirgen().args(args).stdin(Stdio::null()).output().unwrap();

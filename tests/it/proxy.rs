@@ -4,20 +4,16 @@
 //! loopback addresses, so a proxy on 127.0.0.1 sees requests for 127.0.0.1. A proxy's
 //! credentials are sent to it and never shown.
 
-mod common;
-#[path = "common/google.rs"]
-mod google;
-
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
+use crate::common::google::*;
+use crate::common::*;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Request, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use common::*;
-use google::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// A forward proxy for plain http: keeps the absolute URL of each request and passes it on.

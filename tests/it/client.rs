@@ -2,16 +2,14 @@
 //! shown (not even when the store echoes it), an https URL really goes through TLS and trusts
 //! --ca-file, a redirect is reported rather than followed, and each 403 names its fix.
 
-mod common;
-
 use std::sync::{Arc, Mutex};
 
+use crate::common::*;
 use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::post;
-use common::*;
 
 /// Answers every create as stored and keeps the Authorization header each one came with.
 #[derive(Clone, Default)]

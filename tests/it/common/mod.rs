@@ -2,6 +2,10 @@
 //! binary with a clean environment, and readers of what the store holds.
 #![allow(dead_code)]
 
+pub mod google;
+#[path = "../../data/samples.rs"]
+pub mod samples;
+
 use std::collections::{BTreeMap, HashSet};
 use std::process::Output;
 

@@ -1,8 +1,6 @@
 //! `-v` and `-vv`: a line per request on stderr, and never a secret, at any level.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use fhirgen::emulator::EmulatorOptions;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
