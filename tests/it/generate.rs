@@ -227,6 +227,7 @@ fn types_keep_what_was_asked_for_and_what_it_refers_to() {
     }
     let expected = [
         "Encounter",
+        "Location",
         "Observation",
         "Organization",
         "Patient",
@@ -241,13 +242,14 @@ fn types_keep_what_was_asked_for_and_what_it_refers_to() {
 
 #[test]
 fn unknown_types_are_usage_errors_that_list_the_known_ones() {
-    generate(&["--types", "Observation,Medication"])
+    generate(&["--types", "Observation,Binary"])
         .assert()
         .code(2)
         .stdout("")
         .stderr(
-            predicate::str::contains("`Medication`")
-                .and(predicate::str::contains("MedicationRequest, Immunization")),
+            predicate::str::contains("`Binary`").and(predicate::str::contains(
+                "MedicationRequest, MedicationAdministration",
+            )),
         );
     generate(&["--types", "observation"])
         .assert()

@@ -3,6 +3,7 @@
 mod common;
 
 mod action;
+mod chart;
 mod cli;
 mod client;
 mod credentials;
