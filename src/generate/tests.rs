@@ -214,7 +214,7 @@ fn the_reference_table_is_what_the_renderer_writes() {
 }
 
 /// `--types` choices: patient types, shared ones, and both.
-const TYPE_CHOICES: [&[ResourceType]; 7] = [
+const TYPE_CHOICES: [&[ResourceType]; 12] = [
     &[Observation],
     &[Patient],
     &[MedicationRequest, Immunization],
@@ -222,6 +222,11 @@ const TYPE_CHOICES: [&[ResourceType]; 7] = [
     &[Organization],
     &[PractitionerRole],
     &[Practitioner, Procedure],
+    &[Location],
+    &[Provenance],
+    &[ExplanationOfBenefit, Device],
+    &[MedicationAdministration, ImagingStudy],
+    &[CarePlan, Coverage],
 ];
 
 #[test]
@@ -229,7 +234,8 @@ fn types_keep_the_count_exact_and_references_resolved() {
     for types in TYPE_CHOICES {
         let allowed = TypeSet::of(types).with_references();
         let counts: Vec<u64> = if allowed.has_patient_types() {
-            (0..=60).chain([99, 1000, 4321]).collect()
+            // The last is big enough to hold the rare types (implants, hospital doses).
+            (0..=60).chain([99, 1000, 4321, 25_000]).collect()
         } else {
             // The shared pool holds at most 1000 organizations.
             (0..=60).chain([99, 1000]).collect()
