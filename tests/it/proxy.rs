@@ -425,7 +425,8 @@ async fn a_proxy_password_echoed_by_a_store_is_cut_from_what_is_shown() {
         .arg(&failed);
     let output = run(command).await;
     assert_exit(&output, 1);
-    assert_eq!(proxy.seen.lock().unwrap().len(), 5);
+    // The metadata read and the five resources, all of the shared record.
+    assert_eq!(proxy.seen.lock().unwrap().len(), 6);
     let failed_lines = std::fs::read_to_string(&failed).unwrap();
     assert_eq!(failed_lines.lines().count(), 5);
     // The echo reached the report, with the credential cut out of it.
