@@ -132,7 +132,7 @@ pub fn render_patient(
         for vaccine in &encounter.immunizations {
             renderer.immunization(encounter, *vaccine);
         }
-        renderer.note(plan, encounter);
+        renderer.note(plan, i);
         renderer.bill(plan, i);
     }
     renderer.provenance(plan);

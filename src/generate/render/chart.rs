@@ -176,13 +176,14 @@ impl Renderer<'_> {
         self.push(body);
     }
 
-    /// The clinician's note of an encounter, as a US Core DocumentReference.
-    pub(super) fn note(&mut self, plan: &PatientPlan, encounter: &EncounterPlan) {
+    /// The clinician's note of encounter `index`, as a US Core DocumentReference.
+    pub(super) fn note(&mut self, plan: &PatientPlan, index: usize) {
         let id = self.id();
         if !self.keeps(ResourceType::DocumentReference) {
             return;
         }
-        let mut text = self.note_text(plan, encounter);
+        let encounter = &plan.encounters[index];
+        let mut text = self.note_text(plan, index);
         if let Some(size) = self.attachment_size {
             fit(&mut text, size);
         }
@@ -231,7 +232,8 @@ impl Renderer<'_> {
     }
 
     /// A plain-text note: who, why, what was measured, found and done.
-    fn note_text(&self, plan: &PatientPlan, encounter: &EncounterPlan) -> String {
+    fn note_text(&self, plan: &PatientPlan, index: usize) -> String {
+        let encounter = &plan.encounters[index];
         let mut note = String::with_capacity(1024);
         let age = years_between(plan.birth_date, date_of(encounter.start));
         let sex = match plan.sex {
@@ -280,11 +282,6 @@ impl Renderer<'_> {
                 let _ = writeln!(note, "- {item}");
             }
         };
-        let index = plan
-            .encounters
-            .iter()
-            .position(|e| std::ptr::eq(e, encounter))
-            .unwrap_or(0);
         section(
             "Diagnoses",
             &mut plan.conditions_of(index).map(|c| c.snomed.display),
