@@ -275,21 +275,6 @@ pub struct ConnectionArgs {
     pub http: HttpVersion,
 }
 
-impl ConnectionArgs {
-    /// `--timeout` as a duration: a positive number of seconds a `Duration` can hold.
-    pub fn timeout(&self) -> anyhow::Result<std::time::Duration> {
-        std::time::Duration::try_from_secs_f64(self.timeout)
-            .ok()
-            .filter(|_| self.timeout > 0.0)
-            .ok_or_else(|| {
-                crate::exit::usage(format!(
-                    "--timeout {} must be a positive number of seconds",
-                    self.timeout
-                ))
-            })
-    }
-}
-
 #[derive(Debug, Args)]
 pub struct LoadArgs {
     #[command(flatten)]

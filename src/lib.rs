@@ -4,6 +4,7 @@
 //! (adaptive limiter, retries, credentials) -> stats -> report; `verify` reads a store back.
 
 pub mod cli;
+pub mod config;
 pub mod emulator;
 pub mod exit;
 pub mod failed;
@@ -25,9 +26,9 @@ use cli::{Cli, Command};
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Generate(args) => generate::run(args).await,
-        Command::Load(args) => load::run(*args).await,
+        Command::Load(args) => load::run(config::LoadConfig::from_args(*args)?).await,
         Command::Serve(args) => emulator::serve(args).await,
-        Command::Verify(args) => verify::run(*args).await,
+        Command::Verify(args) => verify::run(config::VerifyConfig::from_args(*args)?).await,
         Command::Completions(args) => cli::print_completions(args.shell),
         Command::Man => cli::print_man_page(),
         Command::Help(args) => args.print(),

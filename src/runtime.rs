@@ -1,7 +1,8 @@
 //! The async runtime a command runs on, and how many threads drive it.
 //!
 //! A load into a store over the network is paced by the store, not by the client: one runtime
-//! thread drives its requests (one more per [`WORKERS_PER_THREAD`] workers, up to the cores).
+//! thread drives its requests (one more per [`WORKERS_PER_THREAD`] workers, up to the cores:
+//! [`WorkerPool::runtime_threads`]).
 //! A second thread buys no throughput there and costs every request cross-thread wake-ups and
 //! cache misses: 28.2 against 22.7 µs of CPU per create request on 2 cores (`bench/run.sh`).
 //! Other commands, and a load into the built-in emulator (which serves from this same
@@ -13,11 +14,10 @@ use std::num::NonZeroUsize;
 use tokio::runtime::{Builder, Runtime};
 
 use crate::cli::{Cli, Command};
+#[cfg(doc)]
+use crate::config::WORKERS_PER_THREAD;
+use crate::config::WorkerPool;
 use crate::exit;
-
-/// Workers one thread keeps up with: a create request costs about 22 µs of client CPU, so 128
-/// workers against a store that answers in 5 ms (25,600 requests/s) keep a thread half busy.
-pub const WORKERS_PER_THREAD: u32 = 128;
 
 /// tokio's own variable for its thread count, honoured here for every command.
 const THREADS_VARIABLE: &str = "TOKIO_WORKER_THREADS";
@@ -43,9 +43,7 @@ pub fn build(cli: &Cli) -> anyhow::Result<Runtime> {
 /// Threads for `cli` on a machine of `cores`, when `TOKIO_WORKER_THREADS` does not say.
 fn threads_for(cli: &Cli, cores: usize) -> usize {
     match &cli.command {
-        Command::Load(args) if !args.target.emulator => {
-            (args.workers.div_ceil(WORKERS_PER_THREAD) as usize).clamp(1, cores)
-        }
+        Command::Load(args) => WorkerPool::for_load(args).runtime_threads(cores),
         _ => cores,
     }
 }

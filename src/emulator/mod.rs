@@ -294,17 +294,23 @@ impl Emulator {
         self.addr
     }
 
-    /// The FHIR base URL of [`STORE_NAME`], on a loopback address when bound to all interfaces.
-    pub fn fhir_base_url(&self) -> String {
+    /// The URL of [`STORE_NAME`] (its `fhirStores.get`), on a loopback address when bound to
+    /// all interfaces.
+    pub fn store_url(&self) -> String {
         let ip = match self.addr.ip() {
             IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
             IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
             ip => ip,
         };
         format!(
-            "http://{}/v1/{STORE_NAME}/fhir",
+            "http://{}/v1/{STORE_NAME}",
             SocketAddr::new(ip, self.addr.port())
         )
+    }
+
+    /// The FHIR base URL of [`STORE_NAME`].
+    pub fn fhir_base_url(&self) -> String {
+        format!("{}/fhir", self.store_url())
     }
 
     pub fn store_name(&self) -> &'static str {

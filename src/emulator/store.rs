@@ -154,6 +154,16 @@ pub enum Scope {
     Transaction,
 }
 
+impl Scope {
+    /// An entry's error as the client sees it: a transaction's names the entry.
+    fn label(self, index: usize, error: FhirError) -> FhirError {
+        match self {
+            Self::Transaction => error.in_entry(index),
+            Self::Single => error,
+        }
+    }
+}
+
 /// What executeBundle did.
 #[derive(Debug, Clone, PartialEq)]
 pub enum BundleResult {
@@ -342,6 +352,114 @@ struct BundleResource<'a> {
     resource_type: String,
     id: Arc<str>,
     identifiers: &'a [Identifier],
+}
+
+/// What a write works out about its entries before it takes the lock.
+struct EntryFacts {
+    /// The server id each create (or conditional update) would get.
+    new_ids: Vec<Option<Arc<str>>>,
+    identifiers: Vec<Box<[Identifier]>>,
+    tags: Vec<Box<[Identifier]>>,
+    /// `meta.lastUpdated` of everything this write stores.
+    now: Arc<str>,
+}
+
+impl EntryFacts {
+    /// Checks each entry on its own (and that no fullUrl is used twice), then notes its facts.
+    fn of(entries: &[WriteEntry], scope: Scope) -> Result<Self, FhirError> {
+        let mut full_urls = HashSet::new();
+        for (i, entry) in entries.iter().enumerate() {
+            check_entry(entry).map_err(|e| scope.label(i, e))?;
+            if let Some(url) = &entry.full_url {
+                if !full_urls.insert(url.as_str()) {
+                    let error =
+                        FhirError::invalid(format!("fullUrl {url} appears in more than one entry"));
+                    return Err(scope.label(i, error));
+                }
+            }
+        }
+        Ok(Self {
+            new_ids: entries
+                .iter()
+                .map(|entry| match entry.method {
+                    WriteMethod::Create { .. } | WriteMethod::ConditionalUpdate { .. } => {
+                        Some(Arc::from(uuid::Uuid::new_v4().to_string()))
+                    }
+                    WriteMethod::Update { .. } => None,
+                })
+                .collect(),
+            identifiers: entries.iter().map(|e| identifiers(&e.resource)).collect(),
+            tags: entries.iter().map(|e| tags(&e.resource)).collect(),
+            now: Arc::from(
+                chrono::Utc::now()
+                    .to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+                    .as_str(),
+            ),
+        })
+    }
+}
+
+/// A resource ready to commit: its type, id and stored form.
+type Staged = (String, Arc<str>, Stored);
+
+/// The answer for every entry, and the resources to commit: stamped and serialized, so that
+/// committing them cannot fail half-way.
+fn stage(
+    tables: &Tables,
+    entries: Vec<WriteEntry>,
+    plans: Vec<Plan>,
+    mut facts: EntryFacts,
+) -> Result<(Vec<WriteResult>, Vec<Staged>), FhirError> {
+    let mut results: Vec<WriteResult> = Vec::with_capacity(entries.len());
+    let mut staged = Vec::new();
+    for (i, (entry, plan)) in entries.into_iter().zip(plans).enumerate() {
+        let (id, version, created) = match plan {
+            Plan::Existing(id) => {
+                let existing = tables.by_type[&entry.resource_type]
+                    .view(&entry.resource_type, &id)
+                    .expect("a matched resource exists");
+                results.push(WriteResult {
+                    created: false,
+                    resource: existing,
+                });
+                continue;
+            }
+            Plan::SameAs(j, _) => {
+                let resource = results[j].resource.clone();
+                results.push(WriteResult {
+                    created: false,
+                    resource,
+                });
+                continue;
+            }
+            Plan::Create(id) => (id, 1, true),
+            Plan::Update { id, version } => (id, version, version == 1),
+        };
+        let body = stamp(
+            entry.resource,
+            &entry.resource_type,
+            &id,
+            version,
+            &facts.now,
+        );
+        let body = Bytes::from(
+            serde_json::to_vec(&body)
+                .map_err(|e| FhirError::new(500, "exception", format!("cannot serialize: {e}")))?,
+        );
+        let stored = Stored {
+            version,
+            last_updated: facts.now.clone(),
+            body,
+            identifiers: std::mem::take(&mut facts.identifiers[i]),
+            tags: std::mem::take(&mut facts.tags[i]),
+        };
+        results.push(WriteResult {
+            created,
+            resource: stored.view(&entry.resource_type, &id),
+        });
+        staged.push((entry.resource_type, id, stored));
+    }
+    Ok((results, staged))
 }
 
 /// What reference resolution needs to know about the entries of one write.
@@ -552,52 +670,37 @@ impl Store {
         mut entries: Vec<WriteEntry>,
         scope: Scope,
     ) -> Result<Vec<WriteResult>, FhirError> {
-        let label = |index: usize, error: FhirError| match scope {
-            Scope::Transaction => error.in_entry(index),
-            Scope::Single => error,
-        };
         // Everything that needs no store state is done before taking the lock.
-        let mut full_urls = HashSet::new();
-        for (i, entry) in entries.iter().enumerate() {
-            check_entry(entry).map_err(|e| label(i, e))?;
-            match &entry.full_url {
-                Some(url) if !full_urls.insert(url.as_str()) => {
-                    return Err(label(
-                        i,
-                        FhirError::invalid(format!("fullUrl {url} appears in more than one entry")),
-                    ));
-                }
-                _ => {}
-            }
-        }
-        let mut new_ids: Vec<Option<Arc<str>>> = entries
-            .iter()
-            .map(|entry| match entry.method {
-                WriteMethod::Create { .. } | WriteMethod::ConditionalUpdate { .. } => {
-                    Some(Arc::from(uuid::Uuid::new_v4().to_string()))
-                }
-                WriteMethod::Update { .. } => None,
-            })
-            .collect();
-        let mut entry_identifiers: Vec<Box<[Identifier]>> =
-            entries.iter().map(|e| identifiers(&e.resource)).collect();
-        let mut entry_tags: Vec<Box<[Identifier]>> =
-            entries.iter().map(|e| tags(&e.resource)).collect();
-        let now: Arc<str> = Arc::from(
-            chrono::Utc::now()
-                .to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
-                .as_str(),
-        );
-
+        let mut facts = EntryFacts::of(&entries, scope)?;
         let mut tables = self.tables.write().unwrap_or_else(PoisonError::into_inner);
+        let (plans, written) = self.plan_all(&tables, &entries, &mut facts, scope)?;
+        self.point_references(&tables, &mut entries, &plans, written, &facts, scope)?;
+        // Stamp and serialize, then commit: nothing below can fail half-way.
+        let (results, staged) = stage(&tables, entries, plans, facts)?;
+        for (resource_type, id, stored) in staged {
+            tables
+                .by_type
+                .entry(resource_type)
+                .or_default()
+                .put(id, stored);
+        }
+        Ok(results)
+    }
 
-        // Decide what each entry does.
+    /// Decides what each entry does: its plan, and the `Type/id` of every resource written.
+    fn plan_all(
+        &self,
+        tables: &Tables,
+        entries: &[WriteEntry],
+        facts: &mut EntryFacts,
+        scope: Scope,
+    ) -> Result<(Vec<Plan>, HashSet<String>), FhirError> {
         let mut plans: Vec<Plan> = Vec::with_capacity(entries.len());
         let mut written = HashSet::new();
         for (i, entry) in entries.iter().enumerate() {
             let mut plan = self
-                .plan(&tables, entry, new_ids[i].take())
-                .map_err(|e| label(i, e))?;
+                .plan(tables, entry, facts.new_ids[i].take())
+                .map_err(|e| scope.label(i, e))?;
             if let (
                 Plan::Create(_),
                 WriteMethod::Create {
@@ -610,33 +713,45 @@ impl Store {
                     .filter(|&j| {
                         plans[j].writes()
                             && entries[j].resource_type == entry.resource_type
-                            && any_matches(&entry_identifiers[j], tokens)
+                            && any_matches(&facts.identifiers[j], tokens)
                     })
                     .collect();
                 match earlier.as_slice() {
                     [] => {}
                     [j] => plan = Plan::SameAs(*j, plans[*j].id().clone()),
                     many => {
-                        return Err(label(i, multiple_matches(many.len(), &entry.resource_type)));
+                        let error = multiple_matches(many.len(), &entry.resource_type);
+                        return Err(scope.label(i, error));
                     }
                 }
             }
             if plan.writes() {
                 let key = format!("{}/{}", entry.resource_type, plan.id());
                 if !written.insert(key.clone()) {
-                    return Err(label(
-                        i,
-                        FhirError::invalid(format!("{key} is written by more than one entry")),
-                    ));
+                    let error =
+                        FhirError::invalid(format!("{key} is written by more than one entry"));
+                    return Err(scope.label(i, error));
                 }
             }
             plans.push(plan);
         }
+        Ok((plans, written))
+    }
 
-        // Point references at their targets and check that the targets exist.
+    /// Points the references of every resource written at their targets, and checks that the
+    /// targets exist.
+    fn point_references(
+        &self,
+        tables: &Tables,
+        entries: &mut [WriteEntry],
+        plans: &[Plan],
+        written: HashSet<String>,
+        facts: &EntryFacts,
+        scope: Scope,
+    ) -> Result<(), FhirError> {
         let local = entries
             .iter()
-            .zip(&plans)
+            .zip(plans)
             .filter_map(|(entry, plan)| {
                 let url = entry.full_url.clone()?;
                 Some((url, format!("{}/{}", entry.resource_type, plan.id())))
@@ -644,8 +759,8 @@ impl Store {
             .collect();
         let bundle = entries
             .iter()
-            .zip(&plans)
-            .zip(&entry_identifiers)
+            .zip(plans)
+            .zip(&facts.identifiers)
             .filter(|((_, plan), _)| plan.writes())
             .map(|((entry, plan), identifiers)| BundleResource {
                 resource_type: entry.resource_type.clone(),
@@ -659,9 +774,9 @@ impl Store {
             written,
             bundle,
             conditional: HashMap::new(),
-            tables: &tables,
+            tables,
         };
-        for (i, (entry, plan)) in entries.iter_mut().zip(&plans).enumerate() {
+        for (i, (entry, plan)) in entries.iter_mut().zip(plans).enumerate() {
             if !plan.writes() {
                 continue;
             }
@@ -677,63 +792,10 @@ impl Store {
                 }
             });
             if let Some(e) = failure {
-                return Err(label(i, e));
+                return Err(scope.label(i, e));
             }
         }
-        drop(context);
-
-        // Stamp and serialize, then commit: nothing below can fail half-way.
-        let mut results: Vec<WriteResult> = Vec::with_capacity(entries.len());
-        let mut staged = Vec::new();
-        for (i, (entry, plan)) in entries.into_iter().zip(plans).enumerate() {
-            let (id, version, created) = match plan {
-                Plan::Existing(id) => {
-                    let existing = tables.by_type[&entry.resource_type]
-                        .view(&entry.resource_type, &id)
-                        .expect("a matched resource exists");
-                    results.push(WriteResult {
-                        created: false,
-                        resource: existing,
-                    });
-                    continue;
-                }
-                Plan::SameAs(j, _) => {
-                    let resource = results[j].resource.clone();
-                    results.push(WriteResult {
-                        created: false,
-                        resource,
-                    });
-                    continue;
-                }
-                Plan::Create(id) => (id, 1, true),
-                Plan::Update { id, version } => (id, version, version == 1),
-            };
-            let body = stamp(entry.resource, &entry.resource_type, &id, version, &now);
-            let body =
-                Bytes::from(serde_json::to_vec(&body).map_err(|e| {
-                    FhirError::new(500, "exception", format!("cannot serialize: {e}"))
-                })?);
-            let stored = Stored {
-                version,
-                last_updated: now.clone(),
-                body,
-                identifiers: std::mem::take(&mut entry_identifiers[i]),
-                tags: std::mem::take(&mut entry_tags[i]),
-            };
-            results.push(WriteResult {
-                created,
-                resource: stored.view(&entry.resource_type, &id),
-            });
-            staged.push((entry.resource_type, id, stored));
-        }
-        for (resource_type, id, stored) in staged {
-            tables
-                .by_type
-                .entry(resource_type)
-                .or_default()
-                .put(id, stored);
-        }
-        Ok(results)
+        Ok(())
     }
 
     fn plan(

@@ -23,6 +23,10 @@ use crate::source::SourceItem;
 
 pub struct Dispatcher {
     pub writer: Arc<RecordWriter>,
+    /// How records are written, and the most entries a transaction bundle takes: what
+    /// decides how records are cut into jobs.
+    pub mode: LoadMode,
+    pub bundle_size: usize,
     pub stop: CancellationToken,
     pub reporter: Arc<ProgressReporter>,
     /// Records read from files may refer to each other (bulk exports split by type), so
@@ -34,10 +38,32 @@ pub struct Dispatcher {
     pub records_in_progress: Arc<Semaphore>,
 }
 
+/// What the dispatcher holds between two items of the source.
+#[derive(Default)]
+struct Feed {
+    unfinished: Unfinished,
+    /// Small records packed into the next transaction bundle.
+    pack: Pack,
+    /// Jobs made and not yet sent, in order.
+    ready: VecDeque<Job>,
+    /// Resources the run stopped before sending.
+    unsent: u64,
+}
+
+/// What the source gave, once what was ready went out.
+enum Next {
+    Item(SourceItem),
+    /// A job became ready instead (a pack sent before waiting): send it, then ask again.
+    Again,
+    /// The source is done, or the run stopped.
+    Done,
+}
+
 impl Dispatcher {
     /// Feeds the workers in an order that keeps references satisfiable: a job is sent only
     /// once every job it refers to has finished (and published where its resources went).
     /// Shared records are split into small jobs so that all workers store them at once.
+    /// Gives the number of resources the run stopped before sending.
     pub async fn run(
         &self,
         prerequisites: Vec<Record>,
@@ -45,140 +71,182 @@ impl Dispatcher {
         jobs: &mpsc::Sender<Job>,
         invalid: &mut u64,
     ) -> anyhow::Result<u64> {
-        let mut unfinished = Unfinished::default();
-        let mut pack = Pack::default();
-        let mut ready: VecDeque<Job> = prerequisites
-            .into_iter()
-            .flat_map(|record| self.split_shared(record.resources, None))
-            .collect();
-        let mut unsent = 0;
-        'feed: loop {
-            while let Some(job) = ready.pop_front() {
-                let resources = job.resources.len() as u64;
-                if !self.send_in_order(jobs, job, &mut unfinished).await {
-                    unsent += resources;
-                    break 'feed;
+        let mut feed = Feed {
+            ready: prerequisites
+                .into_iter()
+                .flat_map(|record| self.split_shared(record.resources, None))
+                .collect(),
+            ..Feed::default()
+        };
+        while self.send_ready(jobs, &mut feed).await {
+            match self.next_item(&mut items, &mut feed).await {
+                Next::Item(item) if self.stop.is_cancelled() => {
+                    feed.unsent += item.resource_count();
+                    break;
                 }
-            }
-            // Take what is ready; before waiting for more, send what has been packed so far
-            // so that a slow source never leaves a bundle sitting half full.
-            let item = match items.try_recv() {
-                Ok(item) => Some(item),
-                Err(mpsc::error::TryRecvError::Disconnected) => None,
-                Err(mpsc::error::TryRecvError::Empty) => {
-                    if let Some(job) = pack.take(self.publish_records) {
-                        ready.push_back(job);
-                        continue;
-                    }
-                    tokio::select! {
-                        item = items.recv() => item,
-                        _ = self.stop.cancelled() => None,
+                Next::Item(item) => {
+                    if !self.admit(item, &mut feed, invalid).await {
+                        break;
                     }
                 }
-            };
-            let Some(item) = item else {
-                // The source is done (or the run stopped): send what is packed, then finish.
-                match pack.take(self.publish_records) {
-                    Some(job) if !self.stop.is_cancelled() => {
-                        ready.push_back(job);
-                        continue;
-                    }
-                    Some(job) => unsent += job.resources.len() as u64,
-                    None => {}
-                }
-                break;
-            };
-            if self.stop.is_cancelled() {
-                unsent += item.resource_count();
-                break;
-            }
-            match item {
-                SourceItem::Record { record, sources } if record.kind == RecordKind::Shared => {
-                    ready.extend(pack.take(self.publish_records));
-                    ready.extend(self.split_shared(record.resources, sources));
-                }
-                SourceItem::Record { record, sources } => match self.writer.mode {
-                    LoadMode::Create | LoadMode::Update if self.resource_by_resource() => {
-                        // Nothing outside the record refers into it: its resources can go
-                        // out one by one on any worker, once what it refers to is stored.
-                        let resources = record.resources.len() as u64;
-                        let waited = wait_all(unfinished.dependencies_of(&record.resources));
-                        let permit = tokio::select! {
-                            permit = async {
-                                waited.await;
-                                self.records_in_progress.clone().acquire_owned().await
-                            } => permit.expect("the semaphore is never closed"),
-                            _ = self.stop.cancelled() => {
-                                unsent += resources;
-                                break;
-                            }
-                        };
-                        self.followups.start_record(record.resources.len());
-                        ready.extend(RecordDag::start(record.resources, permit));
-                    }
-                    LoadMode::Create | LoadMode::Update => {
-                        // Others may refer to any of these: keep the record whole, so that
-                        // one completion covers all of its keys.
-                        ready.push_back(Job {
-                            sources,
-                            publish: self.publish_records,
-                            ..Job::new(record.resources)
-                        });
-                    }
-                    LoadMode::Transaction => {
-                        // Small records share a bundle: a transaction costs one round trip
-                        // whether it holds 10 entries or 100.
-                        if pack.len() + record.resources.len() > self.writer.bundle_size {
-                            ready.extend(pack.take(self.publish_records));
-                        }
-                        pack.add(record.resources, sources);
-                        if pack.len() >= self.writer.bundle_size {
-                            ready.extend(pack.take(self.publish_records));
-                        }
-                    }
-                },
-                SourceItem::Invalid {
-                    source,
-                    message,
-                    content,
-                } => {
-                    *invalid += 1;
-                    self.reporter.println(&format!("{source}: {message}"));
-                    if let Some(sink) = &self.writer.failed {
-                        let failure = Failure {
-                            status: None,
-                            message,
-                            source: Some(source),
-                        };
-                        sink.write(&content, &failure);
-                    }
-                }
+                Next::Again => {}
+                Next::Done => break,
             }
         }
         // What the run stopped before sending: jobs made but not sent (a record written
         // resource by resource is counted by the follow-ups), packed records, queued input.
-        unsent += ready
+        feed.unsent += feed
+            .ready
             .iter()
             .map(|job| job.resources.len() as u64)
             .sum::<u64>();
-        unsent += pack.len() as u64;
+        feed.unsent += feed.pack.len() as u64;
         while let Ok(item) = items.try_recv() {
-            unsent += item.resource_count();
+            feed.unsent += item.resource_count();
         }
-        Ok(unsent)
+        Ok(feed.unsent)
+    }
+
+    /// Sends every ready job in order; false when the run stopped first.
+    async fn send_ready(&self, jobs: &mpsc::Sender<Job>, feed: &mut Feed) -> bool {
+        while let Some(job) = feed.ready.pop_front() {
+            let resources = job.resources.len() as u64;
+            if !self.send_in_order(jobs, job, &mut feed.unfinished).await {
+                feed.unsent += resources;
+                return false;
+            }
+        }
+        true
+    }
+
+    /// The next item of the source. Before waiting for one, what has been packed so far goes
+    /// out, so that a slow source never leaves a bundle sitting half full; so does the last
+    /// pack once the source is done.
+    async fn next_item(&self, items: &mut mpsc::Receiver<SourceItem>, feed: &mut Feed) -> Next {
+        let item = match items.try_recv() {
+            Ok(item) => Some(item),
+            Err(mpsc::error::TryRecvError::Disconnected) => None,
+            Err(mpsc::error::TryRecvError::Empty) => {
+                if let Some(job) = feed.pack.take(self.publish_records) {
+                    feed.ready.push_back(job);
+                    return Next::Again;
+                }
+                tokio::select! {
+                    item = items.recv() => item,
+                    _ = self.stop.cancelled() => None,
+                }
+            }
+        };
+        if let Some(item) = item {
+            return Next::Item(item);
+        }
+        match feed.pack.take(self.publish_records) {
+            Some(job) if !self.stop.is_cancelled() => {
+                feed.ready.push_back(job);
+                Next::Again
+            }
+            Some(job) => {
+                feed.unsent += job.resources.len() as u64;
+                Next::Done
+            }
+            None => Next::Done,
+        }
+    }
+
+    /// Turns an item of the source into jobs; false when the run stopped first.
+    async fn admit(&self, item: SourceItem, feed: &mut Feed, invalid: &mut u64) -> bool {
+        let (record, sources) = match item {
+            SourceItem::Record { record, sources } => (record, sources),
+            SourceItem::Invalid {
+                source,
+                message,
+                content,
+            } => {
+                *invalid += 1;
+                self.reject(source, message, &content);
+                return true;
+            }
+        };
+        if record.kind == RecordKind::Shared {
+            feed.ready.extend(feed.pack.take(self.publish_records));
+            feed.ready
+                .extend(self.split_shared(record.resources, sources));
+            return true;
+        }
+        match self.mode {
+            LoadMode::Create | LoadMode::Update if self.resource_by_resource() => {
+                return self.start_record(record, feed).await;
+            }
+            LoadMode::Create | LoadMode::Update => {
+                // Others may refer to any of these: keep the record whole, so that one
+                // completion covers all of its keys.
+                feed.ready.push_back(Job {
+                    sources,
+                    publish: self.publish_records,
+                    ..Job::new(record.resources)
+                });
+            }
+            LoadMode::Transaction => {
+                // Small records share a bundle: a transaction costs one round trip whether it
+                // holds 10 entries or 100.
+                if feed.pack.len() + record.resources.len() > self.bundle_size {
+                    feed.ready.extend(feed.pack.take(self.publish_records));
+                }
+                feed.pack.add(record.resources, sources);
+                if feed.pack.len() >= self.bundle_size {
+                    feed.ready.extend(feed.pack.take(self.publish_records));
+                }
+            }
+        }
+        true
+    }
+
+    /// A patient record written resource by resource: nothing outside the record refers into
+    /// it, so its resources can go out one by one on any worker once what it refers to is
+    /// stored and a record permit is free. False when the run stopped first.
+    async fn start_record(&self, record: Record, feed: &mut Feed) -> bool {
+        let resources = record.resources.len();
+        let waited = wait_all(feed.unfinished.dependencies_of(&record.resources));
+        let permit = tokio::select! {
+            permit = async {
+                waited.await;
+                self.records_in_progress.clone().acquire_owned().await
+            } => permit.expect("the semaphore is never closed"),
+            _ = self.stop.cancelled() => {
+                feed.unsent += resources as u64;
+                return false;
+            }
+        };
+        self.followups.start_record(resources);
+        feed.ready
+            .extend(RecordDag::start(record.resources, permit));
+        true
+    }
+
+    /// Input that is not a FHIR resource: said, and kept in `--failed`.
+    fn reject(&self, source: String, message: String, content: &serde_json::Value) {
+        self.reporter.println(&format!("{source}: {message}"));
+        if let Some(sink) = &self.writer.failed {
+            let failure = Failure {
+                status: None,
+                message,
+                source: Some(source),
+            };
+            sink.write(content, &failure);
+        }
     }
 
     /// Whether patient records go out one resource per job: when nothing outside a record
     /// refers into it, any free worker can take any of its resources that is ready.
     pub fn resource_by_resource(&self) -> bool {
-        self.writer.mode != LoadMode::Transaction && self.publish_records == Publish::Nothing
+        self.mode != LoadMode::Transaction && self.publish_records == Publish::Nothing
     }
 
     /// Shared resources in jobs small enough to spread over all workers: one resource each,
     /// or one bundle each in transaction mode. Their ids are published for what follows.
     fn split_shared(&self, resources: Vec<Resource>, sources: Option<Vec<String>>) -> Vec<Job> {
-        let per_job = match self.writer.mode {
-            LoadMode::Transaction => self.writer.bundle_size,
+        let per_job = match self.mode {
+            LoadMode::Transaction => self.bundle_size,
             LoadMode::Create | LoadMode::Update => 1,
         };
         let mut sources = sources.map(Vec::into_iter);

@@ -30,14 +30,12 @@ use tokio::sync::{Mutex, mpsc};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::LoadArgs;
+use crate::config::{LoadConfig, SourceConfig, WorkerPool};
 use crate::exit;
 use crate::failed::FailedSink;
 use crate::shutdown;
 use crate::source::{self, RecordSource, SourceItem};
-use crate::store::client::{ClientOptions, Network, StoreClient};
-use crate::store::limiter::{Limiter, LimiterOptions};
-use crate::store::retry::RetryPolicy;
+use crate::store::client::StoreClient;
 use crate::store::stats::{Progress, RequestStats, round3};
 use crate::store::{preflight, target};
 use dispatch::Dispatcher;
@@ -46,51 +44,32 @@ use report::{FailureLog, Latency, ProgressReporter, Summary};
 use worker::worker;
 use writer::{BundleSizes, IdMap, RecordWriter};
 
-pub async fn run(args: LoadArgs) -> anyhow::Result<ExitCode> {
-    check_flags(&args)?;
-    descriptors::ensure_room_for(args.workers, args.target.emulator)?;
-    let source = source::open(&args).await?;
-    let target = target::resolve(&args).await?;
+pub async fn run(config: LoadConfig) -> anyhow::Result<ExitCode> {
+    descriptors::ensure_room_for(config.pool.workers, config.pool.store_in_process)?;
+    let source = source::open(&config.source).await?;
+    let connection = &config.connection;
+    let target = target::resolve(&config.target, &connection.auth, &connection.network).await?;
     // Created only once everything else checked out, so a mistake never wipes an old file.
-    let failed_sink = args
+    let failed_sink = config
         .failed
         .as_deref()
         .map(FailedSink::create)
         .transpose()?
         .map(Arc::new);
     let stop = CancellationToken::new();
-    let limiter = Arc::new(Limiter::new(LimiterOptions {
-        max_rate: (args.rate > 0.0).then_some(args.rate),
-        min_probe_delay: args.connection.min_backoff,
-        ..LimiterOptions::default()
-    }));
+    let limiter = connection.limiter(config.max_rate);
     let client = Arc::new(StoreClient::new(
         &target.fhir_base,
         target.credentials,
-        ClientOptions {
-            workers: args.workers,
-            timeout: args.connection.timeout()?,
-            retry: RetryPolicy::new(args.connection.max_retries, args.connection.min_backoff),
-            limiter: limiter.clone(),
-            max_throttle_wait: args.connection.max_throttle_wait,
-            http: args.connection.http,
-            network: Network {
-                ca_file: args.connection.ca_file.clone(),
-            },
-        },
+        connection.client_options(config.pool, limiter.clone()),
         stop.clone(),
     )?);
-    let store_url = target.fhir_base.trim_end_matches("/fhir").to_owned();
-    let settings = match (&args.target.store, &target.emulator) {
-        (Some(store), _) => preflight::Settings::Google {
-            store_url: &store_url,
-            store,
+    let settings = match &target.google {
+        Some(store) => preflight::Settings::Google {
+            store_url: &store.url,
+            store: &store.name,
         },
-        (None, Some(_)) => preflight::Settings::Google {
-            store_url: &store_url,
-            store: "the built-in emulator's store",
-        },
-        (None, None) => preflight::Settings::Fhir,
+        None => preflight::Settings::Fhir,
     };
     // Its requests count with the run's, and so does its time: a refused handshake there is
     // the run's story, and a rate is of the requests in the time it gives.
@@ -102,46 +81,42 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<ExitCode> {
         source.total,
         progress.clone(),
         limiter.clone(),
-        !args.quiet,
+        !config.quiet,
     ));
     let bundle_sizes = Arc::new(BundleSizes::default());
     let writer = Arc::new(RecordWriter {
         client: client.clone(),
-        mode: args.mode,
-        bundle_size: args.bundle_size as usize,
+        mode: config.mode,
+        bundle_size: config.bundle_size,
         // Create-on-PUT only where the store said so: a new Google store has it off.
         update_create: facts.update_create == Some(true),
         ids: Arc::new(IdMap::default()),
         failed: failed_sink.clone(),
         failures: Arc::new(FailureLog::new(
             reporter.clone(),
-            args.failed.as_ref().map(|p| p.display().to_string()),
+            config.failed.as_ref().map(|p| p.display().to_string()),
         )),
-        progress: progress.clone(),
+        progress,
         bundle_sizes: bundle_sizes.clone(),
     });
 
     let (signals, interruption) = shutdown::watch(stop.clone(), failed_sink.clone());
-
-    let total = source.total;
-    let seed = source.seed;
+    let (total, seed) = (source.total, source.seed);
     let mut run = Pipeline {
-        workers: args.workers,
+        pool: config.pool,
         dispatcher: Dispatcher {
             writer,
-            stop: stop.clone(),
+            mode: config.mode,
+            bundle_size: config.bundle_size,
+            stop,
             reporter: reporter.clone(),
-            publish_records: if args.input.is_some() {
-                Publish::Keys
-            } else {
-                Publish::Nothing
+            publish_records: match config.source {
+                SourceConfig::Input(_) => Publish::Keys,
+                SourceConfig::Generated(_) => Publish::Nothing,
             },
             followups: Arc::default(),
-            // A record offers dozens of resources at once but only one at its start (the
-            // Patient) and its end: half as many records as workers keeps every worker busy (a
-            // quarter left 6% of them idle at 20 ms latency; as many as workers adds 8 MiB).
             records_in_progress: Arc::new(tokio::sync::Semaphore::new(
-                (args.workers as usize / 2).max(4),
+                config.pool.records_in_progress(),
             )),
         },
     }
@@ -157,28 +132,56 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<ExitCode> {
     if let Some(emulator) = target.emulator {
         emulator.shutdown().await;
     }
+    let ended = Ended {
+        total,
+        seed,
+        elapsed,
+        throttled: limiter.throttled_time(),
+        target: target.description,
+        interrupted: interruption.exit_code(),
+        fatal: client.fatal().map(|f| f.0),
+        failed_file: failed_sink.map(|s| s.path().display().to_string()),
+        failed_file_error,
+    };
+    let summary = summarize(&config, run, &ended);
+    tell(&config, &summary, &ended, &bundle_sizes)
+}
 
-    let interrupted = interruption.exit_code();
-    let fatal = client.fatal().map(|f| f.0);
+/// How the run ended, besides what its workers counted.
+struct Ended {
+    /// The resources the source said it would yield, when it knew.
+    total: Option<u64>,
+    seed: Option<u64>,
+    elapsed: Duration,
+    throttled: Duration,
+    target: String,
+    /// The exit code of the signal that stopped the run.
+    interrupted: Option<u8>,
+    /// What stopped every worker (a refused credential, an unreachable store).
+    fatal: Option<String>,
+    failed_file: Option<String>,
+    failed_file_error: Option<String>,
+}
+
+fn summarize(config: &LoadConfig, run: PipelineResult, ended: &Ended) -> Summary {
     let outcome = run.outcome;
     let (stored, failed) = (outcome.stored(), outcome.failed);
     let unstored_reference = outcome.not_sent_unstored_reference;
     // With a known total, whatever was never generated also counts as not sent.
-    let stopped = match total {
+    let stopped = match ended.total {
         Some(total) => total
             .saturating_sub(stored + failed + unstored_reference)
             .max(outcome.not_sent),
         None => outcome.not_sent,
     };
-    let not_sent = stopped + unstored_reference;
-    let seconds = elapsed.as_secs_f64().max(1e-9);
-    let summary = Summary {
+    let seconds = ended.elapsed.as_secs_f64().max(1e-9);
+    Summary {
         stored,
         created: outcome.created,
         already_present: outcome.already_present,
         updated: outcome.updated,
         failed,
-        not_sent,
+        not_sent: stopped + unstored_reference,
         not_sent_reasons: [
             (report::NOT_SENT_STOPPED, stopped),
             (report::NOT_SENT_UNSTORED_REFERENCE, unstored_reference),
@@ -190,7 +193,7 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<ExitCode> {
         requests: run.stats.requests,
         retries: run.stats.retries,
         throttled_requests: run.stats.status_counts.get(&429).copied().unwrap_or(0),
-        throttled_seconds: round3(limiter.throttled_time().as_secs_f64()),
+        throttled_seconds: round3(ended.throttled.as_secs_f64()),
         elapsed_seconds: round3(seconds),
         resources_per_second: round3(stored as f64 / seconds),
         requests_per_second: round3(run.stats.requests as f64 / seconds),
@@ -201,48 +204,57 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<ExitCode> {
             .iter()
             .map(|(status, n)| (status.to_string(), *n))
             .collect(),
-        errors: run.stats.errors.clone(),
-        seed,
-        mode: format!("{:?}", args.mode).to_lowercase(),
-        workers: args.workers,
-        target: target.description,
-        interrupted: interrupted.is_some(),
-        fatal_error: fatal.clone(),
-        failed_file: failed_sink.map(|s| s.path().display().to_string()),
-        failed_file_error: failed_file_error.clone(),
-    };
-    if !args.quiet {
+        errors: run.stats.errors,
+        seed: ended.seed,
+        mode: format!("{:?}", config.mode).to_lowercase(),
+        workers: config.pool.workers,
+        target: ended.target.clone(),
+        interrupted: ended.interrupted.is_some(),
+        fatal_error: ended.fatal.clone(),
+        failed_file: ended.failed_file.clone(),
+        failed_file_error: ended.failed_file_error.clone(),
+    }
+}
+
+/// Prints the summary as asked, with what to try next, and gives the exit code.
+fn tell(
+    config: &LoadConfig,
+    summary: &Summary,
+    ended: &Ended,
+    bundle_sizes: &BundleSizes,
+) -> anyhow::Result<ExitCode> {
+    if !config.quiet {
         summary.print_text();
-    } else if let Some(reason) = &fatal {
+    } else if let Some(reason) = &ended.fatal {
         eprintln!("error: {reason}");
     }
-    if args.json {
-        exit::print_json_line(&summary)?;
+    if config.json {
+        exit::print_json_line(summary)?;
     }
-    if failed > 0 {
-        if let Some(hint) = bundle_size_hint(&bundle_sizes, args.bundle_size as usize) {
+    if summary.failed > 0 {
+        if let Some(hint) = bundle_size_hint(bundle_sizes, config.bundle_size) {
             eprintln!("{hint}");
         }
     }
     // An input with nothing in it is a mistake (a wrong path, an export that wrote nothing),
     // not a load that stored everything.
-    let read_nothing = args.input.is_some() && stored + failed + not_sent == 0;
-    if read_nothing && interrupted.is_none() && fatal.is_none() {
-        eprintln!(
-            "error: --input {} holds no FHIR resources: nothing was loaded",
-            args.input
-                .as_deref()
-                .unwrap_or(std::path::Path::new("-"))
-                .display()
-        );
+    let read_nothing = summary.stored + summary.failed + summary.not_sent == 0;
+    let empty_input = config.source.input().filter(|_| read_nothing);
+    if let Some(input) = empty_input {
+        if ended.interrupted.is_none() && ended.fatal.is_none() {
+            eprintln!(
+                "error: --input {} holds no FHIR resources: nothing was loaded",
+                input.display()
+            );
+        }
     }
-    let code = if let Some(code) = interrupted {
+    let code = if let Some(code) = ended.interrupted {
         code
-    } else if fatal.is_some()
-        || failed > 0
-        || not_sent > 0
-        || failed_file_error.is_some()
-        || read_nothing
+    } else if ended.fatal.is_some()
+        || summary.failed > 0
+        || summary.not_sent > 0
+        || ended.failed_file_error.is_some()
+        || empty_input.is_some()
     {
         exit::FAILURE
     } else {
@@ -265,61 +277,10 @@ fn bundle_size_hint(sizes: &BundleSizes, bundle_size: usize) -> Option<String> {
     })
 }
 
-fn check_flags(args: &LoadArgs) -> anyhow::Result<()> {
-    args.connection.timeout()?;
-    let rate_ok = args.rate == 0.0
-        || (args.rate > 0.0 && Duration::try_from_secs_f64(1.0 / args.rate).is_ok());
-    if !rate_ok {
-        return Err(exit::usage(format!(
-            "--rate {} must be a number of operations per second (0 for no cap)",
-            args.rate
-        )));
-    }
-    if let (Some(input), Some(failed)) = (&args.input, &args.failed) {
-        if failed_would_clobber_input(input, failed) {
-            return Err(exit::usage(format!(
-                "--failed {} would overwrite the --input being read; write failures to another file \
-                 (e.g. --failed failed-again.ndjson)",
-                failed.display()
-            )));
-        }
-    }
-    Ok(())
-}
-
-/// Whether writing `failed` would truncate `input` or a file inside it.
-fn failed_would_clobber_input(input: &std::path::Path, failed: &std::path::Path) -> bool {
-    if input == std::path::Path::new("-") {
-        return false;
-    }
-    let Ok(input) = input.canonicalize() else {
-        return false;
-    };
-    let failed = match failed.canonicalize() {
-        Ok(existing) => existing,
-        // Not there yet: where it would be created.
-        Err(_) => match (failed.parent(), failed.file_name()) {
-            (Some(parent), Some(name)) => {
-                let parent = if parent.as_os_str().is_empty() {
-                    std::path::Path::new(".")
-                } else {
-                    parent
-                };
-                match parent.canonicalize() {
-                    Ok(parent) => parent.join(name),
-                    Err(_) => return false,
-                }
-            }
-            _ => return false,
-        },
-    };
-    failed == input || failed.starts_with(&input)
-}
-
 /// The data flow of a load: the source on a thread of its own, feeding the dispatcher, which
 /// feeds the worker pool through a bounded channel.
 struct Pipeline {
-    workers: u32,
+    pool: WorkerPool,
     dispatcher: Dispatcher,
 }
 
@@ -333,20 +294,12 @@ struct PipelineResult {
 
 impl Pipeline {
     async fn run(self, source: RecordSource) -> anyhow::Result<PipelineResult> {
-        // Workers refill from here as they finish; a quarter of the pool queued keeps them
-        // fed (the dispatcher is far faster than a store) without holding every bundle twice.
-        // Records written resource by resource start here, each holding a record permit while
-        // it waits: a short queue keeps those permits on records that are being written.
         let dispatcher = &self.dispatcher;
-        let capacity = if dispatcher.resource_by_resource() {
-            4
-        } else {
-            (self.workers as usize / 4).max(2)
-        };
+        let capacity = self.pool.job_queue(dispatcher.resource_by_resource());
         let (job_tx, job_rx) = mpsc::channel::<Job>(capacity);
         let job_rx = Arc::new(Mutex::new(job_rx));
         let mut pool = JoinSet::new();
-        for _ in 0..self.workers {
+        for _ in 0..self.pool.workers {
             pool.spawn(worker(
                 job_rx.clone(),
                 dispatcher.followups.clone(),

@@ -2,9 +2,9 @@
 
 pub mod input;
 
-use crate::cli::LoadArgs;
+use crate::config::SourceConfig;
 use crate::fhir::Record;
-use crate::generate::{Generator, GeneratorConfig};
+use crate::generate::Generator;
 
 /// One item of the stream the loader drains.
 pub enum SourceItem {
@@ -32,13 +32,16 @@ pub struct RecordSource {
 
 /// Opens the source of a load. Walking an `--input` folder and reading the head of its files
 /// is blocking work: it runs on a blocking thread, not on the async runtime.
-pub async fn open(args: &LoadArgs) -> anyhow::Result<RecordSource> {
-    if let Some(path) = args.input.clone() {
-        return tokio::task::spawn_blocking(move || input::open(&path))
-            .await
-            .map_err(|e| anyhow::anyhow!("reading --input failed: {e}"))?;
-    }
-    let config = GeneratorConfig::from_args(&args.data)?;
+pub async fn open(config: &SourceConfig) -> anyhow::Result<RecordSource> {
+    let config = match config {
+        SourceConfig::Input(path) => {
+            let path = path.clone();
+            return tokio::task::spawn_blocking(move || input::open(&path))
+                .await
+                .map_err(|e| anyhow::anyhow!("reading --input failed: {e}"))?;
+        }
+        SourceConfig::Generated(config) => config,
+    };
     let generator = Generator::new(config.clone());
     let prerequisites = if config.shard.index == 0 {
         Vec::new()

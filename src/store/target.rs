@@ -4,13 +4,44 @@ use url::Url;
 
 use super::auth::{Credentials, GoogleOptions};
 use super::client::Network;
-use crate::cli::LoadArgs;
 use crate::emulator::{Emulator, EmulatorOptions};
 use crate::exit::usage;
-use crate::secret::redact_url;
+use crate::secret::{SecretString, redact_url};
+
+/// The store named on the command line, checked: a well-formed name or URL, and no credential
+/// bound for plain http off this machine. Nothing is started or fetched yet.
+pub enum TargetSpec {
+    /// A Cloud Healthcare FHIR store: its name and URL (`{endpoint}/{name}`).
+    Google { name: String, store_url: String },
+    /// Any FHIR server: its base URL without user info, which became Basic credentials.
+    Fhir {
+        base: String,
+        basic: Option<Credentials>,
+    },
+    /// The built-in emulator, started in this process for the run.
+    Emulator,
+}
+
+/// The credential flags: a token given outright, or what Application Default Credentials need.
+#[derive(Debug, Clone)]
+pub struct AuthOptions {
+    pub access_token: Option<SecretString>,
+    pub quota_project: Option<String>,
+    pub impersonate: Option<String>,
+    pub iam_credentials_endpoint: String,
+}
+
+/// A Cloud Healthcare FHIR store (or the emulator's): where its settings are read.
+pub struct GoogleStore {
+    pub url: String,
+    /// For messages: the store's name.
+    pub name: String,
+}
 
 pub struct Target {
     pub fhir_base: String,
+    /// Set for a Google-shaped store, whose settings are read before loading.
+    pub google: Option<GoogleStore>,
     /// For the summary: the store or URL, never a credential.
     pub description: String,
     pub credentials: Credentials,
@@ -18,77 +49,131 @@ pub struct Target {
     pub emulator: Option<Emulator>,
 }
 
-pub async fn resolve(args: &LoadArgs) -> anyhow::Result<Target> {
-    let target = &args.target;
-    if target.emulator {
-        let emulator = Emulator::start(
-            EmulatorOptions::default(),
-            "127.0.0.1:0".parse().expect("static address"),
-        )
-        .await?;
-        let fhir_base = emulator.fhir_base_url();
-        return Ok(Target {
-            description: format!("built-in emulator at {fhir_base}"),
-            fhir_base,
-            credentials: Credentials::none(),
-            emulator: Some(emulator),
-        });
+impl TargetSpec {
+    /// Checks the target flags (clap has made sure exactly one is given).
+    pub fn check(
+        store: Option<&str>,
+        fhir_url: Option<&str>,
+        emulator: bool,
+        endpoint: &str,
+        auth: &AuthOptions,
+    ) -> anyhow::Result<Self> {
+        if emulator {
+            return Ok(Self::Emulator);
+        }
+        let (raw_base, flag) = match (store, fhir_url) {
+            (Some(store), _) => {
+                check_store_name(store)?;
+                let endpoint = endpoint.trim_end_matches('/');
+                (
+                    format!("{endpoint}/{}/fhir", store.trim_matches('/')),
+                    "--endpoint",
+                )
+            }
+            (None, Some(url)) => (url.trim_end_matches('/').to_owned(), "--fhir-url"),
+            (None, None) => return Err(usage("no target: give --store, --fhir-url or --emulator")),
+        };
+        let url = parse_base(&raw_base, flag)?;
+        let has_userinfo = !url.username().is_empty() || url.password().is_some();
+        // user:password in the URL is a credential too: sent as Basic auth, never shown.
+        let (fhir_base, basic) = if has_userinfo {
+            let basic = Credentials::basic(url.username(), url.password().unwrap_or(""))?;
+            let mut bare = url.clone();
+            let _ = bare.set_username("");
+            let _ = bare.set_password(None);
+            (
+                bare.to_string().trim_end_matches('/').to_owned(),
+                Some(basic),
+            )
+        } else {
+            (raw_base, None)
+        };
+        check_sendable(&fhir_base, flag)?;
+        let sends_token = auth.access_token.is_some() || store.is_some() || has_userinfo;
+        if sends_token && url.scheme() == "http" && !is_loopback(&url) {
+            return Err(usage(format!(
+                "refusing to send credentials over plain http to {}: use https, or a loopback address for local testing",
+                url.host_str().unwrap_or("?")
+            )));
+        }
+        Ok(match store {
+            Some(name) => Self::Google {
+                name: name.to_owned(),
+                store_url: fhir_base
+                    .strip_suffix("/fhir")
+                    .expect("built with /fhir above")
+                    .to_owned(),
+            },
+            None => Self::Fhir {
+                base: fhir_base,
+                basic,
+            },
+        })
     }
-    let (raw_base, flag, wants_google_auth) = if let Some(store) = &target.store {
-        check_store_name(store)?;
-        let endpoint = args.connection.endpoint.trim_end_matches('/');
-        let base = format!("{endpoint}/{}/fhir", store.trim_matches('/'));
-        (base, "--endpoint", true)
-    } else if let Some(url) = &target.fhir_url {
-        (url.trim_end_matches('/').to_owned(), "--fhir-url", false)
-    } else {
-        return Err(usage("no target: give --store, --fhir-url or --emulator"));
-    };
-    let url = parse_base(&raw_base, flag)?;
-    let has_userinfo = !url.username().is_empty() || url.password().is_some();
-    // user:password in the URL is a credential too: sent as Basic auth, never shown.
-    let (fhir_base, basic) = if has_userinfo {
-        let basic = Credentials::basic(url.username(), url.password().unwrap_or(""))?;
-        let mut bare = url.clone();
-        let _ = bare.set_username("");
-        let _ = bare.set_password(None);
-        (
-            bare.to_string().trim_end_matches('/').to_owned(),
-            Some(basic),
-        )
-    } else {
-        (raw_base, None)
-    };
-    check_sendable(&fhir_base, flag)?;
-    // The query may carry a key (`?api_key=...`): the summary shows the URL without it.
-    let description = match &target.store {
-        Some(store) => store.clone(),
-        None => redact_url(&fhir_base),
-    };
-    let sends_token = args.connection.access_token.is_some() || wants_google_auth || has_userinfo;
-    if sends_token && url.scheme() == "http" && !is_loopback(&url) {
-        return Err(usage(format!(
-            "refusing to send credentials over plain http to {}: use https, or a loopback address for local testing",
-            url.host_str().unwrap_or("?")
-        )));
+
+    pub fn is_emulator(&self) -> bool {
+        matches!(self, Self::Emulator)
     }
-    let google = if wants_google_auth {
-        Some(google_options(args)?)
-    } else {
-        None
-    };
-    let credentials = match (&args.connection.access_token, basic, &google) {
-        (Some(token), _, google) => Credentials::from_token(token, google.as_ref()).await?,
-        (None, _, Some(google)) => Credentials::application_default(google).await?,
-        (None, Some(basic), None) => basic,
-        (None, None, None) => Credentials::none(),
-    };
-    Ok(Target {
-        fhir_base,
-        description,
-        credentials,
-        emulator: None,
-    })
+}
+
+/// Starts the emulator or finds the credential: the target, ready for requests.
+pub async fn resolve(
+    spec: &TargetSpec,
+    auth: &AuthOptions,
+    network: &Network,
+) -> anyhow::Result<Target> {
+    match spec {
+        TargetSpec::Emulator => {
+            let emulator = Emulator::start(
+                EmulatorOptions::default(),
+                "127.0.0.1:0".parse().expect("static address"),
+            )
+            .await?;
+            let fhir_base = emulator.fhir_base_url();
+            Ok(Target {
+                description: format!("built-in emulator at {fhir_base}"),
+                google: Some(GoogleStore {
+                    url: emulator.store_url(),
+                    name: "the built-in emulator's store".to_owned(),
+                }),
+                fhir_base,
+                credentials: Credentials::none(),
+                emulator: Some(emulator),
+            })
+        }
+        TargetSpec::Google { name, store_url } => {
+            let google = google_options(auth, network)?;
+            let credentials = match &auth.access_token {
+                Some(token) => Credentials::from_token(token, Some(&google)).await?,
+                None => Credentials::application_default(&google).await?,
+            };
+            Ok(Target {
+                fhir_base: format!("{store_url}/fhir"),
+                description: name.clone(),
+                google: Some(GoogleStore {
+                    url: store_url.clone(),
+                    name: name.clone(),
+                }),
+                credentials,
+                emulator: None,
+            })
+        }
+        TargetSpec::Fhir { base, basic } => {
+            let credentials = match (&auth.access_token, basic) {
+                (Some(token), _) => Credentials::from_token(token, None).await?,
+                (None, Some(basic)) => basic.clone(),
+                (None, None) => Credentials::none(),
+            };
+            Ok(Target {
+                // The query may carry a key (`?api_key=...`): the summary shows the URL without it.
+                description: redact_url(base),
+                fhir_base: base.clone(),
+                google: None,
+                credentials,
+                emulator: None,
+            })
+        }
+    }
 }
 
 /// The FHIR base from `flag`, parsed; a mistake is shown with its credentials redacted, since
@@ -122,14 +207,11 @@ fn unusable(raw: &str, flag: &str, why: &str) -> anyhow::Error {
     ))
 }
 
-fn google_options(args: &LoadArgs) -> anyhow::Result<GoogleOptions> {
-    let network = Network {
-        ca_file: args.connection.ca_file.clone(),
-    };
+fn google_options(auth: &AuthOptions, network: &Network) -> anyhow::Result<GoogleOptions> {
     Ok(GoogleOptions {
-        quota_project: args.connection.quota_project.clone(),
-        impersonate: args.connection.impersonate_service_account.clone(),
-        iam_credentials_endpoint: args.connection.iam_credentials_endpoint.clone(),
+        quota_project: auth.quota_project.clone(),
+        impersonate: auth.impersonate.clone(),
+        iam_credentials_endpoint: auth.iam_credentials_endpoint.clone(),
         http: network.builder()?.build()?,
     })
 }

@@ -22,14 +22,12 @@ use tokio::sync::{Mutex, mpsc};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::{LoadArgs, LoadMode, SeedArg, VerifyArgs};
+use crate::config::VerifyConfig;
 use crate::exit;
 use crate::fhir::{Resource, SOURCE_KEY_SYSTEM, query_for_url, recorded_source_key};
 use crate::shutdown;
 use crate::source::{self, RecordSource, SourceItem};
-use crate::store::client::{ClientOptions, Network, Reply, SendError, StoreClient, StoreRequest};
-use crate::store::limiter::{Limiter, LimiterOptions};
-use crate::store::retry::RetryPolicy;
+use crate::store::client::{Reply, SendError, StoreClient, StoreRequest};
 use crate::store::target;
 use report::{Findings, Report};
 
@@ -134,56 +132,29 @@ struct Expected {
     complete: bool,
 }
 
-pub async fn run(args: VerifyArgs) -> anyhow::Result<ExitCode> {
-    if args.target.emulator {
-        return Err(exit::usage(
-            "--emulator starts an empty store for one run, so there is nothing to verify: run \
-             `fhirgen serve` and give --fhir-url http://127.0.0.1:PORT/fhir to both load and verify",
-        ));
-    }
-    if args.data.seed == SeedArg::Random {
-        return Err(exit::usage(
-            "--seed random describes no particular data set: give the seed the load used \
-             (its summary prints it)",
-        ));
-    }
-    args.connection.timeout()?;
-    let settings = Settings::from(&args);
-    let load = load_args(args);
-    let source = source::open(&load).await?;
-    let target = target::resolve(&load).await?;
+pub async fn run(config: VerifyConfig) -> anyhow::Result<ExitCode> {
+    let source = source::open(&config.source).await?;
+    let connection = &config.connection;
+    let target = target::resolve(&config.target, &connection.auth, &connection.network).await?;
     let stop = CancellationToken::new();
     let client = Arc::new(StoreClient::new(
         &target.fhir_base,
         target.credentials,
-        ClientOptions {
-            workers: settings.workers,
-            timeout: load.connection.timeout()?,
-            retry: RetryPolicy::new(load.connection.max_retries, load.connection.min_backoff),
-            limiter: Arc::new(Limiter::new(LimiterOptions {
-                min_probe_delay: load.connection.min_backoff,
-                ..LimiterOptions::default()
-            })),
-            max_throttle_wait: load.connection.max_throttle_wait,
-            http: load.connection.http,
-            network: Network {
-                ca_file: load.connection.ca_file.clone(),
-            },
-        },
+        connection.client_options(config.pool, connection.limiter(None)),
         stop.clone(),
     )?);
     let (signals, interruption) = shutdown::watch(stop.clone(), None);
     let started = Instant::now();
 
-    let (checks, queue) = mpsc::channel(settings.workers as usize * 2);
+    let (checks, queue) = mpsc::channel(config.pool.lookup_queue());
     let queue = Arc::new(Mutex::new(queue));
     let mut workers = JoinSet::new();
-    for _ in 0..settings.workers {
+    for _ in 0..config.pool.workers {
         workers.spawn(work(client.clone(), queue.clone()));
     }
     drop(queue);
     let seed = source.seed;
-    let sample = settings.sample;
+    let sample = config.sample;
     let walk = tokio::task::spawn_blocking(move || walk(source, sample, checks));
     let mut findings = Findings::default();
     while let Some(done) = workers.join_next().await {
@@ -201,7 +172,7 @@ pub async fn run(args: VerifyArgs) -> anyhow::Result<ExitCode> {
             target: target.description,
             seed,
             sample,
-            exact_counts: settings.exact_counts,
+            exact_counts: config.exact_counts,
             invalid_input: expected.invalid_input,
             elapsed: started.elapsed(),
             walked_all: expected.complete,
@@ -209,10 +180,10 @@ pub async fn run(args: VerifyArgs) -> anyhow::Result<ExitCode> {
             fatal_error: client.fatal().map(|f| f.0),
         },
     );
-    if !settings.quiet {
+    if !config.quiet {
         report.print_text();
     }
-    if settings.json {
+    if config.json {
         exit::print_json_line(&report)?;
     }
     let code = if let Some(code) = interruption.exit_code() {
@@ -223,45 +194,6 @@ pub async fn run(args: VerifyArgs) -> anyhow::Result<ExitCode> {
         exit::FAILURE
     };
     Ok(code.into())
-}
-
-/// What only verify uses; the rest of its arguments are the loader's.
-struct Settings {
-    workers: u32,
-    sample: Option<u64>,
-    exact_counts: bool,
-    json: bool,
-    quiet: bool,
-}
-
-impl From<&VerifyArgs> for Settings {
-    fn from(args: &VerifyArgs) -> Self {
-        Self {
-            workers: args.workers,
-            sample: args.sample,
-            exact_counts: args.exact_counts,
-            json: args.json,
-            quiet: args.quiet,
-        }
-    }
-}
-
-/// The load these arguments describe, so that verify finds the target and walks the data set
-/// exactly as that load did.
-fn load_args(args: VerifyArgs) -> LoadArgs {
-    LoadArgs {
-        target: args.target,
-        connection: args.connection,
-        data: args.data,
-        input: args.input,
-        workers: args.workers,
-        mode: LoadMode::Transaction,
-        bundle_size: 100,
-        rate: 0.0,
-        failed: None,
-        json: args.json,
-        quiet: args.quiet,
-    }
 }
 
 /// Walks the data set in load order, counting it by type and queueing a lookup for every

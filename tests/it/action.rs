@@ -27,8 +27,8 @@ impl Step {
     fn log(&self) -> String {
         format!(
             "stdout:\n{}\nstderr:\n{}\nsummary:\n{}",
-            String::from_utf8_lossy(&self.output.stdout),
-            String::from_utf8_lossy(&self.output.stderr),
+            stdout(&self.output),
+            stderr(&self.output),
             self.summary
         )
     }
@@ -144,7 +144,7 @@ async fn a_store_that_refuses_fails_the_step_and_says_why() {
         step.log()
     );
     assert!(step.summary.contains("| stopped | "), "{}", step.log());
-    let stdout = String::from_utf8_lossy(&step.output.stdout);
+    let stdout = stdout(&step.output);
     assert!(
         stdout.contains("::error title=fhirgen::fhirgen load: "),
         "{}",
@@ -200,7 +200,7 @@ async fn verify_reads_the_store_back_after_the_load() {
         "{}",
         step.log()
     );
-    let stdout = String::from_utf8_lossy(&step.output.stdout);
+    let stdout = stdout(&step.output);
     assert!(
         stdout.contains("::error title=fhirgen::fhirgen verify: "),
         "{}",
@@ -220,7 +220,7 @@ async fn a_step_without_exactly_one_target_is_a_usage_error() {
     ] {
         let step = run_step(inputs).await;
         assert_eq!(step.code(), Some(2), "{}", step.log());
-        let stdout = String::from_utf8_lossy(&step.output.stdout);
+        let stdout = stdout(&step.output);
         assert!(
             stdout.contains("set exactly one of the inputs"),
             "{}",
@@ -311,7 +311,7 @@ async fn install_fetches_the_release_the_action_is_pinned_to_and_checks_its_sum(
     assert_eq!(step.code(), Some(0), "{}", step.log());
     let installed = &step.outputs["bin"];
     let version = Command::new(installed).arg("--version").output().unwrap();
-    assert_eq!(String::from_utf8_lossy(&version.stdout), "fhirgen 9.9.9\n");
+    assert_eq!(stdout(&version), "fhirgen 9.9.9\n");
 
     // An archive that is not the one the sums name is refused.
     let tampered = releases_page(vec![
@@ -336,6 +336,6 @@ async fn install_fetches_the_release_the_action_is_pinned_to_and_checks_its_sum(
     ];
     let step = run_script("install.sh", &windows).await;
     assert_eq!(step.code(), Some(1), "{}", step.log());
-    let stdout = String::from_utf8_lossy(&step.output.stdout);
+    let stdout = stdout(&step.output);
     assert!(stdout.contains("build-from-source: true"), "{}", step.log());
 }

@@ -7,6 +7,8 @@ use std::process::Output;
 use assert_cmd::Command;
 use fhirgen::emulator::{Emulator, EmulatorOptions};
 
+use crate::common::{stderr, stdout, text};
+
 /// In every credential below; it must appear nowhere in what fhirgen prints.
 const SENTINEL: &str = "S3NTINEL";
 
@@ -18,14 +20,6 @@ fn fhirgen() -> Command {
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
         .env("HOME", std::env::temp_dir().join("fhirgen-cli-test-home"));
     command
-}
-
-fn text(output: &Output) -> String {
-    format!(
-        "stdout:\n{}\nstderr:\n{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
 }
 
 /// Exits with `code` and shows no part of any credential.
@@ -78,7 +72,7 @@ fn a_malformed_fhir_url_is_shown_without_its_password() {
             .output()
             .unwrap();
         assert_exits_without_secrets(&output, 2);
-        let stderr = String::from_utf8_lossy(&output.stderr);
+        let stderr = stderr(&output);
         assert!(stderr.contains("--fhir-url"), "{what}: {stderr}");
         // Even with `/` unencoded, no part of the password is left.
         assert!(!stderr.contains("INEL"), "{what}: {stderr}");
@@ -106,7 +100,7 @@ fn a_malformed_endpoint_is_shown_without_its_password() {
             .output()
             .unwrap();
         assert_exits_without_secrets(&output, 2);
-        let stderr = String::from_utf8_lossy(&output.stderr);
+        let stderr = stderr(&output);
         assert!(stderr.contains("--endpoint"), "{what}: {stderr}");
     }
 }
@@ -155,7 +149,7 @@ fn help_shows_which_variables_are_read_but_not_their_values() {
         .envs(environment)
         .output()
         .unwrap();
-    let help = String::from_utf8_lossy(&output.stdout);
+    let help = stdout(&output);
     for (name, _) in &environment[..4] {
         assert!(help.contains(name), "{name} is not named in:\n{help}");
     }
@@ -190,7 +184,7 @@ async fn a_key_in_the_query_is_not_shown_as_the_target() {
         "{summary}"
     );
     assert_eq!(summary["stored"], 20, "{summary}");
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stderr = stderr(&output);
     assert!(stderr.contains("api_key=***"), "{stderr}");
     let failed = std::fs::read_to_string(failed.path()).unwrap();
     assert!(!failed.contains(SENTINEL), "{failed}");
@@ -201,12 +195,12 @@ fn help_about_help_is_help() {
     for args in [&["help", "--help"][..], &["help", "help"], &["help"]] {
         let output = fhirgen().args(args).output().unwrap();
         assert_eq!(output.status.code(), Some(0), "{args:?}: {}", text(&output));
-        let stdout = String::from_utf8_lossy(&output.stdout);
+        let stdout = stdout(&output);
         assert!(stdout.contains("Usage: fhirgen"), "{args:?}: {stdout}");
     }
     let output = fhirgen().args(["help", "load"]).output().unwrap();
     assert_eq!(output.status.code(), Some(0), "{}", text(&output));
-    assert!(String::from_utf8_lossy(&output.stdout).contains("--fhir-url"));
+    assert!(stdout(&output).contains("--fhir-url"));
 
     let output = fhirgen().args(["help", "lod"]).output().unwrap();
     assert_eq!(output.status.code(), Some(2), "{}", text(&output));
@@ -221,7 +215,7 @@ fn a_negative_count_is_called_a_count() {
             .output()
             .unwrap();
         assert_eq!(output.status.code(), Some(2), "{}", text(&output));
-        let stderr = String::from_utf8_lossy(&output.stderr);
+        let stderr = stderr(&output);
         assert!(stderr.contains("non-negative"), "{stderr}");
         assert!(!stderr.contains("unexpected argument"), "{stderr}");
         assert!(output.stdout.is_empty());
@@ -245,7 +239,7 @@ fn an_empty_access_token_is_refused() {
         .output()
         .unwrap();
     assert_eq!(output.status.code(), Some(2), "{}", text(&output));
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stderr = stderr(&output);
     assert!(stderr.contains("access token is empty"), "{stderr}");
 }
 
@@ -263,7 +257,7 @@ fn a_thread_count_from_the_environment_is_checked_not_panicked_on() {
             "{value:?}: {}",
             text(&output)
         );
-        let stderr = String::from_utf8_lossy(&output.stderr);
+        let stderr = stderr(&output);
         assert!(
             stderr.contains("TOKIO_WORKER_THREADS") && stderr.contains("1 or more"),
             "{stderr}"

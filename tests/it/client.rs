@@ -67,11 +67,7 @@ async fn user_and_password_in_the_url_go_as_basic_auth_and_are_never_shown() {
         seen.iter().all(|a| a.as_deref() == Some(expected)),
         "{seen:?}"
     );
-    let printed = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let printed = format!("{}{}", stdout(&output), stderr(&output));
     for secret in ["s%40cret", "s@cret", "bG9hZGVyOnNAY3JldA"] {
         assert!(
             !printed.contains(secret),
@@ -128,7 +124,7 @@ async fn https_to_a_server_without_tls_fails_the_handshake_and_says_so() {
         summary["errors"]["TLS handshake failed"].as_u64().unwrap() > 0,
         "{summary}"
     );
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stderr = stderr(&output);
     assert!(stderr.contains("TLS handshake failed"), "{stderr}");
 }
 
@@ -216,11 +212,7 @@ async fn a_store_that_echoes_the_credential_never_gets_it_shown() {
         let failed_lines = std::fs::read_to_string(&failed).unwrap();
         assert_eq!(failed_lines.lines().count(), 5);
         assert!(failed_lines.contains("(redacted)"), "{failed_lines}");
-        let shown = format!(
-            "{}{}{failed_lines}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        );
+        let shown = format!("{}{}{failed_lines}", stdout(&output), stderr(&output));
         for secret in secrets {
             assert!(!shown.contains(secret), "{secret} was shown:\n{shown}");
         }
@@ -253,7 +245,7 @@ async fn each_kind_of_403_says_what_to_fix() {
         command.args(["--access-token", "a-token-6666"]);
         let output = run(command).await;
         assert_exit(&output, 1);
-        let stderr = String::from_utf8_lossy(&output.stderr);
+        let stderr = stderr(&output);
         assert!(stderr.contains(fix), "expected `{fix}`:\n{stderr}");
         assert!(stderr.contains("--access-token"), "{stderr}");
     }
@@ -330,5 +322,5 @@ async fn ca_file_adds_a_trusted_certificate() {
     std::fs::write(&not_pem, "hello").unwrap();
     let output = run(load(&["--ca-file", not_pem.to_str().unwrap()])).await;
     assert_exit(&output, 2);
-    assert!(String::from_utf8_lossy(&output.stderr).contains("--ca-file"));
+    assert!(stderr(&output).contains("--ca-file"));
 }

@@ -98,7 +98,7 @@ async fn a_token_endpoint_that_blinks_is_asked_again() {
     let command = load_with_credential_file(&stand_in, &file);
     let output = run(command).await;
     assert_ne!(output.status.code(), Some(0));
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stderr = stderr(&output);
     assert!(
         stderr.contains("503") && stderr.contains("try again"),
         "{stderr}"
@@ -230,7 +230,7 @@ async fn impersonation_refused_names_the_account_and_the_role_to_grant() {
         .args(["--access-token", "an-unknown-token-3333"]);
     let output = run(command).await;
     assert_exit(&output, 2);
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stderr = stderr(&output);
     assert!(stderr.contains(LOADER), "{stderr}");
     assert!(
         stderr.contains("roles/iam.serviceAccountTokenCreator"),
@@ -295,7 +295,7 @@ async fn unusable_credential_files_name_the_field_that_is_wrong() {
         let command = load_with_credential_file(&stand_in, &file);
         let output = run(command).await;
         assert_exit(&output, 2);
-        let stderr = String::from_utf8_lossy(&output.stderr);
+        let stderr = stderr(&output);
         assert!(stderr.contains(expected), "case {index}: {stderr}");
         assert!(stderr.contains(&file.display().to_string()), "{stderr}");
         assert!(stderr.contains(&kind), "{stderr}");
@@ -315,7 +315,7 @@ async fn a_refused_refresh_token_names_the_credential() {
     let command = load_with_credential_file(&stand_in, &file);
     let output = run(command).await;
     assert_exit(&output, 2);
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stderr = stderr(&output);
     assert!(stderr.contains("authorized_user"), "{stderr}");
     assert!(stderr.contains(&file.display().to_string()), "{stderr}");
     assert!(stderr.contains("400"), "{stderr}");
@@ -381,7 +381,7 @@ async fn a_refused_service_account_key_names_the_file_and_the_account() {
     let command = load_with_credential_file(&stand_in, &file);
     let output = run(command).await;
     assert_exit(&output, 2);
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stderr = stderr(&output);
     for expected in [
         "service_account",
         &file.display().to_string(),
@@ -416,7 +416,7 @@ async fn access_tokens_say_they_cannot_be_refreshed_and_must_not_be_empty() {
     let mut command = load_command(&stand_in);
     command.args(["--access-token", "a-static-token-2222"]);
     let output = loads_with(command, &stand_in, "a-static-token-2222", None).await;
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stderr = stderr(&output);
     assert_eq!(
         stderr
             .lines()
@@ -431,5 +431,5 @@ async fn access_tokens_say_they_cannot_be_refreshed_and_must_not_be_empty() {
     command.args(["--access-token", ""]);
     let output = run(command).await;
     assert_exit(&output, 2);
-    assert!(String::from_utf8_lossy(&output.stderr).contains("empty"));
+    assert!(crate::common::stderr(&output).contains("empty"));
 }

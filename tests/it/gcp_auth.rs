@@ -89,7 +89,7 @@ async fn store_target_uses_application_default_credentials() {
             let output = run(command).await;
             assert_exit(&output, 0);
             assert_eq!(summary(&output)["stored"], 300);
-            let stderr = String::from_utf8_lossy(&output.stderr);
+            let stderr = stderr(&output);
             assert!(
                 !stderr.contains(ISSUED_TOKEN),
                 "the token was printed: {stderr}"
@@ -128,7 +128,7 @@ async fn a_refused_token_stops_the_run_with_advice() {
     let output = run(command).await;
     assert_exit(&output, 1);
     assert!(started.elapsed() < std::time::Duration::from_secs(15));
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stderr = stderr(&output);
     assert!(stderr.contains("401"), "{stderr}");
     assert!(
         stderr.contains("--access-token"),

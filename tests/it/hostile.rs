@@ -26,7 +26,7 @@ async fn too_few_open_files_for_the_workers_is_refused_before_loading() {
     ))
     .await;
     assert_exit(&output, 2);
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stderr = stderr(&output);
     assert!(
         stderr.contains("needs about 1088 open files") && stderr.contains("--workers 96"),
         "{stderr}"
@@ -104,6 +104,6 @@ async fn an_empty_input_is_an_error_not_a_success() {
         .arg(&empty);
     let output = run(command).await;
     assert_exit(&output, 1);
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stderr = stderr(&output);
     assert!(stderr.contains("holds no FHIR resources"), "{stderr}");
 }

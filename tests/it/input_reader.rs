@@ -19,7 +19,7 @@ fn missing_input_is_a_usage_error() {
         .output()
         .unwrap();
     assert_exit(&output, 2);
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stderr = stderr(&output);
     assert!(
         stderr.contains("--input /no/such/input.ndjson: no such file or directory"),
         "{stderr}"
@@ -455,7 +455,7 @@ async fn bad_lines_are_reported_kept_and_can_be_fed_back() {
         (summary["stored"].as_u64(), summary["failed"].as_u64()),
         (Some(100), Some(3))
     );
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stderr = stderr(&output);
     let name = input.display().to_string();
     assert!(stderr.contains(&format!("{name}:11")), "{stderr}");
     assert!(stderr.contains(&format!("{name}:31")), "{stderr}");
@@ -486,7 +486,7 @@ async fn bad_lines_are_reported_kept_and_can_be_fed_back() {
     command.arg("--failed").arg(&failed);
     let refused = run(command).await;
     assert_exit(&refused, 2);
-    assert!(String::from_utf8_lossy(&refused.stderr).contains("would overwrite the --input"));
+    assert!(crate::common::stderr(&refused).contains("would overwrite the --input"));
     assert_eq!(std::fs::read_to_string(&failed).unwrap().lines().count(), 3);
 
     // Fix the rejected resource in the failed file and feed the whole file back.

@@ -102,7 +102,7 @@ async fn emulator_target_runs_in_process() {
     );
     assert_eq!(summary["seed"], 1);
     // The text summary goes to stderr, the JSON alone to stdout.
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stderr = stderr(&output);
     assert!(stderr.contains("Stored:"), "{stderr}");
 }
 
@@ -120,7 +120,7 @@ async fn a_token_is_never_sent_over_plain_http_to_a_remote_host() {
     ]);
     let output = run(command).await;
     assert_exit(&output, 2);
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stderr = stderr(&output);
     assert!(stderr.contains("plain http"), "{stderr}");
     assert!(!stderr.contains("ya29.not-real"), "{stderr}");
 
@@ -133,7 +133,7 @@ async fn a_token_is_never_sent_over_plain_http_to_a_remote_host() {
     ]);
     let output = run(command).await;
     assert_exit(&output, 2);
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stderr = crate::common::stderr(&output);
     assert!(stderr.contains("plain http"), "{stderr}");
     assert!(!stderr.contains("hunter2"), "{stderr}");
 }
@@ -148,11 +148,7 @@ async fn a_password_in_the_url_is_not_shown() {
     command.args(["load", "--fhir-url", &base, "--count", "20", "--json"]);
     let output = run(command).await;
     assert_exit(&output, 0);
-    let all = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let all = format!("{}{}", stdout(&output), stderr(&output));
     assert!(!all.contains("hunter2"), "{all}");
     emulator.shutdown().await;
 }
@@ -163,7 +159,7 @@ async fn bad_store_name_is_a_usage_error() {
     command.args(["load", "--store", "projects/p/fhirStores/s", "--count", "5"]);
     let output = run(command).await;
     assert_exit(&output, 2);
-    assert!(String::from_utf8_lossy(&output.stderr).contains("projects/PROJECT/locations"));
+    assert!(stderr(&output).contains("projects/PROJECT/locations"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -179,7 +175,7 @@ async fn out_of_range_numbers_are_usage_errors() {
             .args(flags);
         let output = run(command).await;
         assert_exit(&output, 2);
-        assert!(String::from_utf8_lossy(&output.stderr).contains(flags[0]));
+        assert!(stderr(&output).contains(flags[0]));
     }
 }
 
@@ -616,7 +612,7 @@ async fn a_failed_file_on_a_full_disk_is_reported_once() {
             .is_some_and(|e| e.contains("/dev/full")),
         "{summary}"
     );
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stderr = stderr(&output);
     assert_eq!(stderr.matches("/dev/full").count(), 1, "{stderr}");
     assert!(stderr.contains("Summary:"), "{stderr}");
     emulator.shutdown().await;
@@ -682,7 +678,7 @@ async fn a_success_that_is_not_the_fhir_answer_stores_nothing() {
             40,
             "{what}"
         );
-        let stderr = String::from_utf8_lossy(&output.stderr);
+        let stderr = stderr(&output);
         assert!(stderr.contains(said), "{what}\n{stderr}");
         assert!(
             stderr.contains(&format!("HTTP {status}")),

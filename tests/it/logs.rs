@@ -18,7 +18,7 @@ async fn verbose_prints_a_line_per_request() {
     ]);
     let output = run(command).await;
     assert_exit(&output, 0);
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stderr = stderr(&output);
     let creates = stderr
         .lines()
         .filter(|line| line.contains("POST /") && line.contains("-> 201 in"))
@@ -47,7 +47,7 @@ async fn no_level_logs_a_secret() {
                 .args(["load", "--fhir-url", &with_secrets, "--mode", "create"])
                 .args(["--count", "50", "--min-backoff", "1ms", "--quiet", level]);
             let output = run(command).await;
-            let stderr = String::from_utf8_lossy(&output.stderr);
+            let stderr = stderr(&output);
             // The first run creates, later ones find: either way, a line per request.
             assert!(stderr.contains("POST /Patient -> 20"), "{stderr}");
             assert!(

@@ -143,7 +143,7 @@ async fn a_proxy_that_wants_credentials_stops_the_run() {
         .env("HTTP_PROXY", &proxy);
     let output = run(command).await;
     assert_exit(&output, 1);
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stderr = stderr(&output);
     assert!(
         stderr.contains("the proxy refused fhirgen's credentials (HTTP 407")
             && stderr.contains("check the user:password in HTTPS_PROXY"),
@@ -379,7 +379,7 @@ async fn a_proxy_password_is_sent_to_the_proxy_and_never_shown() {
     let wrong = "a-wrong-proxy-password-5151";
     let output = run(with_password(wrong, &["-vv"])).await;
     assert_exit(&output, 1);
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stderr = stderr(&output);
     assert!(stderr.contains("proxy authorization required"), "{stderr}");
     // No retry changes a proxy's mind: the run stops with the reason and what to check.
     assert!(

@@ -41,7 +41,7 @@ fn the_man_page_renders_and_names_every_command() {
         .output()
         .expect("man is installed (apt-get install man-db)");
     assert_exit(&rendered, 0);
-    let text = String::from_utf8_lossy(&rendered.stdout);
+    let text = stdout(&rendered);
     for heading in [
         "FHIRGEN GENERATE",
         "FHIRGEN LOAD",

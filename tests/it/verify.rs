@@ -81,10 +81,6 @@ async fn verify(served: &Served, extra: &[&str]) -> (Output, Value) {
     (output, report)
 }
 
-fn stderr(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stderr).into_owned()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn passes_after_a_load_and_names_what_is_missing_after_a_reset() {
     let served = Served::start();

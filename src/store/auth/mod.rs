@@ -40,12 +40,14 @@ pub struct GoogleOptions {
 }
 
 /// The credential a load sends, and the project its requests are billed to.
+#[derive(Clone)]
 pub struct Credentials {
     scheme: Scheme,
     /// `x-goog-user-project`, when a quota project is named.
     quota_project: Option<HeaderValue>,
 }
 
+#[derive(Clone)]
 enum Scheme {
     /// No Authorization header (the emulator, or an open FHIR server).
     None,

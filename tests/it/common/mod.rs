@@ -77,26 +77,61 @@ pub fn fhirgen() -> std::process::Command {
     command
 }
 
+/// `fhirgen load --fhir-url BASE`, with the flags the tests set most as a builder.
+pub struct LoadCommand(std::process::Command);
+
+pub fn load_into(base: &str) -> LoadCommand {
+    let mut command = fhirgen();
+    command.args(["load", "--fhir-url", base]);
+    LoadCommand(command)
+}
+
+impl LoadCommand {
+    pub fn mode(self, mode: &str) -> Self {
+        self.args(["--mode", mode])
+    }
+
+    pub fn count(self, count: u64) -> Self {
+        self.args(["--count", &count.to_string()])
+    }
+
+    pub fn workers(self, workers: u32) -> Self {
+        self.args(["--workers", &workers.to_string()])
+    }
+
+    /// The JSON summary alone on stdout, and no text summary on stderr.
+    pub fn json(self) -> Self {
+        self.args(["--json", "--quiet"])
+    }
+
+    pub fn args<I, S>(mut self, args: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<std::ffi::OsStr>,
+    {
+        self.0.args(args);
+        self
+    }
+
+    pub fn command(self) -> std::process::Command {
+        self.0
+    }
+
+    /// Runs it to the end off the async runtime.
+    pub async fn run(self) -> Output {
+        run(self.0).await
+    }
+}
+
 /// `load` in create mode of `count` generated resources by `workers` workers, printing the JSON
 /// summary alone.
 pub fn create_load(emulator: &Emulator, count: u32, workers: u32) -> std::process::Command {
-    let mut command = fhirgen();
-    command
-        .args([
-            "load",
-            "--fhir-url",
-            &emulator.fhir_base_url(),
-            "--mode",
-            "create",
-        ])
-        .args([
-            "--count",
-            &count.to_string(),
-            "--workers",
-            &workers.to_string(),
-        ])
-        .args(["--json", "--quiet"]);
-    command
+    load_into(&emulator.fhir_base_url())
+        .mode("create")
+        .count(count.into())
+        .workers(workers)
+        .json()
+        .command()
 }
 
 /// Runs the command off the async runtime (the emulator lives on it).
@@ -106,24 +141,46 @@ pub async fn run(mut command: std::process::Command) -> Output {
         .unwrap()
 }
 
+/// What the command wrote on stdout, as text.
+pub fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// What the command wrote on stderr, as text.
+pub fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// Both streams, for an assertion's message.
+pub fn text(output: &Output) -> String {
+    format!("stdout:\n{}\nstderr:\n{}", stdout(output), stderr(output))
+}
+
 pub fn summary(output: &Output) -> Value {
-    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stdout = stdout(output);
     serde_json::from_str(stdout.trim()).unwrap_or_else(|e| {
         panic!(
             "stdout is not one JSON summary ({e}):\n{stdout}\nstderr:\n{}",
-            String::from_utf8_lossy(&output.stderr)
+            stderr(output)
         )
     })
 }
 
 pub fn assert_exit(output: &Output, code: i32) {
-    assert_eq!(
-        output.status.code(),
-        Some(code),
-        "stdout:\n{}\nstderr:\n{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
+    assert_eq!(output.status.code(), Some(code), "{}", text(output));
+}
+
+/// Waits for `condition`, looking every 10 ms: a test waits for what it needs to have
+/// happened, not for a time it hopes is enough. Fails after 30 s, naming `what`.
+pub async fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !condition() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "waited 30 s for {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
 }
 
 pub async fn stats(emulator: &Emulator) -> Value {
@@ -222,26 +279,29 @@ pub async fn assert_store_consistent(emulator: &Emulator) {
 /// resources, every reference resolves and nothing is stored twice. Returns the first run's
 /// summary.
 pub async fn load_twice(emulator: &Emulator, mode: &str, count: u64, workers: u32) -> Value {
+    load_twice_with(emulator, mode, count, workers, &[]).await
+}
+
+/// [`load_twice`] with `extra` flags on both runs.
+pub async fn load_twice_with(
+    emulator: &Emulator,
+    mode: &str,
+    count: u64,
+    workers: u32,
+    extra: &[&str],
+) -> Value {
     let base = emulator.fhir_base_url();
-    let (count_arg, workers_arg) = (count.to_string(), workers.to_string());
-    let args = [
-        "load",
-        "--fhir-url",
-        &base,
-        "--count",
-        &count_arg,
-        "--workers",
-        &workers_arg,
-        "--mode",
-        mode,
-        "--json",
-        "--quiet",
-    ];
+    let load = || {
+        load_into(&base)
+            .count(count)
+            .workers(workers)
+            .mode(mode)
+            .json()
+            .args(extra)
+    };
     let mut summaries = Vec::new();
     for run_number in 1..=2 {
-        let mut command = fhirgen();
-        command.args(args);
-        let output = run(command).await;
+        let output = load().run().await;
         assert_exit(&output, 0);
         let summary = summary(&output);
         assert_eq!(summary["stored"], count, "run {run_number}: {summary}");
