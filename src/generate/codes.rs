@@ -1079,6 +1079,304 @@ pub const ORGANIZATION_KINDS: &[&str] = &[
     "General Hospital",
 ];
 
+// Billing, care plans, documents, imaging and devices.
+
+pub const CPT: &str = "http://www.ama-assn.org/go/cpt";
+pub const HCPCS: &str = "https://www.cms.gov/Medicare/Coding/HCPCSReleaseCodeSets";
+pub const CLAIM_TYPE: &str = "http://terminology.hl7.org/CodeSystem/claim-type";
+pub const PROCESS_PRIORITY: &str = "http://terminology.hl7.org/CodeSystem/processpriority";
+pub const ADJUDICATION: &str = "http://terminology.hl7.org/CodeSystem/adjudication";
+pub const SUBSCRIBER_RELATIONSHIP: &str =
+    "http://terminology.hl7.org/CodeSystem/subscriber-relationship";
+/// Source of Payment Typology, the coverage types US Core names.
+pub const PAYMENT_TYPOLOGY: &str = "https://nahdo.org/sopt";
+pub const CARE_PLAN_CATEGORY: &str = "http://hl7.org/fhir/us/core/CodeSystem/careplan-category";
+pub const DOCUMENT_CATEGORY: &str =
+    "http://hl7.org/fhir/us/core/CodeSystem/us-core-documentreference-category";
+pub const FORMAT_CODE: &str = "http://ihe.net/fhir/ihe.formatcode.fhir/CodeSystem/formatcode";
+pub const PROVENANCE_PARTICIPANT: &str =
+    "http://terminology.hl7.org/CodeSystem/provenance-participant-type";
+pub const ROLE_CODE: &str = "http://terminology.hl7.org/CodeSystem/v3-RoleCode";
+pub const DICOM: &str = "http://dicom.nema.org/resources/ontology/DCM";
+pub const US_DOLLAR: &str = "USD";
+
+/// An insurer: its name, the payment typology of its plans, the share of a bill it pays (in
+/// percent), and who it covers.
+#[derive(Debug)]
+pub struct Payer {
+    pub name: &'static str,
+    pub typology: Concept,
+    pub pays_percent: i64,
+    pub kind: PayerKind,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PayerKind {
+    Medicare,
+    Medicaid,
+    Commercial,
+}
+
+const MEDICARE_TYPOLOGY: Concept = concept("1", "MEDICARE");
+const MEDICAID_TYPOLOGY: Concept = concept("2", "MEDICAID");
+const PRIVATE_TYPOLOGY: Concept = concept("5", "PRIVATE HEALTH INSURANCE");
+
+/// The insurers of the shared record, in pool order: Medicare and Medicaid first.
+pub const PAYERS: &[Payer] = &[
+    Payer {
+        name: "Medicare",
+        typology: MEDICARE_TYPOLOGY,
+        pays_percent: 80,
+        kind: PayerKind::Medicare,
+    },
+    Payer {
+        name: "Medicaid",
+        typology: MEDICAID_TYPOLOGY,
+        pays_percent: 100,
+        kind: PayerKind::Medicaid,
+    },
+    Payer {
+        name: "Blue Cross Blue Shield",
+        typology: PRIVATE_TYPOLOGY,
+        pays_percent: 85,
+        kind: PayerKind::Commercial,
+    },
+    Payer {
+        name: "UnitedHealthcare",
+        typology: PRIVATE_TYPOLOGY,
+        pays_percent: 80,
+        kind: PayerKind::Commercial,
+    },
+    Payer {
+        name: "Aetna",
+        typology: PRIVATE_TYPOLOGY,
+        pays_percent: 80,
+        kind: PayerKind::Commercial,
+    },
+    Payer {
+        name: "Cigna Health",
+        typology: PRIVATE_TYPOLOGY,
+        pays_percent: 90,
+        kind: PayerKind::Commercial,
+    },
+    Payer {
+        name: "Humana",
+        typology: PRIVATE_TYPOLOGY,
+        pays_percent: 80,
+        kind: PayerKind::Commercial,
+    },
+];
+
+/// Every drug the generator prescribes: the shared record's Medications, in this order.
+pub const FORMULARY: &[&Medication] = &[
+    &LISINOPRIL,
+    &AMLODIPINE,
+    &HYDROCHLOROTHIAZIDE,
+    &METFORMIN,
+    &ATORVASTATIN,
+    &ALBUTEROL,
+    &FLUTICASONE,
+    &SERTRALINE,
+    &LEVOTHYROXINE,
+    &WARFARIN,
+    &METOPROLOL,
+    &FUROSEMIDE,
+    &FERROUS_SULFATE,
+    &NAPROXEN,
+    &ASPIRIN,
+    &AMOXICILLIN,
+    &PENICILLIN_V,
+    &AZITHROMYCIN,
+    &NITROFURANTOIN,
+    &IBUPROFEN,
+    &ACETAMINOPHEN,
+];
+
+/// A billed service: its CPT or HCPCS code and its price in cents.
+#[derive(Debug, Clone, Copy)]
+pub struct Charge {
+    pub system: &'static str,
+    pub code: Concept,
+    pub cents: i64,
+}
+
+const fn cpt(code: &'static str, display: &'static str, cents: i64) -> Charge {
+    Charge {
+        system: CPT,
+        code: concept(code, display),
+        cents,
+    }
+}
+
+/// The visit itself, by encounter kind and age (preventive visits are billed by age band).
+pub fn visit_charge(kind: Concept, age_years: i32) -> Charge {
+    match (kind.code, age_years) {
+        ("410620009", 0) => cpt("99391", "Preventive visit, established, infant", 14_500),
+        ("410620009", 1..=4) => cpt("99392", "Preventive visit, established, age 1-4", 15_500),
+        ("410620009", 5..=11) => cpt("99393", "Preventive visit, established, age 5-11", 15_500),
+        ("410620009", _) => cpt("99394", "Preventive visit, established, age 12-17", 17_000),
+        ("162673000", ..=39) => cpt("99395", "Preventive visit, established, age 18-39", 18_000),
+        ("162673000", 40..=64) => cpt("99396", "Preventive visit, established, age 40-64", 19_500),
+        ("162673000", _) => cpt("99397", "Preventive visit, established, age 65+", 21_000),
+        ("50849002", _) => cpt("99284", "Emergency department visit, high severity", 52_000),
+        ("32485007", _) => cpt("99223", "Initial hospital inpatient care, high", 38_000),
+        _ => cpt("99213", "Office visit, established patient, low", 13_000),
+    }
+}
+
+/// A procedure, by its SNOMED CT code.
+pub fn procedure_charge(snomed: Concept) -> Charge {
+    match snomed.code {
+        "710824005" => cpt("96160", "Health risk assessment", 1_500),
+        "171207006" => Charge {
+            system: HCPCS,
+            code: concept("G0444", "Annual depression screening, 5 to 15 minutes"),
+            cents: 2_000,
+        },
+        "430193006" => cpt("1111F", "Discharge medications reconciled", 0),
+        "73761001" => cpt("45378", "Colonoscopy, flexible, diagnostic", 110_000),
+        "24623002" => cpt("77067", "Screening mammography, bilateral", 25_000),
+        "127783003" => cpt("94010", "Spirometry", 4_500),
+        "117015009" => cpt("87070", "Culture, bacterial, any other source", 2_500),
+        "399208008" => cpt("71046", "Radiologic examination, chest; 2 views", 9_000),
+        "168537006" => cpt("73090", "Radiologic examination; forearm, 2 views", 8_500),
+        "274474001" => cpt(
+            "29075",
+            "Application, elbow to finger (short arm) cast",
+            22_000,
+        ),
+        "303653007" => cpt(
+            "70450",
+            "Computed tomography, head or brain; without contrast",
+            75_000,
+        ),
+        "29303009" => cpt(
+            "93000",
+            "Electrocardiogram, routine, with interpretation",
+            6_000,
+        ),
+        "36969009" => cpt(
+            "92928",
+            "Percutaneous transcatheter placement of coronary stent",
+            1_450_000,
+        ),
+        "65200003" => cpt("58300", "Insertion of intrauterine device", 35_000),
+        _ => cpt(
+            "99199",
+            "Unlisted special service, procedure or report",
+            10_000,
+        ),
+    }
+}
+
+/// A lab test, by the LOINC code of its result.
+pub fn lab_charge(loinc: Concept) -> Charge {
+    match loinc.code {
+        "4548-4" => cpt("83036", "Hemoglobin; glycosylated (A1C)", 4_000),
+        "2345-7" => cpt("82947", "Glucose; quantitative, blood", 1_500),
+        "2160-0" => cpt("82565", "Creatinine; blood", 1_800),
+        "2951-2" => cpt("84295", "Sodium; serum, plasma or whole blood", 1_700),
+        "2823-3" => cpt("84132", "Potassium; serum, plasma or whole blood", 1_700),
+        _ => cpt("85018", "Blood count; hemoglobin", 1_200),
+    }
+}
+
+/// Administering a vaccine.
+pub const VACCINE_ADMINISTRATION: Charge = cpt("90471", "Immunization administration", 2_500);
+
+/// A drug's price in cents: long-term drugs a month's supply, courses the whole course.
+pub fn drug_cents(medication: &Medication) -> i64 {
+    let rxcui: i64 = medication.rxnorm.code.parse().unwrap_or(0);
+    1_000 + rxcui % 7_000
+}
+
+/// Procedures that leave a device in the body: the procedure, the device type (SNOMED CT), and
+/// the GS1 company prefix of its UDI.
+pub const IMPLANTS: &[(&str, Concept, &str)] = &[
+    (
+        "36969009",
+        concept("705643001", "Coronary artery stent (physical object)"),
+        "0884521",
+    ),
+    (
+        "65200003",
+        concept(
+            "268460000",
+            "Intrauterine contraceptive device (physical object)",
+        ),
+        "0030012",
+    ),
+];
+
+pub const IUD_INSERTION: Concept = concept(
+    "65200003",
+    "Insertion of intrauterine contraceptive device (procedure)",
+);
+
+/// Imaging procedures: the procedure, the DICOM modality, the body site (SNOMED CT).
+pub const IMAGING: &[(&str, Concept, Concept)] = &[
+    (
+        "399208008",
+        concept("DX", "Digital Radiography"),
+        concept("51185008", "Thoracic structure (body structure)"),
+    ),
+    (
+        "168537006",
+        concept("CR", "Computed Radiography"),
+        concept("14975008", "Forearm structure (body structure)"),
+    ),
+    (
+        "303653007",
+        concept("CT", "Computed Tomography"),
+        concept("69536005", "Head structure (body structure)"),
+    ),
+    (
+        "24623002",
+        concept("MG", "Mammography"),
+        concept("76752008", "Breast structure (body structure)"),
+    ),
+];
+
+/// The implant a procedure leaves, if any.
+pub fn implant_of(procedure: Concept) -> Option<&'static (&'static str, Concept, &'static str)> {
+    IMPLANTS.iter().find(|(code, _, _)| *code == procedure.code)
+}
+
+/// How a procedure is imaged, if it is imaging.
+pub fn imaging_of(procedure: Concept) -> Option<&'static (&'static str, Concept, Concept)> {
+    IMAGING.iter().find(|(code, _, _)| *code == procedure.code)
+}
+
+/// The LOINC document type of an encounter's note.
+pub fn note_type(kind: Concept) -> Concept {
+    match kind.code {
+        "410620009" | "162673000" => concept("34117-2", "History and physical note"),
+        "50849002" => concept("34111-5", "Emergency department Note"),
+        "32485007" => concept("18842-5", "Discharge summary"),
+        _ => concept("11506-3", "Progress note"),
+    }
+}
+
+pub const CLINICAL_NOTE: Concept = concept("clinical-note", "Clinical Note");
+pub const MIME_TYPE_SUFFICIENT: Concept = concept(
+    "urn:ihe:iti:xds:2017:mimeTypeSufficient",
+    "mimeType Sufficient",
+);
+
+/// A care plan for a long-term condition (SNOMED CT): its kind and its activities.
+pub const CHRONIC_CARE_PLAN: Concept =
+    concept("736271009", "Outpatient care plan (record artifact)");
+pub const CARE_ACTIVITIES: [Concept; 3] = [
+    concept("409063005", "Counseling (procedure)"),
+    concept("226234005", "Healthy diet (regime/therapy)"),
+    concept("229065009", "Exercise therapy (regime/therapy)"),
+];
+
+/// Care team roles (SNOMED CT), as Synthea and US Core examples use them.
+pub const PATIENT_ROLE: Concept = concept("116154003", "Patient");
+pub const PROFESSIONAL_ROLE: Concept = concept("223366009", "Healthcare professional (occupation)");
+pub const SERVICES_ROLE: Concept = concept("224891009", "Healthcare services (qualifier value)");
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1101,6 +1399,31 @@ mod tests {
         for m in all {
             assert!(m.low < m.high, "{}", m.loinc.code);
             assert!(!m.unit.is_empty() && !m.loinc.display.is_empty());
+        }
+    }
+
+    #[test]
+    fn every_procedure_is_billed_with_its_own_code() {
+        let mut procedures: Vec<Concept> = vec![
+            HEALTH_ASSESSMENT,
+            DEPRESSION_SCREENING,
+            MEDICATION_RECONCILIATION,
+            COLONOSCOPY,
+            SCREENING_MAMMOGRAPHY,
+            IUD_INSERTION,
+        ];
+        procedures.extend(CHRONIC.iter().filter_map(|c| c.follow_up_procedure));
+        procedures.extend(ACUTE.iter().flat_map(|a| a.procedures.iter().copied()));
+        for p in procedures {
+            assert_ne!(procedure_charge(p).code.code, "99199", "{}", p.display);
+        }
+        let implants = IMPLANTS.iter().map(|(code, _, _)| *code);
+        for code in implants.chain(IMAGING.iter().map(|(code, _, _)| *code)) {
+            assert_ne!(
+                procedure_charge(concept(code, "")).code.code,
+                "99199",
+                "{code}"
+            );
         }
     }
 

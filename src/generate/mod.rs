@@ -50,6 +50,8 @@ pub struct GeneratorConfig {
     pub shard: Shard,
     /// The types asked for; the generator adds the types they refer to.
     pub types: TypeSet,
+    /// Decoded size of every note's attachment, when asked for.
+    pub attachment_size: Option<usize>,
 }
 
 impl GeneratorConfig {
@@ -86,6 +88,15 @@ impl GeneratorConfig {
                 )));
             }
         }
+        let attachment_size = match data.attachment_size {
+            Some(size) if size > MAX_ATTACHMENT_SIZE => {
+                return Err(exit::usage(format!(
+                    "--attachment-size {size}: use at most {MAX_ATTACHMENT_SIZE} bytes; a \
+                     store takes requests of 50 MB at most, and base64 makes a note 4/3 bigger"
+                )));
+            }
+            size => size.map(|size| size as usize),
+        };
         let seed = match data.seed {
             SeedArg::Fixed(seed) => seed,
             SeedArg::Random => rand::random(),
@@ -96,9 +107,13 @@ impl GeneratorConfig {
             count: data.count,
             shard,
             types,
+            attachment_size,
         })
     }
 }
+
+/// The largest note `--attachment-size` makes: its base64 text still fits a 50 MB request.
+const MAX_ATTACHMENT_SIZE: u64 = 30_000_000;
 
 /// Yields the records of one shard in load order: the shared record first (shard 0 only), then
 /// the shard's patients.
@@ -166,8 +181,15 @@ impl Iterator for Generator {
             let size = plan.resource_count(self.types).min(self.unallotted);
             self.unallotted -= size;
             if self.config.shard.owns(index) {
-                let resources =
-                    render::render_patient(self.seed(), index, &plan, &self.pool, self.types, size);
+                let resources = render::render_patient(
+                    self.seed(),
+                    index,
+                    &plan,
+                    &self.pool,
+                    self.types,
+                    size,
+                    self.config.attachment_size,
+                );
                 return Some(Record {
                     kind: RecordKind::Patient,
                     resources,

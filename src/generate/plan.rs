@@ -165,6 +165,8 @@ pub struct MedicationPlan {
 impl EncounterPlan {
     fn resource_count(&self, types: TypeSet) -> u64 {
         let of = |t, n| kept(types, t, n);
+        let procedures_with =
+            |find: fn(Concept) -> bool| self.procedures.iter().filter(|p| find(p.snomed)).count();
         of(ResourceType::Encounter, 1)
             + of(
                 ResourceType::Observation,
@@ -175,8 +177,44 @@ impl EncounterPlan {
                 usize::from(!self.labs.is_empty()),
             )
             + of(ResourceType::Procedure, self.procedures.len())
+            + of(
+                ResourceType::ImagingStudy,
+                procedures_with(|p| codes::imaging_of(p).is_some()),
+            )
+            + of(
+                ResourceType::Device,
+                procedures_with(|p| codes::implant_of(p).is_some()),
+            )
             + of(ResourceType::MedicationRequest, self.medications.len())
+            + of(
+                ResourceType::MedicationAdministration,
+                self.administered()
+                    .iter()
+                    .map(|m| self.doses(m).count())
+                    .sum(),
+            )
             + of(ResourceType::Immunization, self.immunizations.len())
+            + of(ResourceType::DocumentReference, 1)
+            + of(ResourceType::Claim, 1)
+            + of(ResourceType::ExplanationOfBenefit, 1)
+    }
+
+    /// The prescriptions given during the encounter itself: those of a hospital stay.
+    pub fn administered(&self) -> &[MedicationPlan] {
+        if self.class == EncounterClass::Inpatient {
+            &self.medications
+        } else {
+            &[]
+        }
+    }
+
+    /// When a prescription of the stay is given: a few minutes after it is written, then
+    /// daily until discharge.
+    pub fn doses(&self, medication: &MedicationPlan) -> impl Iterator<Item = i64> + use<> {
+        let (end, first) = (self.end, medication.authored + 2 * MINUTE);
+        (0..)
+            .map(move |day| first + day * DAY)
+            .take_while(move |&at| at <= end)
     }
 }
 
@@ -189,22 +227,34 @@ impl PatientPlan {
     /// How many resources of `types` rendering this plan makes.
     pub fn resource_count(&self, types: TypeSet) -> u64 {
         let of = |t, n| kept(types, t, n);
+        let chronic = self.conditions.iter().filter(|c| c.chronic).count();
         of(ResourceType::Patient, 1)
+            + of(ResourceType::Coverage, 1)
             + of(ResourceType::AllergyIntolerance, self.allergies.len())
             + of(ResourceType::Condition, self.conditions.len())
+            + of(ResourceType::CareTeam, chronic)
+            + of(ResourceType::Goal, chronic)
+            + of(ResourceType::CarePlan, chronic)
             + self
                 .encounters
                 .iter()
                 .map(|e| e.resource_count(types))
                 .sum::<u64>()
+            + of(ResourceType::Provenance, 1)
+    }
+
+    /// The indices of the conditions an encounter records.
+    pub fn conditions_recorded_at(&self, encounter: usize) -> std::ops::Range<usize> {
+        let start = self.conditions.partition_point(|c| c.encounter < encounter);
+        let end = self
+            .conditions
+            .partition_point(|c| c.encounter <= encounter);
+        start..end
     }
 
     /// The conditions an encounter records.
     pub fn conditions_of(&self, encounter: usize) -> impl Iterator<Item = &ConditionPlan> {
-        let start = self.conditions.partition_point(|c| c.encounter < encounter);
-        self.conditions[start..]
-            .iter()
-            .take_while(move |c| c.encounter == encounter)
+        self.conditions[self.conditions_recorded_at(encounter)].iter()
     }
 }
 
@@ -726,9 +776,14 @@ impl<'a> Planner<'a> {
         encounter
     }
 
-    /// When this encounter's prescriptions are written: near its end.
+    /// When this encounter's prescriptions are written: on admission for a hospital stay,
+    /// which gives them there, near its end otherwise.
     fn prescribed_at(encounter: &EncounterPlan) -> i64 {
-        encounter.end - ((encounter.end - encounter.start) / 4).min(5 * MINUTE)
+        if encounter.class == EncounterClass::Inpatient {
+            encounter.start + HOUR
+        } else {
+            encounter.end - ((encounter.end - encounter.start) / 4).min(5 * MINUTE)
+        }
     }
 
     fn ongoing(&self) -> MedicationStatus {
@@ -880,6 +935,11 @@ impl<'a> Planner<'a> {
                         0.8,
                     ),
                     (codes::COLONOSCOPY, (45.0..75.0).contains(&age), 0.08),
+                    (
+                        codes::IUD_INSERTION,
+                        female && (18.0..45.0).contains(&age),
+                        0.03,
+                    ),
                     (
                         codes::SCREENING_MAMMOGRAPHY,
                         female && (40.0..75.0).contains(&age),

@@ -14,6 +14,10 @@ pub enum Purpose {
     Organization = 3,
     Practitioner = 4,
     PractitionerRole = 5,
+    Location = 6,
+    /// The insurers that Coverage names.
+    Payer = 7,
+    Medication = 8,
 }
 
 /// The stream for `purpose` and `index` (a patient or pool index) under `seed`.

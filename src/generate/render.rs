@@ -7,6 +7,10 @@ use fake::faker::name::en::LastName;
 use rand::RngExt;
 use rand::rngs::ChaCha8Rng;
 
+mod billing;
+mod care;
+mod chart;
+
 use super::codes::{self, Concept, Measure};
 use super::json::{
     Body, Json, address, array, codeable, coded, coded_list, coding, date, date_time, key, object,
@@ -74,6 +78,7 @@ pub fn render_patient(
     pool: &SharedPool,
     types: TypeSet,
     limit: u64,
+    attachment_size: Option<usize>,
 ) -> Vec<Resource> {
     let mut rng = stream(seed, Purpose::Render, index);
     let patient_id = uuid(&mut rng);
@@ -83,12 +88,19 @@ pub fn render_patient(
         types,
         limit,
         subject: reference(key(ResourceType::Patient, &patient_id)),
+        name: String::new(),
         condition_refs: Vec::with_capacity(plan.conditions.len()),
         encounter: Json::Null,
+        procedure_refs: Vec::new(),
+        request_refs: Vec::new(),
+        coverage: Json::Null,
+        payer: 0,
+        attachment_size,
         pool,
         rng,
     };
     renderer.patient(plan, patient_id);
+    renderer.coverage(plan);
     for allergy in &plan.allergies {
         renderer.allergy(allergy);
     }
@@ -99,18 +111,31 @@ pub fn render_patient(
         renderer.encounter(encounter);
         for condition in plan.conditions_of(i) {
             renderer.condition(condition);
+            if condition.chronic {
+                renderer.care_plan(plan, encounter, condition);
+            }
         }
         renderer.observations(encounter);
+        renderer.procedure_refs.clear();
         for procedure in &encounter.procedures {
-            renderer.procedure(encounter, procedure);
+            renderer.procedure(plan, encounter, procedure);
         }
+        renderer.request_refs.clear();
         for medication in &encounter.medications {
             renderer.medication(encounter, medication);
+        }
+        for (medication, request) in encounter.administered().iter().zip(0..) {
+            for at in encounter.doses(medication) {
+                renderer.administration(encounter, medication, request, at);
+            }
         }
         for vaccine in &encounter.immunizations {
             renderer.immunization(encounter, *vaccine);
         }
+        renderer.note(plan, i);
+        renderer.bill(plan, i);
     }
+    renderer.provenance(plan);
     debug_assert_eq!(renderer.resources.len() as u64, expected);
     renderer.resources
 }
@@ -122,10 +147,20 @@ struct Renderer<'a> {
     limit: u64,
     /// Reference to this patient.
     subject: Json,
+    /// The patient's name as a note writes it.
+    name: String,
     /// References to the conditions rendered so far, by index in the plan.
     condition_refs: Vec<Json>,
     /// Reference to the encounter being rendered.
     encounter: Json,
+    /// References to the procedures and prescriptions of the encounter being rendered.
+    procedure_refs: Vec<Json>,
+    request_refs: Vec<Json>,
+    /// Reference to the patient's Coverage, and its insurer (index into [`codes::PAYERS`]).
+    coverage: Json,
+    payer: usize,
+    /// Decoded size of each note, when asked for.
+    attachment_size: Option<usize>,
     pool: &'a SharedPool,
     rng: ChaCha8Rng,
 }
@@ -169,6 +204,11 @@ impl Renderer<'_> {
             given.push(given_names[(first + offset) % given_names.len()].into());
         }
         let family: &str = LastName().fake_with_rng(rng);
+        self.name = format!(
+            "{} {family}",
+            given[0].as_str().expect("given names are text")
+        );
+        let rng = &mut self.rng;
         let adult = years_between(plan.birth_date, date_of(plan.history_end)) >= 18;
         let mut name = Vec::with_capacity(4);
         name.push(("use", "official".into()));
@@ -329,7 +369,7 @@ impl Renderer<'_> {
             )])
         });
         let period = period(encounter.start, encounter.end);
-        let body = Body::new(ResourceType::Encounter, id, 12)
+        let body = Body::new(ResourceType::Encounter, id, 13)
             .identified()
             .set("status", "finished")
             .set("class", coding(codes::ACT_CODE, Concept { code, display }))
@@ -360,6 +400,13 @@ impl Renderer<'_> {
                     .map(|reason| array([codeable(codes::SNOMED, reason)])),
             )
             .set_some("hospitalization", hospitalization)
+            .set(
+                "location",
+                array([object([(
+                    "location",
+                    reference(self.pool.location(encounter.organization).to_owned()),
+                )])]),
+            )
             .set(
                 "serviceProvider",
                 reference(self.pool.organization(encounter.organization).to_owned()),
@@ -515,11 +562,33 @@ impl Renderer<'_> {
         self.push(body);
     }
 
-    fn procedure(&mut self, encounter: &EncounterPlan, procedure: &ProcedurePlan) {
+    /// A procedure, and what it leaves: an image, an implant.
+    fn procedure(
+        &mut self,
+        plan: &PatientPlan,
+        encounter: &EncounterPlan,
+        procedure: &ProcedurePlan,
+    ) {
         let id = self.id();
-        if !self.keeps(ResourceType::Procedure) {
-            return;
+        let procedure_ref = reference(key(ResourceType::Procedure, &id));
+        self.procedure_refs.push(procedure_ref.clone());
+        if self.keeps(ResourceType::Procedure) {
+            self.procedure_resource(encounter, procedure, id);
         }
+        if let Some(imaging) = codes::imaging_of(procedure.snomed) {
+            self.imaging_study(encounter, procedure, imaging, procedure_ref);
+        }
+        if let Some(implant) = codes::implant_of(procedure.snomed) {
+            self.device(plan, procedure, implant);
+        }
+    }
+
+    fn procedure_resource(
+        &mut self,
+        encounter: &EncounterPlan,
+        procedure: &ProcedurePlan,
+        id: String,
+    ) {
         let reason = procedure
             .reason
             .map(|i| array([self.condition_refs[i].clone()]));
@@ -540,6 +609,8 @@ impl Renderer<'_> {
 
     fn medication(&mut self, encounter: &EncounterPlan, medication: &MedicationPlan) {
         let id = self.id();
+        self.request_refs
+            .push(reference(key(ResourceType::MedicationRequest, &id)));
         if !self.keeps(ResourceType::MedicationRequest) {
             return;
         }

@@ -1,5 +1,6 @@
-//! The shared record: Organizations, Practitioners and their PractitionerRoles, which every
-//! patient of every shard may refer to. Its size is a function of `--count` alone.
+//! The shared record: Organizations (providers and insurers), their Locations, Practitioners
+//! and their PractitionerRoles, and the Medications of the formulary, which every patient of
+//! every shard may refer to. Its size is a function of `--count` alone.
 
 use fake::Fake;
 use fake::faker::name::en::LastName;
@@ -9,7 +10,7 @@ use rand::seq::IndexedRandom;
 
 use super::codes::{self, Concept};
 use super::json::{
-    Body, Json, address, array, codeable, coded_list, identifier, object, phone, reference,
+    Body, Json, address, array, codeable, coded_list, identifier, key, object, phone, reference,
 };
 use super::names;
 use super::random::{Purpose, stream, uuid};
@@ -23,6 +24,10 @@ pub struct PoolShape {
     pub practitioners: u32,
     /// One PractitionerRole per practitioner, unless `count` is too small to hold them.
     pub roles: u32,
+    /// One Location per organization, then the insurers and the formulary, as room allows.
+    pub locations: u32,
+    pub payers: u32,
+    pub medications: u32,
 }
 
 /// Roughly one organization per this many resources.
@@ -46,11 +51,18 @@ impl PoolShape {
             .clamp(1, MAX_PRACTITIONERS)
             .min(count - organizations);
         let roles = practitioners.min(count - organizations - practitioners);
-        // All three are at most MAX_PRACTITIONERS.
+        let rest = count - organizations - practitioners - roles;
+        let locations = organizations.min(rest);
+        let payers = (codes::PAYERS.len() as u64).min(rest - locations);
+        let medications = (codes::FORMULARY.len() as u64).min(rest - locations - payers);
+        // All are at most MAX_PRACTITIONERS.
         Self {
             organizations: organizations as u32,
             practitioners: practitioners as u32,
             roles: roles as u32,
+            locations: locations as u32,
+            payers: payers as u32,
+            medications: medications as u32,
         }
     }
 
@@ -86,9 +98,11 @@ impl PoolShape {
     /// How many resources of type `t` the pool has.
     fn size_of(&self, t: ResourceType) -> u32 {
         match t {
-            ResourceType::Organization => self.organizations,
+            ResourceType::Organization => self.organizations + self.payers,
+            ResourceType::Location => self.locations,
             ResourceType::Practitioner => self.practitioners,
             ResourceType::PractitionerRole => self.roles,
+            ResourceType::Medication => self.medications,
             _ => 0,
         }
     }
@@ -135,21 +149,38 @@ pub struct SharedPool {
     shape: PoolShape,
     organizations: Vec<String>,
     practitioners: Vec<String>,
+    locations: Vec<String>,
+    payers: Vec<String>,
+    medications: Vec<String>,
 }
 
 impl SharedPool {
     pub fn new(seed: u64, shape: PoolShape) -> Self {
-        let organizations = (0..shape.organizations)
-            .map(|i| format!("Organization/{}", first_id(seed, Purpose::Organization, i)))
-            .collect();
-        let practitioners = (0..shape.practitioners)
-            .map(|i| format!("Practitioner/{}", first_id(seed, Purpose::Practitioner, i)))
-            .collect();
+        let keys = |t: ResourceType, purpose, n: u32| -> Vec<String> {
+            (0..n)
+                .map(|i| key(t, &first_id(seed, purpose, i)))
+                .collect()
+        };
         Self {
             seed,
             shape,
-            organizations,
-            practitioners,
+            organizations: keys(
+                ResourceType::Organization,
+                Purpose::Organization,
+                shape.organizations,
+            ),
+            practitioners: keys(
+                ResourceType::Practitioner,
+                Purpose::Practitioner,
+                shape.practitioners,
+            ),
+            locations: keys(ResourceType::Location, Purpose::Location, shape.locations),
+            payers: keys(ResourceType::Organization, Purpose::Payer, shape.payers),
+            medications: keys(
+                ResourceType::Medication,
+                Purpose::Medication,
+                shape.medications,
+            ),
         }
     }
 
@@ -165,8 +196,27 @@ impl SharedPool {
         &self.practitioners[index as usize]
     }
 
-    /// The first `limit` shared resources of `types`, in load order: organizations,
-    /// practitioners, roles.
+    /// The Location of an organization.
+    pub fn location(&self, organization: u32) -> &str {
+        &self.locations[organization as usize]
+    }
+
+    /// The insurer at `index` of [`codes::PAYERS`].
+    pub fn payer(&self, index: usize) -> &str {
+        &self.payers[index]
+    }
+
+    /// The Medication of a drug of the formulary.
+    pub fn medication(&self, drug: &codes::Medication) -> &str {
+        let index = codes::FORMULARY
+            .iter()
+            .position(|m| *m == drug)
+            .expect("every prescribed drug is in the formulary");
+        &self.medications[index]
+    }
+
+    /// The first `limit` shared resources of `types`, in load order: organizations (providers,
+    /// then insurers), locations, practitioners, roles, medications.
     pub fn record(&self, types: TypeSet, limit: u64) -> Record {
         let resources: Vec<Resource> = types
             .iter()
@@ -182,14 +232,20 @@ impl SharedPool {
 
     fn resource(&self, t: ResourceType, index: u32) -> Resource {
         match t {
-            ResourceType::Organization => self.organization_resource(index),
+            ResourceType::Organization if index < self.shape.organizations => {
+                self.organization_resource(index)
+            }
+            ResourceType::Organization => self.payer_resource(index - self.shape.organizations),
+            ResourceType::Location => self.location_resource(index),
             ResourceType::Practitioner => self.practitioner_resource(index),
             ResourceType::PractitionerRole => self.role_resource(index),
+            ResourceType::Medication => self.medication_resource(index),
             _ => unreachable!("{t} is not a shared type"),
         }
     }
 
-    fn organization_resource(&self, index: u32) -> Resource {
+    /// An organization's id, address, name and kind, and its stream after them.
+    fn organization_parts(&self, index: u32) -> (String, Json, String, &'static str, ChaCha8Rng) {
         let mut rng = stream(self.seed, Purpose::Organization, u64::from(index));
         let id = uuid(&mut rng);
         let address = address(&mut rng, None);
@@ -203,6 +259,11 @@ impl SharedPool {
                 .and_then(Json::as_str)
                 .unwrap_or("Springfield")
         );
+        (id, address, name, kind, rng)
+    }
+
+    fn organization_resource(&self, index: u32) -> Resource {
+        let (id, address, name, _, mut rng) = self.organization_parts(index);
         Body::new(ResourceType::Organization, id, 8)
             .identified()
             .set("active", true)
@@ -210,6 +271,54 @@ impl SharedPool {
             .set("name", name)
             .set("telecom", work_phone(&mut rng))
             .set("address", array([address]))
+            .build()
+    }
+
+    /// The place where an organization sees patients: its address, under its name.
+    fn location_resource(&self, index: u32) -> Resource {
+        let (_, address, name, kind, mut rng) = self.organization_parts(index);
+        let id = first_id(self.seed, Purpose::Location, index);
+        let role = if kind.contains("Hospital") || kind.contains("Medical Center") {
+            HOSPITAL
+        } else {
+            PRIMARY_CARE_CLINIC
+        };
+        Body::new(ResourceType::Location, id, 10)
+            .identified()
+            .set("status", "active")
+            .set("name", name)
+            .set("mode", "instance")
+            .set("type", array([codeable(codes::ROLE_CODE, role)]))
+            .set("telecom", work_phone(&mut rng))
+            .set("address", address)
+            .set(
+                "managingOrganization",
+                reference(self.organization(index).to_owned()),
+            )
+            .build()
+    }
+
+    fn payer_resource(&self, index: u32) -> Resource {
+        let mut rng = stream(self.seed, Purpose::Payer, u64::from(index));
+        let id = uuid(&mut rng);
+        let payer = &codes::PAYERS[index as usize];
+        Body::new(ResourceType::Organization, id, 8)
+            .identified()
+            .set("active", true)
+            .set("type", coded_list(codes::ORGANIZATION_TYPE, PAYER))
+            .set("name", payer.name)
+            .set("telecom", work_phone(&mut rng))
+            .set("address", array([address(&mut rng, None)]))
+            .build()
+    }
+
+    fn medication_resource(&self, index: u32) -> Resource {
+        let id = first_id(self.seed, Purpose::Medication, index);
+        let drug = codes::FORMULARY[index as usize];
+        Body::new(ResourceType::Medication, id, 5)
+            .identified()
+            .set("code", codeable(codes::RXNORM, drug.rxnorm))
+            .set("status", "active")
             .build()
     }
 
@@ -282,6 +391,18 @@ const PROVIDER: Concept = Concept {
     code: "prov",
     display: "Healthcare Provider",
 };
+const PAYER: Concept = Concept {
+    code: "pay",
+    display: "Payer",
+};
+const HOSPITAL: Concept = Concept {
+    code: "HOSP",
+    display: "Hospital",
+};
+const PRIMARY_CARE_CLINIC: Concept = Concept {
+    code: "PC",
+    display: "primary care clinic",
+};
 const DOCTOR: Concept = Concept {
     code: "doctor",
     display: "Doctor",
@@ -332,16 +453,21 @@ mod tests {
             PoolShape {
                 organizations: 1,
                 practitioners: 0,
-                roles: 0
+                roles: 0,
+                locations: 0,
+                payers: 0,
+                medications: 0,
             }
         );
         assert_eq!(total(2), 2);
         assert_eq!(total(3), 3);
-        assert_eq!(total(5), 3);
-        assert_eq!(total(1000), 5);
+        assert_eq!(total(5), 5);
+        // 1 organization, 2 practitioners and roles, 1 location, 7 insurers, 21 drugs.
+        assert_eq!(total(1000), 34);
         let big = shape(1_000_000);
         assert_eq!((big.organizations, big.practitioners), (500, 2500));
-        assert_eq!(total(u64::MAX), 11_000);
+        assert_eq!(big.locations, 500);
+        assert_eq!(total(u64::MAX), 12_028);
         for count in 0..5000 {
             assert!(total(count) <= count);
         }
@@ -385,12 +511,19 @@ mod tests {
             pool.shape().kept(TypeSet::ALL)
         );
         assert_eq!(record.resources[0].key, pool.organization(0));
-        let first_practitioner = pool.shape().organizations as usize;
+        let shape = pool.shape();
+        let first_payer = shape.organizations as usize;
+        assert_eq!(record.resources[first_payer].key, pool.payer(0));
+        let first_location = first_payer + shape.payers as usize;
+        assert_eq!(record.resources[first_location].key, pool.location(0));
+        let first_practitioner = first_location + shape.locations as usize;
         assert_eq!(
             record.resources[first_practitioner].key,
             pool.practitioner(0)
         );
         let ids = &record.resources[first_practitioner].to_value()["identifier"];
         assert_eq!(ids[1]["system"], codes::NPI);
+        let last = record.resources.last().unwrap();
+        assert_eq!(last.key, pool.medication(codes::FORMULARY[20]));
     }
 }

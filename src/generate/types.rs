@@ -8,52 +8,91 @@ use crate::exit;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum ResourceType {
     Organization,
+    Location,
     Practitioner,
     PractitionerRole,
+    Medication,
     Patient,
+    Coverage,
     AllergyIntolerance,
     Encounter,
     Condition,
+    CareTeam,
+    Goal,
+    CarePlan,
     Observation,
     DiagnosticReport,
     Procedure,
+    ImagingStudy,
+    Device,
     MedicationRequest,
+    MedicationAdministration,
     Immunization,
+    DocumentReference,
+    Claim,
+    ExplanationOfBenefit,
+    Provenance,
 }
 
 use ResourceType::*;
 
 impl ResourceType {
     /// Every type, in load order.
-    pub const ALL: [ResourceType; 12] = [
+    pub const ALL: [ResourceType; 25] = [
         Organization,
+        Location,
         Practitioner,
         PractitionerRole,
+        Medication,
         Patient,
+        Coverage,
         AllergyIntolerance,
         Encounter,
         Condition,
+        CareTeam,
+        Goal,
+        CarePlan,
         Observation,
         DiagnosticReport,
         Procedure,
+        ImagingStudy,
+        Device,
         MedicationRequest,
+        MedicationAdministration,
         Immunization,
+        DocumentReference,
+        Claim,
+        ExplanationOfBenefit,
+        Provenance,
     ];
 
     pub fn name(self) -> &'static str {
         match self {
             Organization => "Organization",
+            Location => "Location",
             Practitioner => "Practitioner",
             PractitionerRole => "PractitionerRole",
             Patient => "Patient",
+            Coverage => "Coverage",
             AllergyIntolerance => "AllergyIntolerance",
             Encounter => "Encounter",
             Condition => "Condition",
+            CareTeam => "CareTeam",
+            Goal => "Goal",
+            CarePlan => "CarePlan",
             Observation => "Observation",
             DiagnosticReport => "DiagnosticReport",
             Procedure => "Procedure",
+            ImagingStudy => "ImagingStudy",
+            Device => "Device",
             MedicationRequest => "MedicationRequest",
+            Medication => "Medication",
+            MedicationAdministration => "MedicationAdministration",
             Immunization => "Immunization",
+            DocumentReference => "DocumentReference",
+            Claim => "Claim",
+            ExplanationOfBenefit => "ExplanationOfBenefit",
+            Provenance => "Provenance",
         }
     }
 
@@ -65,25 +104,75 @@ impl ResourceType {
     /// The types a resource of this type refers to, as the renderer writes them.
     pub fn refers_to(self) -> &'static [ResourceType] {
         match self {
-            Organization | Practitioner => &[],
+            Organization | Practitioner | Medication => &[],
+            Location => &[Organization],
             PractitionerRole => &[Practitioner, Organization],
             Patient => &[Practitioner, Organization],
-            AllergyIntolerance => &[Patient],
-            Encounter => &[Patient, Practitioner, Organization],
+            Coverage => &[Patient, Organization],
+            AllergyIntolerance | Device => &[Patient],
+            Encounter => &[Patient, Practitioner, Organization, Location],
             Condition | Observation => &[Patient, Encounter],
+            CareTeam => &[Patient, Encounter, Practitioner, Organization, Condition],
+            Goal => &[Patient, Condition],
+            CarePlan => &[Patient, Encounter, Condition, CareTeam, Goal],
             DiagnosticReport => &[Patient, Encounter, Practitioner, Observation],
             Procedure | MedicationRequest => &[Patient, Encounter, Practitioner, Condition],
+            ImagingStudy => &[Patient, Encounter, Practitioner, Location, Procedure],
+            MedicationAdministration => &[
+                Patient,
+                Encounter,
+                Practitioner,
+                Medication,
+                MedicationRequest,
+            ],
             Immunization => &[Patient, Encounter, Practitioner],
+            DocumentReference => &[Patient, Encounter, Practitioner, Organization],
+            Claim => &[
+                Patient,
+                Organization,
+                Location,
+                Coverage,
+                Encounter,
+                Condition,
+                Procedure,
+            ],
+            ExplanationOfBenefit => &[Patient, Organization, Location, Coverage, Claim],
+            // One per record, naming everything in it.
+            Provenance => &[
+                Organization,
+                Patient,
+                Coverage,
+                AllergyIntolerance,
+                Encounter,
+                Condition,
+                CareTeam,
+                Goal,
+                CarePlan,
+                Observation,
+                DiagnosticReport,
+                Procedure,
+                ImagingStudy,
+                Device,
+                MedicationRequest,
+                MedicationAdministration,
+                Immunization,
+                DocumentReference,
+                Claim,
+                ExplanationOfBenefit,
+            ],
         }
     }
 
     /// Part of the shared record rather than of a patient's.
     pub fn is_shared(self) -> bool {
-        matches!(self, Organization | Practitioner | PractitionerRole)
+        matches!(
+            self,
+            Organization | Location | Practitioner | PractitionerRole | Medication
+        )
     }
 
-    fn bit(self) -> u16 {
-        1 << self as u16
+    fn bit(self) -> u32 {
+        1 << self as u32
     }
 }
 
@@ -95,7 +184,7 @@ impl fmt::Display for ResourceType {
 
 /// A set of resource types.
 #[derive(Clone, Copy, PartialEq, Eq)]
-pub struct TypeSet(u16);
+pub struct TypeSet(u32);
 
 impl TypeSet {
     pub const ALL: TypeSet = TypeSet((1 << ResourceType::ALL.len()) - 1);
@@ -205,7 +294,10 @@ mod tests {
         assert!(unknown.downcast_ref::<exit::UsageError>().is_some());
         let message = unknown.to_string();
         assert!(message.contains("`Bogus`"), "{message}");
-        assert!(message.contains("Organization, Practitioner"), "{message}");
+        assert!(
+            message.contains("Organization, Location, Practitioner"),
+            "{message}"
+        );
         let lower = parse(&["observation"]).unwrap_err().to_string();
         assert!(lower.contains("did you mean Observation?"), "{lower}");
     }
@@ -215,7 +307,14 @@ mod tests {
         let closed = |types: &[ResourceType]| TypeSet::of(types).with_references();
         assert_eq!(
             closed(&[Observation]),
-            TypeSet::of(&[Observation, Patient, Encounter, Practitioner, Organization])
+            TypeSet::of(&[
+                Observation,
+                Patient,
+                Encounter,
+                Practitioner,
+                Organization,
+                Location
+            ])
         );
         assert_eq!(
             closed(&[Patient]),
@@ -229,7 +328,8 @@ mod tests {
                 Patient,
                 Encounter,
                 Practitioner,
-                Organization
+                Organization,
+                Location
             ])
         );
         assert_eq!(closed(&[Organization]), TypeSet::of(&[Organization]));

@@ -60,7 +60,7 @@ impl Layout {
             .clamp(1, MAX_OBJECTS) as u32;
         // Every shard of one data set shares the tag: the index is left out.
         let arguments = Arguments::of(config);
-        let described = [
+        let mut described = [
             arguments.generator,
             arguments.count.to_string(),
             arguments.seed.to_string(),
@@ -69,6 +69,9 @@ impl Layout {
             shard.count.to_string(),
         ]
         .join("|");
+        if let Some(size) = arguments.attachment_size {
+            described.push_str(&format!("|attachments of {size} bytes"));
+        }
         let tag = format!("{:08x}", crc32c::crc32c(described.as_bytes()));
         Self {
             url,
@@ -116,6 +119,9 @@ pub struct Arguments {
     pub as_of: String,
     pub types: String,
     pub shard: String,
+    /// `--attachment-size`: it changes every note, so it names another data set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attachment_size: Option<usize>,
 }
 
 impl Arguments {
@@ -127,6 +133,7 @@ impl Arguments {
             as_of: config.as_of.to_string(),
             types: config.types.to_string(),
             shard: config.shard.to_string(),
+            attachment_size: config.attachment_size,
         }
     }
 }
@@ -558,6 +565,7 @@ mod tests {
             as_of: chrono::NaiveDate::from_ymd_opt(2025, 6, 1),
             shard: shard.map(str::to_owned),
             types: Vec::new(),
+            attachment_size: None,
         };
         GeneratorConfig::from_args_with_env(&data, |_| None).unwrap()
     }

@@ -83,7 +83,10 @@ async fn throttled_create(
 async fn retry_after_pauses_every_worker() {
     let store = ThrottlingStore::default();
     let app = Router::new()
-        .route("/fhir/{resource_type}", post(throttled_create))
+        .route(
+            "/fhir/{resource_type}",
+            post(throttled_create).get(empty_tag_search),
+        )
         .with_state(store.clone());
     let base = format!("http://{}/fhir", serve_on_loopback(app).await);
 

@@ -195,7 +195,8 @@ async fn an_expiring_token_is_renewed_mid_run() {
                     reply.insert("location", format!("{resource_type}/{n}").parse().unwrap());
                     (StatusCode::CREATED, reply, String::new())
                 },
-            ),
+            )
+            .get(empty_tag_search),
         )
         .with_state(issued.clone());
     let endpoint = format!("http://{}/v1", serve_on_loopback(store_app).await);

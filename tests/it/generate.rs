@@ -96,6 +96,14 @@ fn bundle_format_writes_transaction_bundles() {
         assert_eq!(bundle["type"], "transaction");
         for entry in bundle["entry"].as_array().unwrap() {
             assert!(entry["fullUrl"].as_str().unwrap().starts_with("urn:uuid:"));
+            if entry["resource"]["resourceType"] == "Provenance" {
+                // No identifier to create it by: it goes to its own id.
+                let id = entry["resource"]["id"].as_str().unwrap();
+                assert_eq!(entry["request"]["method"], "PUT");
+                assert_eq!(entry["request"]["url"], format!("Provenance/{id}"));
+                entries += 1;
+                continue;
+            }
             assert_eq!(entry["request"]["method"], "POST");
             assert!(
                 entry["request"]["ifNoneExist"]
@@ -227,6 +235,7 @@ fn types_keep_what_was_asked_for_and_what_it_refers_to() {
     }
     let expected = [
         "Encounter",
+        "Location",
         "Observation",
         "Organization",
         "Patient",
@@ -241,13 +250,14 @@ fn types_keep_what_was_asked_for_and_what_it_refers_to() {
 
 #[test]
 fn unknown_types_are_usage_errors_that_list_the_known_ones() {
-    generate(&["--types", "Observation,Medication"])
+    generate(&["--types", "Observation,Binary"])
         .assert()
         .code(2)
         .stdout("")
         .stderr(
-            predicate::str::contains("`Medication`")
-                .and(predicate::str::contains("MedicationRequest, Immunization")),
+            predicate::str::contains("`Binary`").and(predicate::str::contains(
+                "MedicationRequest, MedicationAdministration",
+            )),
         );
     generate(&["--types", "observation"])
         .assert()

@@ -4,6 +4,7 @@ mod common;
 
 mod action;
 mod batch_answers;
+mod chart;
 mod cli;
 mod client;
 mod credentials;
