@@ -52,7 +52,7 @@ pub struct ConnectionConfig {
 }
 
 impl ConnectionConfig {
-    fn from_args(args: ConnectionArgs) -> anyhow::Result<Self> {
+    pub fn from_args(args: ConnectionArgs) -> anyhow::Result<Self> {
         let timeout = Duration::try_from_secs_f64(args.timeout)
             .ok()
             .filter(|_| args.timeout > 0.0)

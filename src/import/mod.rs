@@ -10,13 +10,13 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use crate::cli::{ConnectionArgs, GenerateArgs, OutputFormat, StorageArgs};
+use crate::cli::{GenerateArgs, OutputFormat, StorageArgs};
+use crate::config::ConnectionConfig;
 use crate::exit::usage;
 use crate::generate::GeneratorConfig;
-use crate::store::auth::{Credentials, GoogleOptions};
-use crate::store::client::Network;
-use crate::store::retry::RetryPolicy;
+use crate::store::auth::Credentials;
 use crate::store::storage::{Endpoint, GcsUrl, StorageClient};
+use crate::store::target;
 use dataset::{Layout, Uploader};
 use sessions::SessionStore;
 
@@ -36,43 +36,23 @@ pub fn gcs_output(output: Option<&Path>) -> anyhow::Result<Option<GcsUrl>> {
 /// The Cloud Storage client with the store's credential, proxies and CAs, or none of the
 /// credential for an emulator.
 pub async fn storage_client(
-    connection: &ConnectionArgs,
+    connection: &ConnectionConfig,
     storage: &StorageArgs,
 ) -> anyhow::Result<StorageClient> {
     let endpoint = Endpoint::resolve(storage.storage_endpoint.as_deref(), |name| {
         std::env::var(name).ok()
     })?;
-    let network = Network {
-        ca_file: connection.ca_file.clone(),
-    };
     let credentials = if endpoint.emulated {
         Credentials::none()
     } else {
-        let google = GoogleOptions {
-            quota_project: connection.quota_project.clone(),
-            impersonate: connection.impersonate_service_account.clone(),
-            iam_credentials_endpoint: connection.iam_credentials_endpoint.clone(),
-            http: network.builder()?.build()?,
-        };
-        match &connection.access_token {
-            Some(token) => Credentials::from_token(token, Some(&google)).await?,
-            None => Credentials::application_default(&google).await?,
-        }
+        target::google_credentials(&connection.auth, &connection.network).await?
     };
     StorageClient::new(
         endpoint,
         Arc::new(credentials),
-        &network,
-        RetryPolicy::new(connection.max_retries, connection.min_backoff),
-        std::time::Duration::try_from_secs_f64(connection.timeout)
-            .ok()
-            .filter(|_| connection.timeout > 0.0)
-            .ok_or_else(|| {
-                usage(format!(
-                    "--timeout {} must be a positive number of seconds",
-                    connection.timeout
-                ))
-            })?,
+        &connection.network,
+        connection.retry.clone(),
+        connection.timeout,
     )
 }
 
@@ -88,7 +68,8 @@ pub async fn generate(
              leave out --format bundle",
         ));
     }
-    let client = storage_client(&args.connection, &args.storage).await?;
+    let connection = ConnectionConfig::from_args(args.connection)?;
+    let client = storage_client(&connection, &args.storage).await?;
     let uploader = Uploader {
         client: Arc::new(client),
         sessions: SessionStore::from_env(|name| std::env::var(name).ok()),

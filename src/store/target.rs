@@ -142,11 +142,7 @@ pub async fn resolve(
             })
         }
         TargetSpec::Google { name, store_url } => {
-            let google = google_options(auth, network)?;
-            let credentials = match &auth.access_token {
-                Some(token) => Credentials::from_token(token, Some(&google)).await?,
-                None => Credentials::application_default(&google).await?,
-            };
+            let credentials = google_credentials(auth, network).await?;
             Ok(Target {
                 fhir_base: format!("{store_url}/fhir"),
                 description: name.clone(),
@@ -205,6 +201,19 @@ fn unusable(raw: &str, flag: &str, why: &str) -> anyhow::Error {
          https://fhir.example.com/r4 (percent-encode special characters in a user name or password)",
         redact_url(raw)
     ))
+}
+
+/// The credential for Google's APIs (the store's, Cloud Storage's): the token given, or
+/// Application Default Credentials, with the quota project and impersonation asked for.
+pub async fn google_credentials(
+    auth: &AuthOptions,
+    network: &Network,
+) -> anyhow::Result<Credentials> {
+    let google = google_options(auth, network)?;
+    match &auth.access_token {
+        Some(token) => Credentials::from_token(token, Some(&google)).await,
+        None => Credentials::application_default(&google).await,
+    }
 }
 
 fn google_options(auth: &AuthOptions, network: &Network) -> anyhow::Result<GoogleOptions> {

@@ -317,21 +317,3 @@ pub async fn load_twice_with(
     }
     summaries.swap_remove(0)
 }
-
-/// What a stand-in store that holds nothing answers a search by tag, the lookup before a
-/// resource without an identifier (a Provenance) is created: an empty searchset. It serves no
-/// other read.
-pub async fn empty_tag_search(
-    axum::extract::RawQuery(query): axum::extract::RawQuery,
-) -> axum::response::Response {
-    use axum::response::IntoResponse;
-    if !query.is_some_and(|q| q.contains("_tag=")) {
-        return axum::http::StatusCode::METHOD_NOT_ALLOWED.into_response();
-    }
-    (
-        axum::http::StatusCode::OK,
-        [(axum::http::header::CONTENT_TYPE, "application/fhir+json")],
-        r#"{"resourceType":"Bundle","type":"searchset","total":0}"#,
-    )
-        .into_response()
-}
