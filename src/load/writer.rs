@@ -175,6 +175,31 @@ struct EntryKind {
     put: bool,
 }
 
+/// What of a job's resources is still to be bundled, as the bundles go out.
+#[derive(Default)]
+struct BundleQueue {
+    /// The first resource not yet looked at.
+    next: usize,
+    /// Resources checked for a bundle that did not fit in it: first in the next one.
+    carried: Vec<usize>,
+    /// Resources a bundle cannot hold (no identifier on a store that does not create on
+    /// PUT), and what refers to them: written one by one after the bundles.
+    deferred: Vec<usize>,
+    deferred_keys: HashSet<String>,
+}
+
+impl BundleQueue {
+    /// How many of a job's `len` resources are still to be sent.
+    fn unsent(&self, len: usize) -> usize {
+        self.carried.len() + (len - self.next) + self.deferred.len()
+    }
+}
+
+/// The run stopped while a bundle's parts were going out; `unsent` of them were not sent.
+struct Cancelled {
+    unsent: usize,
+}
+
 /// How many times a resource found by no search is created (the client hands back at once an
 /// answer that leaves it unknown whether the store wrote): each round searches first, so it is
 /// never stored twice; as many rounds as a request has tries by default.
@@ -517,116 +542,155 @@ impl RecordWriter {
         stats: &mut RequestStats,
     ) {
         let record_of = record_numbers(&job.record_ends, job.resources.len());
+        let mut queue = BundleQueue::default();
+        while let Some(mut chunk) = self.next_chunk(job, &mut queue, state, outcome) {
+            let (fits, body) = self.bundle_within_limit(&job.resources, &chunk, state);
+            queue.carried = chunk.split_off(fits);
+            let sent = self
+                .send_bundle(job, (chunk, body), &record_of, state, outcome, stats)
+                .await;
+            if let Err(Cancelled { unsent }) = sent {
+                outcome.not_sent += (unsent + queue.unsent(job.resources.len())) as u64;
+                return;
+            }
+        }
+        self.write_each(job, &queue.deferred, state, outcome, stats)
+            .await;
+    }
+
+    /// The next resources to bundle, those carried over first, up to `--bundle-size`; `None`
+    /// once every resource is bundled, deferred or left unsent.
+    fn next_chunk(
+        &self,
+        job: &Job,
+        queue: &mut BundleQueue,
+        state: &mut JobState,
+        outcome: &mut JobOutcome,
+    ) -> Option<Vec<usize>> {
         let len = job.resources.len();
-        let mut next = 0;
-        // Resources checked for a bundle that did not fit in it: first in the next one.
-        let mut carried: Vec<usize> = Vec::new();
-        // Resources a bundle cannot hold (no identifier on a store that does not create on
-        // PUT), and what refers to them: written one by one after the bundles.
-        let mut deferred: Vec<usize> = Vec::new();
-        let mut deferred_keys: HashSet<String> = HashSet::default();
-        while next < len || !carried.is_empty() {
-            let mut chunk: Vec<usize> = std::mem::take(&mut carried);
-            while next < len && chunk.len() < self.bundle_size {
+        while queue.next < len || !queue.carried.is_empty() {
+            let mut chunk: Vec<usize> = std::mem::take(&mut queue.carried);
+            while queue.next < len && chunk.len() < self.bundle_size {
+                let next = queue.next;
                 let resource = &job.resources[next];
                 let source = job.sources.as_ref().map(|s| s[next].as_str());
                 if let Some(missing) = self.missing_dependency(resource, state) {
                     self.not_send(resource, source, state, outcome, &missing);
-                } else if self.leaves_bundle(resource, &deferred_keys) {
-                    deferred_keys.insert(resource.key.clone());
-                    deferred.push(next);
+                } else if self.leaves_bundle(resource, &queue.deferred_keys) {
+                    queue.deferred_keys.insert(resource.key.clone());
+                    queue.deferred.push(next);
                 } else {
                     chunk.push(next);
                 }
-                next += 1;
+                queue.next += 1;
             }
-            if chunk.is_empty() {
+            if !chunk.is_empty() {
+                return Some(chunk);
+            }
+        }
+        None
+    }
+
+    /// Sends `chunk` (with its body) as one transaction; a part refused for one of its records
+    /// is split by record and sent again, so that only the wrong record fails.
+    async fn send_bundle(
+        &self,
+        job: &Job,
+        chunk: (Vec<usize>, Bytes),
+        record_of: &[u32],
+        state: &mut JobState,
+        outcome: &mut JobOutcome,
+        stats: &mut RequestStats,
+    ) -> Result<(), Cancelled> {
+        // Parts still to send, last first; a split part's body is built when its turn comes.
+        let (chunk, body) = chunk;
+        let mut parts = vec![(chunk, Some(body))];
+        while let Some((part, body)) = parts.pop() {
+            let part = match body {
+                Some(_) => part,
+                None => self.still_sendable(job, part, state, outcome),
+            };
+            if part.is_empty() {
                 continue;
             }
-            let (fits, body) = self.bundle_within_limit(&job.resources, &chunk, state);
-            carried = chunk.split_off(fits);
-            // Parts still to send, last first; a part refused for one of its records is
-            // split by record and sent again, so that only the wrong record fails.
-            let mut parts = vec![(chunk, Some(body))];
-            while let Some((part, body)) = parts.pop() {
-                let part = match body {
-                    Some(_) => part,
-                    None => self.still_sendable(job, part, state, outcome),
-                };
-                if part.is_empty() {
-                    continue;
+            let body = body.unwrap_or_else(|| self.bundle(&job.resources, &part, state));
+            let request = StoreRequest {
+                method: Method::POST,
+                path: String::new(),
+                body,
+                if_none_exist: None,
+                operations: part.len() as u32,
+            };
+            let failure = match self.client.send(&request, stats).await {
+                Ok(reply) => match self.settle_bundle(job, &part, &reply, state, outcome) {
+                    Ok(()) => continue,
+                    Err(failure) => failure,
+                },
+                Err(SendError::Cancelled) => {
+                    let queued: usize = parts.iter().map(|(p, _)| p.len()).sum();
+                    return Err(Cancelled {
+                        unsent: part.len() + queued,
+                    });
                 }
-                let body = body.unwrap_or_else(|| self.bundle(&job.resources, &part, state));
-                let kinds: Vec<EntryKind> = part
-                    .iter()
-                    .map(|&i| EntryKind {
-                        resource_type: job.resources[i].resource_type().to_owned(),
-                        put: !job.resources[i].has_conditional_identifier(),
-                    })
-                    .collect();
-                let request = StoreRequest {
-                    method: Method::POST,
-                    path: String::new(),
-                    body,
-                    if_none_exist: None,
-                    operations: part.len() as u32,
-                };
-                let failure = match self.client.send(&request, stats).await {
-                    Ok(reply) => match transaction_results(&reply, &kinds) {
-                        Ok(results) => {
-                            if results.iter().all(Result::is_ok) {
-                                self.bundle_sizes.stored(part.len());
-                            }
-                            for (&index, result) in part.iter().zip(results) {
-                                let resource = &job.resources[index];
-                                match result {
-                                    Ok(written) => self.settle(resource, written, state, outcome),
-                                    Err(failure) => {
-                                        let source =
-                                            job.sources.as_ref().map(|s| s[index].as_str());
-                                        self.fail(resource, source, state, outcome, failure)
-                                    }
-                                }
-                            }
-                            continue;
-                        }
-                        Err(failure) => failure,
-                    },
-                    Err(SendError::Cancelled) => {
-                        let queued: usize = parts.iter().map(|(p, _)| p.len()).sum();
-                        outcome.not_sent +=
-                            (part.len() + queued + carried.len() + (len - next) + deferred.len())
-                                as u64;
-                        return;
+                Err(error @ SendError::Rejected { status, .. }) if (400..500).contains(&status) => {
+                    self.bundle_sizes.refused(part.len());
+                    if spans_records(&part, record_of) {
+                        let (first, second) = split_by_record(part, record_of);
+                        parts.push((second, None));
+                        parts.push((first, None));
+                        continue;
                     }
-                    Err(error @ SendError::Rejected { status, .. })
-                        if (400..500).contains(&status) =>
-                    {
-                        self.bundle_sizes.refused(part.len());
-                        if spans_records(&part, &record_of) {
-                            let (first, second) = split_by_record(part, &record_of);
-                            parts.push((second, None));
-                            parts.push((first, None));
-                            continue;
-                        }
-                        failure_of(&error)
-                    }
-                    Err(error) => failure_of(&error),
-                };
-                let failure = name_entry(failure, &part, job);
-                for &index in &part {
+                    failure_of(&error)
+                }
+                Err(error) => failure_of(&error),
+            };
+            let failure = name_entry(failure, &part, job);
+            for &index in &part {
+                let source = job.sources.as_ref().map(|s| s[index].as_str());
+                self.fail(
+                    &job.resources[index],
+                    source,
+                    state,
+                    outcome,
+                    failure.clone(),
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// Books each resource of `part` by its entry in the store's transaction-response;
+    /// `Err` when the answer as a whole says nothing of what was stored.
+    fn settle_bundle(
+        &self,
+        job: &Job,
+        part: &[usize],
+        reply: &Reply,
+        state: &mut JobState,
+        outcome: &mut JobOutcome,
+    ) -> Result<(), Failure> {
+        let kinds: Vec<EntryKind> = part
+            .iter()
+            .map(|&i| EntryKind {
+                resource_type: job.resources[i].resource_type().to_owned(),
+                put: !job.resources[i].has_conditional_identifier(),
+            })
+            .collect();
+        let results = transaction_results(reply, &kinds)?;
+        if results.iter().all(Result::is_ok) {
+            self.bundle_sizes.stored(part.len());
+        }
+        for (&index, result) in part.iter().zip(results) {
+            let resource = &job.resources[index];
+            match result {
+                Ok(written) => self.settle(resource, written, state, outcome),
+                Err(failure) => {
                     let source = job.sources.as_ref().map(|s| s[index].as_str());
-                    self.fail(
-                        &job.resources[index],
-                        source,
-                        state,
-                        outcome,
-                        failure.clone(),
-                    );
+                    self.fail(resource, source, state, outcome, failure)
                 }
             }
         }
-        self.write_each(job, &deferred, state, outcome, stats).await;
+        Ok(())
     }
 
     /// Whether `resource` must be written on its own after the bundle: a transaction cannot

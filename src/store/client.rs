@@ -316,12 +316,7 @@ impl StoreClient {
         let uri = self
             .uri(&request.path)
             .map_err(|message| SendError::Unsendable { message })?;
-        let mut delays = self.retry.delays();
-        let mut attempts = 0u32;
-        let mut renewed_token = false;
-        let mut throttled_since: Option<Instant> = None;
-        let mut maybe_written_before = false;
-        let mut waited = false;
+        let mut tries = Tries::new(self.retry.delays());
         loop {
             // The run may stop while this worker waits for its turn: then it sends nothing.
             let permit = tokio::select! {
@@ -333,202 +328,100 @@ impl StoreClient {
             if self.stop.is_cancelled() {
                 return Err(SendError::Cancelled);
             }
-            attempts += 1;
-            if attempts > 1 {
+            tries.count += 1;
+            if tries.count > 1 {
                 stats.retries += 1;
             }
             let started = Instant::now();
             let outcome = self.attempt(&uri, request).await;
             let took = started.elapsed();
+            self.record(request, &outcome, tries.count, took, stats);
             let told_to_wait = match &outcome {
                 Ok(answer) => answer.retry_after.unwrap_or_default(),
                 Err(_) => Duration::ZERO,
             };
-            let retry = match outcome {
-                Ok(Answer {
-                    status,
-                    location,
-                    retry_after,
-                    body,
-                }) => {
-                    stats.record_answer(status.as_u16(), started.elapsed());
-                    tracing::info!(
-                        "{} {} -> {} in {:.1} ms (attempt {attempts})",
-                        request.method,
-                        shown_path(&request.path),
-                        status.as_u16(),
-                        started.elapsed().as_secs_f64() * 1e3
-                    );
-                    self.reached.store(true, Ordering::Relaxed);
-                    let code = status.as_u16();
-                    if code == 429 {
-                        let wait = self.limiter.done(permit, Outcome::Throttled(retry_after));
-                        let since = *throttled_since.get_or_insert(started);
-                        if since.elapsed() >= self.max_throttle_wait {
-                            return Err(SendError::GaveUp {
-                                attempts,
-                                last: format!(
-                                    "throttled by the store for {} (HTTP 429: {}); the quota is \
-                                     too small for this load or shared with other work: lower \
-                                     --workers or --rate, ask for more quota, or raise \
-                                     --max-throttle-wait",
-                                    humantime::format_duration(Duration::from_secs(
-                                        since.elapsed().as_secs()
-                                    )),
-                                    self.said(&body)
-                                ),
-                            });
-                        }
-                        Retry::Throttled(wait)
-                    } else {
-                        // An overloaded store (503) slows everyone, as a quota does; it still
-                        // counts against this request's retries.
-                        // A pattern of 503s (an overloaded store) slows everyone, as a quota
-                        // does; a lone one costs only this request a retry, and its wait is
-                        // the retry's backoff.
-                        let overloaded = code == 503;
-                        self.limiter.done(
-                            permit,
-                            if overloaded {
-                                Outcome::Throttled(retry_after)
-                            } else {
-                                Outcome::Answered
-                            },
-                        );
-                        if status.is_success() {
-                            return Ok(Reply {
-                                status: code,
-                                location,
-                                body,
-                                after_lost_answer: maybe_written_before,
-                            });
-                        }
-                        let message = self.said(&body);
-                        if code == 401
-                            && !renewed_token
-                            && self.credentials.renewed_after_rejection().await
-                        {
-                            renewed_token = true;
-                            continue;
-                        }
-                        if code == 401 || code == 403 {
-                            return Err(self.unauthorized(code, message));
-                        }
-                        // A plain-http request forwarded by a proxy that wants credentials.
-                        if code == 407 {
-                            let last = format!("HTTP 407: {message}");
-                            return Err(self.fail_run(
-                                format!("{PROXY_REFUSED} ({last}): {PROXY_REMEDY}"),
-                                SendError::GaveUp { attempts, last },
-                            ));
-                        }
-                        // A transaction that met another writer (Google's ABORTED) goes again.
-                        let contended = code == 409 && request.is_bundle();
-                        if !is_transient(code) && !contended {
-                            return Err(SendError::Rejected {
-                                status: code,
-                                message,
-                            });
-                        }
-                        Retry::Error {
-                            last: format!("HTTP {code}: {message}"),
-                            at_least: retry_after.unwrap_or_default(),
-                            maybe_written: true,
-                        }
+            let throttle_wait = self.limiter.done(permit, limiter_outcome(&outcome));
+            let wait = match verdict(outcome, &self.attempt_context(request, tries.count)) {
+                Verdict::Done(reply) => return Ok(tries.reply(reply)),
+                Verdict::Throttled { message } => {
+                    tries.throttled(started, self.max_throttle_wait, throttle_wait, &message)?
+                }
+                Verdict::Refused { status, message } => {
+                    if status == 401
+                        && !tries.renewed_token
+                        && self.credentials.renewed_after_rejection().await
+                    {
+                        tries.renewed_token = true;
+                        continue;
                     }
+                    return Err(self.unauthorized(status, message));
                 }
-                Err(error) => {
-                    self.limiter.done(permit, Outcome::Lost);
-                    match error {
-                        AttemptError::Unsendable(message) => {
-                            return Err(SendError::Unsendable { message });
-                        }
-                        AttemptError::Auth(message) => {
-                            return Err(
-                                self.fail_run(message.clone(), SendError::Unsendable { message })
-                            );
-                        }
-                        AttemptError::Timeout => {
-                            stats.record_error("timeout");
-                            tracing::info!(
-                                "{} {} -> no answer within {:?} (attempt {attempts})",
-                                request.method,
-                                shown_path(&request.path),
-                                self.timeout
-                            );
-                            Retry::Error {
-                                last: format!("timeout: no answer within {:?}", self.timeout),
-                                at_least: Duration::ZERO,
-                                maybe_written: true,
-                            }
-                        }
-                        AttemptError::Http(error) => {
-                            let cause = error.cause();
-                            let kind = cause.label();
-                            stats.record_error(kind);
-                            tracing::info!(
-                                "{} {} -> {kind} (attempt {attempts})",
-                                request.method,
-                                shown_path(&request.path)
-                            );
-                            let last = format!("{kind}: {}", error_chain(&*error));
-                            // Nothing will work: say so now rather than retry every resource.
-                            let hopeless = cause.is_final()
-                                || (cause == Cause::Connect
-                                    && attempts >= UNREACHABLE_AFTER
-                                    && !self.reached.load(Ordering::Relaxed));
-                            if hopeless {
-                                let reason = self.unreachable(&last, cause.remedy());
-                                return Err(
-                                    self.fail_run(reason, SendError::GaveUp { attempts, last })
-                                );
-                            }
-                            Retry::Error {
-                                last,
-                                at_least: Duration::ZERO,
-                                // Refused connections never carried the request.
-                                maybe_written: cause != Cause::Connect,
-                            }
-                        }
-                    }
-                }
-            };
-            let wait = match retry {
-                Retry::Throttled(wait) => {
-                    tracing::info!(
-                        "throttled (429): this request waits {wait:?}, then the limiter"
-                    );
-                    wait
-                }
-                Retry::Error {
+                Verdict::Retry {
                     last,
                     at_least,
                     maybe_written,
-                } => {
-                    if maybe_written && !request.is_idempotent() {
-                        return Err(SendError::GaveUp { attempts, last });
-                    }
-                    let Some(backoff) = delays.next() else {
-                        return Err(SendError::GaveUp { attempts, last });
-                    };
-                    maybe_written_before |= maybe_written;
-                    let wait = backoff.max(at_least);
-                    tracing::info!("retrying in {wait:?}: {last}");
-                    wait
-                }
+                } => tries.failed(request, last, at_least, maybe_written)?,
+                Verdict::Fail(error) => return Err(error),
+                Verdict::StopRun { reason, error } => return Err(self.fail_run(reason, error)),
             };
-            // A request's first refusal, from a store that takes the others (a pattern would
-            // hold everyone in the limiter), goes again about as soon as an answer takes: a
-            // flaky backend costs retries, not time. Later ones wait their backoff in full.
-            let wait = match waited {
-                false => wait.min(took.max(told_to_wait)),
-                true => wait,
-            };
-            waited = true;
             tokio::select! {
-                _ = tokio::time::sleep(wait) => {}
+                _ = tokio::time::sleep(tries.shortened(wait, took.max(told_to_wait))) => {}
                 _ = self.stop.cancelled() => return Err(SendError::Cancelled),
             }
+        }
+    }
+
+    /// What the verdict on attempt number `attempt` of `request` depends on besides its outcome.
+    fn attempt_context<'a>(&'a self, request: &StoreRequest, attempt: u32) -> AttemptContext<'a> {
+        AttemptContext {
+            attempt,
+            bundle: request.is_bundle(),
+            store_reached: self.reached.load(Ordering::Relaxed),
+            timeout: self.timeout,
+            base: &self.base,
+            credentials: &self.credentials,
+        }
+    }
+
+    /// Counts and logs one attempt's outcome; an answer of any kind shows the store is there.
+    fn record(
+        &self,
+        request: &StoreRequest,
+        outcome: &Result<Answer, AttemptError>,
+        attempt: u32,
+        took: Duration,
+        stats: &mut RequestStats,
+    ) {
+        // The path is shown only when the line is logged: each costs an allocation.
+        let method = &request.method;
+        match outcome {
+            Ok(answer) => {
+                let status = answer.status.as_u16();
+                stats.record_answer(status, took);
+                tracing::info!(
+                    "{method} {} -> {status} in {:.1} ms (attempt {attempt})",
+                    shown_path(&request.path),
+                    took.as_secs_f64() * 1e3
+                );
+                self.reached.store(true, Ordering::Relaxed);
+            }
+            Err(AttemptError::Timeout) => {
+                stats.record_error("timeout");
+                tracing::info!(
+                    "{method} {} -> no answer within {:?} (attempt {attempt})",
+                    shown_path(&request.path),
+                    self.timeout
+                );
+            }
+            Err(AttemptError::Http(error)) => {
+                let kind = error.cause().label();
+                stats.record_error(kind);
+                tracing::info!(
+                    "{method} {} -> {kind} (attempt {attempt})",
+                    shown_path(&request.path)
+                );
+            }
+            Err(AttemptError::Auth(_) | AttemptError::Unsendable(_)) => {}
         }
     }
 
@@ -587,11 +480,6 @@ impl StoreClient {
         }
     }
 
-    /// Why the run stops when the store cannot be reached at all, and what to check.
-    fn unreachable(&self, last: &str, remedy: &str) -> String {
-        format!("cannot reach {}: {last}; {remedy}", self.base)
-    }
-
     /// A failure's body as it may be shown: a redirect says where it pointed, and nothing the
     /// credential holds survives (a store may echo the Authorization header).
     fn explained_failure(&self, mut answer: Answer) -> Answer {
@@ -610,12 +498,6 @@ impl StoreClient {
             answer.body = Bytes::from(redacted);
         }
         answer
-    }
-
-    /// The store's own words from a failure's body, with every form of a secret cut out after
-    /// the decoding too (the body was cut before it).
-    fn said(&self, body: &[u8]) -> String {
-        self.redact(&store_message(body))
     }
 
     /// `text` with every form of the credential, and of the proxy's, cut out: for what a
@@ -654,17 +536,250 @@ fn shown_path(path: &str) -> String {
     }
 }
 
-/// Why an attempt goes again, and how long it waits first.
-enum Retry {
-    /// Throttled: waits as the limiter says, without spending a retry.
-    Throttled(Duration),
+/// What one attempt's outcome means for its request, decided apart from acting on it.
+#[derive(Debug)]
+enum Verdict {
+    /// The store took it.
+    Done(Reply),
+    /// 429: the request waits as the limiter says, without spending a retry.
+    Throttled { message: String },
+    /// 401 or 403: the credential was refused (a 401 may be renewed once), and the run stops.
+    Refused { status: u16, message: String },
     /// Failed in a way that may heal: spends a retry, waits its backoff (or longer if told).
-    Error {
+    Retry {
         last: String,
         at_least: Duration,
         /// The store may have written it before failing.
         maybe_written: bool,
     },
+    /// Retrying will not change it: this request fails.
+    Fail(SendError),
+    /// Nothing will get through: the run stops, for `reason`.
+    StopRun { reason: String, error: SendError },
+}
+
+/// What the verdict on an attempt depends on besides its outcome.
+struct AttemptContext<'a> {
+    /// 1 for a request's first attempt.
+    attempt: u32,
+    /// An executeBundle request: a transaction that met another writer goes again.
+    bundle: bool,
+    /// Whether the store has answered anything yet in this run.
+    store_reached: bool,
+    timeout: Duration,
+    /// The FHIR base, for saying what cannot be reached.
+    base: &'a str,
+    /// To cut the credential out of what the store said.
+    credentials: &'a Credentials,
+}
+
+impl AttemptContext<'_> {
+    /// The store's own words from a failure's body, with every form of a secret cut out after
+    /// the decoding too (the body was cut before it).
+    fn said(&self, body: &[u8]) -> String {
+        self.credentials.redact(&store_message(body)).into_owned()
+    }
+}
+
+/// Sorts one attempt's outcome into what to do next: done, wait, retry, or fail.
+fn verdict(outcome: Result<Answer, AttemptError>, context: &AttemptContext) -> Verdict {
+    match outcome {
+        Ok(answer) => answer_verdict(answer, context),
+        Err(AttemptError::Unsendable(message)) => Verdict::Fail(SendError::Unsendable { message }),
+        Err(AttemptError::Auth(message)) => Verdict::StopRun {
+            reason: message.clone(),
+            error: SendError::Unsendable { message },
+        },
+        Err(AttemptError::Timeout) => Verdict::Retry {
+            last: format!("timeout: no answer within {:?}", context.timeout),
+            at_least: Duration::ZERO,
+            maybe_written: true,
+        },
+        Err(AttemptError::Http(error)) => {
+            connection_verdict(error.cause(), &error_chain(&*error), context)
+        }
+    }
+}
+
+/// What the store's answer means: its status decides, its body says why.
+fn answer_verdict(answer: Answer, context: &AttemptContext) -> Verdict {
+    let code = answer.status.as_u16();
+    if answer.status.is_success() {
+        return Verdict::Done(Reply {
+            status: code,
+            location: answer.location,
+            body: answer.body,
+            after_lost_answer: false,
+        });
+    }
+    let message = context.said(&answer.body);
+    match code {
+        429 => Verdict::Throttled { message },
+        401 | 403 => Verdict::Refused {
+            status: code,
+            message,
+        },
+        // A plain-http request forwarded by a proxy that wants credentials.
+        407 => {
+            let last = format!("HTTP 407: {message}");
+            Verdict::StopRun {
+                reason: format!("{PROXY_REFUSED} ({last}): {PROXY_REMEDY}"),
+                error: SendError::GaveUp {
+                    attempts: context.attempt,
+                    last,
+                },
+            }
+        }
+        // A transaction that met another writer (Google's ABORTED) goes again.
+        409 if context.bundle => retry_answer(code, &message, answer.retry_after),
+        code if is_transient(code) => retry_answer(code, &message, answer.retry_after),
+        code => Verdict::Fail(SendError::Rejected {
+            status: code,
+            message,
+        }),
+    }
+}
+
+fn retry_answer(code: u16, message: &str, retry_after: Option<Duration>) -> Verdict {
+    Verdict::Retry {
+        last: format!("HTTP {code}: {message}"),
+        at_least: retry_after.unwrap_or_default(),
+        maybe_written: true,
+    }
+}
+
+/// What a failed connection or exchange (`detail` says how) means: retried, unless nothing
+/// will get through.
+fn connection_verdict(cause: Cause, detail: &str, context: &AttemptContext) -> Verdict {
+    let last = format!("{}: {detail}", cause.label());
+    // Nothing will work: say so now rather than retry every resource.
+    let hopeless = cause.is_final()
+        || (cause == Cause::Connect
+            && context.attempt >= UNREACHABLE_AFTER
+            && !context.store_reached);
+    if hopeless {
+        return Verdict::StopRun {
+            reason: format!("cannot reach {}: {last}; {}", context.base, cause.remedy()),
+            error: SendError::GaveUp {
+                attempts: context.attempt,
+                last,
+            },
+        };
+    }
+    Verdict::Retry {
+        last,
+        at_least: Duration::ZERO,
+        // Refused connections never carried the request.
+        maybe_written: cause != Cause::Connect,
+    }
+}
+
+/// What the limiter learns from an attempt. A pattern of 503s (an overloaded store) slows
+/// everyone, as a quota does; a lone one costs only its request a retry, whose wait is the
+/// retry's backoff.
+fn limiter_outcome(outcome: &Result<Answer, AttemptError>) -> Outcome {
+    match outcome {
+        Ok(answer) if matches!(answer.status.as_u16(), 429 | 503) => {
+            Outcome::Throttled(answer.retry_after)
+        }
+        Ok(_) => Outcome::Answered,
+        Err(_) => Outcome::Lost,
+    }
+}
+
+/// One request's attempts so far: what decides whether, and how long, the next one waits.
+struct Tries<D> {
+    /// Attempts made, the one under way included.
+    count: u32,
+    /// The backoffs still left to spend.
+    delays: D,
+    renewed_token: bool,
+    throttled_since: Option<Instant>,
+    /// An earlier attempt may have been written before its answer was lost.
+    maybe_written_before: bool,
+    waited: bool,
+}
+
+impl<D: Iterator<Item = Duration>> Tries<D> {
+    fn new(delays: D) -> Self {
+        Self {
+            count: 0,
+            delays,
+            renewed_token: false,
+            throttled_since: None,
+            maybe_written_before: false,
+            waited: false,
+        }
+    }
+
+    fn reply(&self, reply: Reply) -> Reply {
+        Reply {
+            after_lost_answer: self.maybe_written_before,
+            ..reply
+        }
+    }
+
+    /// How long a throttled attempt (begun at `started`) waits, as the limiter said; it gives
+    /// up once the request has been throttled for `max_wait`.
+    fn throttled(
+        &mut self,
+        started: Instant,
+        max_wait: Duration,
+        wait: Duration,
+        message: &str,
+    ) -> Result<Duration, SendError> {
+        let since = *self.throttled_since.get_or_insert(started);
+        if since.elapsed() >= max_wait {
+            return Err(SendError::GaveUp {
+                attempts: self.count,
+                last: format!(
+                    "throttled by the store for {} (HTTP 429: {message}); the quota is too \
+                     small for this load or shared with other work: lower --workers or \
+                     --rate, ask for more quota, or raise --max-throttle-wait",
+                    humantime::format_duration(Duration::from_secs(since.elapsed().as_secs())),
+                ),
+            });
+        }
+        tracing::info!("throttled (429): this request waits {wait:?}, then the limiter");
+        Ok(wait)
+    }
+
+    /// How long a failed attempt waits before the next: its backoff, or longer if told; it
+    /// gives up when the retries are spent, or when a request that is not idempotent may
+    /// have been written.
+    fn failed(
+        &mut self,
+        request: &StoreRequest,
+        last: String,
+        at_least: Duration,
+        maybe_written: bool,
+    ) -> Result<Duration, SendError> {
+        if maybe_written && !request.is_idempotent() {
+            return Err(SendError::GaveUp {
+                attempts: self.count,
+                last,
+            });
+        }
+        let Some(backoff) = self.delays.next() else {
+            return Err(SendError::GaveUp {
+                attempts: self.count,
+                last,
+            });
+        };
+        self.maybe_written_before |= maybe_written;
+        let wait = backoff.max(at_least);
+        tracing::info!("retrying in {wait:?}: {last}");
+        Ok(wait)
+    }
+
+    /// A request's first refusal, from a store that takes the others (a pattern would hold
+    /// everyone in the limiter), goes again about as soon as an answer takes (`answer_time`):
+    /// a flaky backend costs retries, not time. Later ones wait their backoff in full.
+    fn shortened(&mut self, wait: Duration, answer_time: Duration) -> Duration {
+        let first = !self.waited;
+        self.waited = true;
+        if first { wait.min(answer_time) } else { wait }
+    }
 }
 
 /// What one attempt got back: only the parts a writer or a retry needs.
@@ -921,5 +1036,191 @@ mod tests {
             shown_location(&base, "/login"),
             "https://fhir.example/login"
         );
+    }
+
+    fn answer(
+        status: u16,
+        body: &str,
+        retry_after: Option<Duration>,
+    ) -> Result<Answer, AttemptError> {
+        Ok(Answer {
+            status: StatusCode::from_u16(status).unwrap(),
+            location: Some("Patient/1/_history/1".to_owned()),
+            retry_after,
+            body: Bytes::from(body.to_owned()),
+        })
+    }
+
+    fn context(
+        credentials: &Credentials,
+        attempt: u32,
+        bundle: bool,
+        reached: bool,
+    ) -> AttemptContext<'_> {
+        AttemptContext {
+            attempt,
+            bundle,
+            store_reached: reached,
+            timeout: Duration::from_secs(7),
+            base: "http://127.0.0.1:1/fhir",
+            credentials,
+        }
+    }
+
+    const OUTCOME: &str =
+        r#"{"resourceType":"OperationOutcome","issue":[{"diagnostics":"bad date"}]}"#;
+
+    #[test]
+    fn answers_are_done_throttled_refused_retried_or_failed_by_status() {
+        let none = Credentials::none();
+        let first = context(&none, 1, false, true);
+        let done = verdict(answer(201, "", None), &first);
+        assert!(
+            matches!(&done, Verdict::Done(Reply { status: 201, location: Some(l), after_lost_answer: false, .. }) if l == "Patient/1/_history/1"),
+            "{done:?}"
+        );
+        let throttled = verdict(answer(429, OUTCOME, None), &first);
+        assert!(
+            matches!(&throttled, Verdict::Throttled { message } if message == "bad date"),
+            "{throttled:?}"
+        );
+        for status in [401, 403] {
+            let refused = verdict(answer(status, OUTCOME, None), &first);
+            assert!(
+                matches!(&refused, Verdict::Refused { status: s, message } if *s == status && message == "bad date"),
+                "{refused:?}"
+            );
+        }
+        let rejected = verdict(answer(400, OUTCOME, None), &first);
+        assert!(
+            matches!(&rejected, Verdict::Fail(SendError::Rejected { status: 400, message }) if message == "bad date"),
+            "{rejected:?}"
+        );
+        let told = Some(Duration::from_secs(3));
+        let overloaded = verdict(answer(503, OUTCOME, told), &first);
+        assert!(
+            matches!(&overloaded, Verdict::Retry { last, at_least, maybe_written: true }
+                if last == "HTTP 503: bad date" && *at_least == Duration::from_secs(3)),
+            "{overloaded:?}"
+        );
+    }
+
+    #[test]
+    fn only_a_transaction_goes_again_after_a_conflict() {
+        let none = Credentials::none();
+        let bundle = verdict(answer(409, OUTCOME, None), &context(&none, 1, true, true));
+        assert!(
+            matches!(
+                &bundle,
+                Verdict::Retry {
+                    maybe_written: true,
+                    ..
+                }
+            ),
+            "{bundle:?}"
+        );
+        let single = verdict(answer(409, OUTCOME, None), &context(&none, 1, false, true));
+        assert!(
+            matches!(
+                &single,
+                Verdict::Fail(SendError::Rejected { status: 409, .. })
+            ),
+            "{single:?}"
+        );
+    }
+
+    #[test]
+    fn a_refusing_proxy_or_a_missing_credential_stops_the_run() {
+        let none = Credentials::none();
+        let proxy = verdict(answer(407, "no", None), &context(&none, 2, false, true));
+        assert!(
+            matches!(&proxy, Verdict::StopRun { reason, error: SendError::GaveUp { attempts: 2, last } }
+                if reason.starts_with(PROXY_REFUSED) && reason.ends_with(PROXY_REMEDY) && last == "HTTP 407: no"),
+            "{proxy:?}"
+        );
+        let auth = verdict(
+            Err(AttemptError::Auth("no token".into())),
+            &context(&none, 1, false, true),
+        );
+        assert!(
+            matches!(&auth, Verdict::StopRun { reason, error: SendError::Unsendable { message } }
+                if reason == "no token" && message == "no token"),
+            "{auth:?}"
+        );
+        let unsendable = verdict(
+            Err(AttemptError::Unsendable("bad header".into())),
+            &context(&none, 1, false, true),
+        );
+        assert!(
+            matches!(&unsendable, Verdict::Fail(SendError::Unsendable { message }) if message == "bad header"),
+            "{unsendable:?}"
+        );
+    }
+
+    #[test]
+    fn connection_failures_retry_until_the_store_looks_unreachable() {
+        let none = Credentials::none();
+        let timeout = verdict(Err(AttemptError::Timeout), &context(&none, 1, false, false));
+        assert!(
+            matches!(&timeout, Verdict::Retry { last, at_least: Duration::ZERO, maybe_written: true }
+                if last == "timeout: no answer within 7s"),
+            "{timeout:?}"
+        );
+        // A refused connection never carried the request; reset midway, it may have.
+        let refused =
+            connection_verdict(Cause::Connect, "refused", &context(&none, 1, false, false));
+        assert!(
+            matches!(&refused, Verdict::Retry { last, maybe_written: false, .. }
+                if last == "connection refused or reset: refused"),
+            "{refused:?}"
+        );
+        let broken = connection_verdict(Cause::Other, "reset", &context(&none, 5, false, false));
+        assert!(
+            matches!(
+                &broken,
+                Verdict::Retry {
+                    maybe_written: true,
+                    ..
+                }
+            ),
+            "{broken:?}"
+        );
+        // Refused from the start, the store was never there; once it answered, it is a blip.
+        let never = connection_verdict(
+            Cause::Connect,
+            "refused",
+            &context(&none, UNREACHABLE_AFTER, false, false),
+        );
+        assert!(
+            matches!(&never, Verdict::StopRun { reason, error: SendError::GaveUp { attempts: UNREACHABLE_AFTER, .. } }
+                if reason.starts_with("cannot reach http://127.0.0.1:1/fhir: connection refused or reset: refused; check the URL")),
+            "{never:?}"
+        );
+        let blip = connection_verdict(
+            Cause::Connect,
+            "refused",
+            &context(&none, UNREACHABLE_AFTER, false, true),
+        );
+        assert!(matches!(&blip, Verdict::Retry { .. }), "{blip:?}");
+        let tls = connection_verdict(
+            Cause::Tls,
+            "bad certificate",
+            &context(&none, 1, false, true),
+        );
+        assert!(matches!(&tls, Verdict::StopRun { .. }), "{tls:?}");
+    }
+
+    #[test]
+    fn the_limiter_learns_of_throttling_and_overload_only() {
+        let told = Some(Duration::from_secs(2));
+        for (outcome, learnt) in [
+            (answer(429, "", told), Outcome::Throttled(told)),
+            (answer(503, "", None), Outcome::Throttled(None)),
+            (answer(500, "", told), Outcome::Answered),
+            (answer(200, "", None), Outcome::Answered),
+            (Err(AttemptError::Timeout), Outcome::Lost),
+        ] {
+            assert_eq!(limiter_outcome(&outcome), learnt);
+        }
     }
 }
