@@ -35,20 +35,13 @@ async fn a_transaction_written_as_a_batch_counts_each_entry_by_its_answer() {
     )
     .unwrap();
     let failed = dir.path().join("failed.ndjson");
-    let mut command = fhirgen();
-    command
-        .args([
-            "load",
-            "--fhir-url",
-            &emulator.fhir_base_url(),
-            "--mode",
-            "transaction",
-        ])
-        .args(["--json", "--quiet", "--input"])
-        .arg(&input)
-        .arg("--failed")
-        .arg(&failed);
-    let output = run(command).await;
+    let output = load_into(&emulator.fhir_base_url())
+        .mode("transaction")
+        .json()
+        .input(&input)
+        .failed(&failed)
+        .run()
+        .await;
     assert_exit(&output, 1);
     let summary = summary(&output);
     assert_eq!(summary["stored"], 3, "{summary}");

@@ -41,20 +41,13 @@ async fn what_refers_to_a_refused_resource_is_not_sent_in_any_mode() {
         })
         .await;
         let failed = dir.path().join(format!("failed-{mode}.ndjson"));
-        let mut command = fhirgen();
-        command
-            .args([
-                "load",
-                "--fhir-url",
-                &emulator.fhir_base_url(),
-                "--mode",
-                mode,
-            ])
-            .args(["--json", "--quiet", "--input"])
-            .arg(&input)
-            .arg("--failed")
-            .arg(&failed);
-        let output = run(command).await;
+        let output = load_into(&emulator.fhir_base_url())
+            .mode(mode)
+            .json()
+            .input(&input)
+            .failed(&failed)
+            .run()
+            .await;
         assert_exit(&output, 1);
         let summary = summary(&output);
         assert_eq!(summary["stored"], 1, "{mode}: {summary}");

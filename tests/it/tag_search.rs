@@ -23,20 +23,13 @@ async fn a_type_the_store_cannot_find_by_tag_is_refused_not_duplicated() {
         .collect();
     std::fs::write(&input, binaries.join("\n") + "\n").unwrap();
     let failed = dir.path().join("failed.ndjson");
-    let mut command = fhirgen();
-    command
-        .args([
-            "load",
-            "--fhir-url",
-            &emulator.fhir_base_url(),
-            "--mode",
-            "create",
-        ])
-        .args(["--json", "--quiet", "--input"])
-        .arg(&input)
-        .arg("--failed")
-        .arg(&failed);
-    let output = run(command).await;
+    let output = load_into(&emulator.fhir_base_url())
+        .mode("create")
+        .json()
+        .input(&input)
+        .failed(&failed)
+        .run()
+        .await;
     assert_exit(&output, 1);
     let summary = summary(&output);
     // The first one, created to find out; none of the others.

@@ -99,6 +99,16 @@ impl LoadCommand {
         self.args(["--workers", &workers.to_string()])
     }
 
+    /// `--input PATH` instead of generated data.
+    pub fn input(self, path: impl AsRef<std::ffi::OsStr>) -> Self {
+        self.args([std::ffi::OsStr::new("--input"), path.as_ref()])
+    }
+
+    /// `--failed PATH`.
+    pub fn failed(self, path: impl AsRef<std::ffi::OsStr>) -> Self {
+        self.args([std::ffi::OsStr::new("--failed"), path.as_ref()])
+    }
+
     /// The JSON summary alone on stdout, and no text summary on stderr.
     pub fn json(self) -> Self {
         self.args(["--json", "--quiet"])
