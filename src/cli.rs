@@ -282,8 +282,8 @@ pub struct ConnectionArgs {
     #[arg(long, default_value = "10m", value_name = "DURATION", value_parser = parse_duration)]
     pub max_throttle_wait: std::time::Duration,
 
-    /// The first wait before a retry or a probe of a throttled store; later waits double, up
-    /// to 32 s, with jitter.
+    /// The longest first wait before a retry (each wait is drawn at random up to its bound, which
+    /// doubles per retry up to 32 s), and the first wait before a throttled store is probed.
     #[arg(long, default_value = "100ms", value_name = "DURATION", value_parser = parse_duration)]
     pub min_backoff: std::time::Duration,
 
