@@ -110,10 +110,6 @@ impl TargetSpec {
             },
         })
     }
-
-    pub fn is_emulator(&self) -> bool {
-        matches!(self, Self::Emulator)
-    }
 }
 
 /// Starts the emulator or finds the credential: the target, ready for requests.
