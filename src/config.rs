@@ -157,6 +157,12 @@ impl WorkerPool {
         }
     }
 
+    /// Open files each worker may hold: its own connection (HTTP/1.1), and the store's end of
+    /// it too when the store runs in this process.
+    pub fn files_per_worker(self) -> u64 {
+        if self.store_in_process { 2 } else { 1 }
+    }
+
     /// Lookups queued for verify's workers: two each keeps them busy.
     pub fn lookup_queue(self) -> usize {
         self.workers as usize * 2

@@ -3,15 +3,16 @@
 //! files" while every resource is retried; so the limit is raised before loading, or the load
 //! is refused, saying what would fit.
 
+use crate::config::WorkerPool;
 use crate::exit::usage;
 
 /// Descriptors the process needs besides its connections: stdio, input and --failed files,
 /// the runtime, DNS, certificates.
 const HEADROOM: u64 = 64;
 
-/// Makes sure `workers` connections (twice that when the store runs in this process) fit.
-pub fn ensure_room_for(workers: u32, store_in_process: bool) -> anyhow::Result<()> {
-    let per_worker = if store_in_process { 2 } else { 1 };
+/// Makes sure the pool's connections fit.
+pub fn ensure_room_for(pool: WorkerPool) -> anyhow::Result<()> {
+    let (workers, per_worker) = (pool.workers, pool.files_per_worker());
     let needed = u64::from(workers) * per_worker + HEADROOM;
     let available = raise_limit()?;
     if available >= needed {

@@ -45,7 +45,7 @@ use worker::worker;
 use writer::{BundleSizes, IdMap, RecordWriter};
 
 pub async fn run(config: LoadConfig) -> anyhow::Result<ExitCode> {
-    descriptors::ensure_room_for(config.pool.workers, config.pool.store_in_process)?;
+    descriptors::ensure_room_for(config.pool)?;
     let source = source::open(&config.source).await?;
     let connection = &config.connection;
     let target = target::resolve(&config.target, &connection.auth, &connection.network).await?;
