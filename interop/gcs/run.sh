@@ -240,6 +240,25 @@ check "second run: every object's generation and updated are unchanged" \
   "$(jq -c '[.[] | [.name, .generation, .updated]]' "$work/whole.json")" \
   "$(jq -c '[.[] | [.name, .generation, .updated]]' "$work/whole-again.json")"
 
+echo "== the object replaced with its first two lines swapped (same size), then the same command again"
+object="$(jq -r '[.[] | select(.name | endswith(".ndjson"))][0].name' "$work/whole.json")"
+awk 'NR == 1 {first = $0; next} NR == 2 {print; print first; next} {print}' "$work/all.ndjson" | curl -fsS --max-time 30 -o /dev/null -X POST \
+  -H 'Content-Type: application/x-ndjson' --data-binary @- \
+  "$url/upload/storage/v1/b/$bucket/o?uploadType=media&name=$(jq -rn --arg n "$object" '$n | @uri')"
+inspect swapped whole/
+check "the replacement has the object's size but another crc32c" "$size yes" \
+  "$(jq -r --arg name "$object" --arg crc "$(jq -r --arg name "$object" '.[] | select(.name == $name) | .crc32c' "$work/whole.json")" \
+    '.[] | select(.name == $name) | "\(.size) \(if .crc32c != $crc then "yes" else "no" end)"' "$work/swapped.json")"
+mark="$(log_mark)"
+generate replaced whole/
+check "the run after the replacement exits 0" 0 "$status"
+check "it says the object differs and sends it again" 1 \
+  "$(grep -c 'differs from what these arguments make; sending it again' "$work/replaced.out" || true)"
+check "its requests: sessions, PUTs to them, simple uploads, answers >= 400" \
+  "1 $(chunks "$size" "$default_chunk") 1 0" "$(requests_summary "$mark")"
+inspect replaced whole/
+expect_data_set replaced "$work/replaced.json" 0of1 "$work/all.ndjson"
+
 echo "== killed (SIGKILL) once the emulator holds a chunk (256 KiB chunks), then the same command again"
 start_server
 chunk_args=(--upload-chunk-size 256KiB)
