@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
 # Writes fhirgen's data set to gcp-storage-emulator (an independent Cloud Storage emulator from
 # PyPI, run by emulator.py) with `generate -o gs://...`, and checks the objects, their checksums
-# and the manifest through the emulator's JSON API: a whole run, the same run again, a run killed
-# mid-upload and resumed, and two shards into one prefix.
+# and the manifest through the emulator's JSON API: a whole run, the same run again, a run after
+# the object was replaced, a run killed mid-upload and resumed, and two shards into one prefix.
 #
 #   interop/gcs/run.sh PATH/TO/fhirgen
 #
 # Needs python3 (with venv), jq, curl and timeout; installs the pinned emulator into a venv under
-# target/interop-gcs/ when it is not there. Each scenario runs against a fresh emulator on
-# 127.0.0.1. Ends with "N passed, M failed"; exit status 0 only when nothing failed, 2 on a
+# target/interop-gcs/ when it is not there. The killed run and the shards each get a fresh
+# emulator on 127.0.0.1; the runs before them share one. Ends with "N passed, M failed"; exit status 0 only when nothing failed, 2 on a
 # setup problem.
 set -euo pipefail
 export LC_ALL=C
