@@ -8,8 +8,8 @@
 #
 # Needs python3 (with venv), jq, curl and timeout; installs the pinned emulator into a venv under
 # target/interop-gcs/ when it is not there. The killed run and the shards each get a fresh
-# emulator on 127.0.0.1; the runs before them share one. Ends with "N passed, M failed"; exit status 0 only when nothing failed, 2 on a
-# setup problem.
+# emulator on 127.0.0.1; the runs before them share one. Ends with "N passed, M failed"; exit
+# status 0 only when nothing failed, 2 on a setup problem.
 set -euo pipefail
 export LC_ALL=C
 
