@@ -468,11 +468,51 @@ impl RecordWriter {
                     }
                     _ => Some(Ok(())),
                 };
-                return Ok(written);
+                return match &*verdict {
+                    Some(Err(reason)) => self.take_back(written, reason, stats).await,
+                    _ => Ok(written),
+                };
             }
         }
         self.search_then_create(search, create, tag, resource_type, stats)
             .await
+    }
+
+    /// Deletes the resource created to learn that its type cannot be found by tag, which the
+    /// next run could not find either: kept, each run would leave one more copy. It then
+    /// fails as the others of its type do; if the store will not delete it, it stays stored.
+    async fn take_back(
+        &self,
+        written: Written,
+        reason: &str,
+        stats: &mut RequestStats,
+    ) -> Result<Written, WriteError> {
+        let delete = StoreRequest {
+            method: Method::DELETE,
+            path: written.target.clone(),
+            body: Bytes::new(),
+            if_none_exist: None,
+            operations: 1,
+        };
+        match self.client.send(&delete, stats).await {
+            Ok(_) => Err(WriteError::Failed(Failure {
+                status: None,
+                message: format!(
+                    "{reason} ({} was created to find this out, and deleted again)",
+                    written.target
+                ),
+                source: None,
+            })),
+            Err(error) => {
+                tracing::warn!(
+                    "{} was created to learn whether the store finds it by its tag, which it \
+                     does not, and could not be deleted ({error}): delete it by hand, or each \
+                     run leaves one more",
+                    written.target
+                );
+                Ok(written)
+            }
+        }
     }
 
     /// Whether the store's tag search finds `target`, just created: if it does not, every run
@@ -491,9 +531,9 @@ impl RecordWriter {
             Ok(_) => Some(Err(format!(
                 "not sent: this store does not find {resource_type} resources by their tag (the \
                  {target} just created was not found by `{}`), so whether one is stored already \
-                 cannot be told, and each run would store it again (that one included: each run \
-                 creates one to find this out); give {resource_type} resources an identifier, or \
-                 enable create on PUT (enableUpdateCreate) so that they go to stable ids",
+                 cannot be told, and each run would store it again; give {resource_type} \
+                 resources an identifier, or enable create on PUT (enableUpdateCreate) so that \
+                 they go to stable ids",
                 search.path
             ))),
             Err(_) => None,
