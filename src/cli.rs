@@ -354,6 +354,12 @@ pub struct LoadArgs {
     #[arg(long, requires = "via")]
     pub keep_objects: bool,
 
+    /// With --via and --shard I/N: how long shard 0 waits for the other shards to finish
+    /// uploading before it gives up. Shard 0 imports every shard's objects in one import; the
+    /// other shards upload their part and leave. E.g. 30m, 2h.
+    #[arg(long, default_value = "1h", value_name = "DURATION", value_parser = parse_duration, requires = "via")]
+    pub wait_for_shards: std::time::Duration,
+
     #[command(flatten)]
     pub storage: StorageArgs,
 }

@@ -95,10 +95,36 @@ impl Layout {
         name.contains(&format!("-{}-shard", self.tag))
     }
 
-    /// The import's source: exactly this shard's objects, by Google's wildcards.
+    /// The import's source: every shard's objects of this data set, by Google's wildcards.
     pub fn import_pattern(&self) -> String {
-        let (i, n) = (self.shard.index, self.shard.count);
-        format!("{}*-{}-shard{i}of{n}-*.ndjson", self.url.prefix, self.tag)
+        let n = self.shard.count;
+        format!("{}*-{}-shard*of{n}-*.ndjson", self.url.prefix, self.tag)
+    }
+
+    /// The layout of another shard of the same data set.
+    pub fn for_shard(&self, index: u32) -> Layout {
+        Layout {
+            shard: Shard {
+                index,
+                count: self.shard.count,
+            },
+            ..self.clone()
+        }
+    }
+
+    /// A manifest of another data set under this prefix, read from its name: its tag and shard.
+    pub fn foreign_manifest(&self, name: &str) -> Option<(String, Shard)> {
+        let rest = name
+            .strip_prefix(&self.url.prefix)?
+            .strip_prefix("fhirgen-")?
+            .strip_suffix(".manifest.json")?;
+        let (tag, shard) = rest.split_once("-shard")?;
+        let (index, count) = shard.split_once("of")?;
+        let shard = Shard {
+            index: index.parse().ok()?,
+            count: count.parse().ok()?,
+        };
+        (tag != self.tag).then(|| (tag.to_owned(), shard))
     }
 
     pub fn manifest_name(&self) -> String {
@@ -125,6 +151,36 @@ pub struct Arguments {
 }
 
 impl Arguments {
+    /// What differs from `other`, in the flags' words: `--seed 1 here, 2 there`.
+    pub fn differences(&self, other: &Arguments) -> Vec<String> {
+        let size = |a: Option<usize>| a.map_or_else(|| "none".to_owned(), |s| s.to_string());
+        [
+            ("fhirgen version", &self.generator, &other.generator),
+            ("--count", &self.count.to_string(), &other.count.to_string()),
+            ("--seed", &self.seed.to_string(), &other.seed.to_string()),
+            ("--as-of", &self.as_of, &other.as_of),
+            ("--types", &self.types, &other.types),
+            ("--shard", &self.shard, &other.shard),
+            (
+                "--attachment-size",
+                &size(self.attachment_size),
+                &size(other.attachment_size),
+            ),
+        ]
+        .into_iter()
+        .filter(|(_, here, there)| here != there)
+        .map(|(flag, here, there)| format!("{flag} {here} here, {there} there"))
+        .collect()
+    }
+
+    /// The same arguments for shard `index` of the same count.
+    pub fn for_shard(&self, shard: Shard) -> Arguments {
+        Arguments {
+            shard: shard.to_string(),
+            ..self.clone()
+        }
+    }
+
     pub fn of(config: &GeneratorConfig) -> Self {
         Self {
             generator: concat!("fhirgen ", env!("CARGO_PKG_VERSION")).to_owned(),

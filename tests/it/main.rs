@@ -16,6 +16,7 @@ mod generate;
 mod honest_counts;
 mod hostile;
 mod import;
+mod import_failures;
 mod input_clashes;
 mod input_reader;
 mod load;
