@@ -10,7 +10,7 @@ use serde_json::Value;
 use crate::common::{assert_exit, fhirgen, run, start_emulator};
 
 /// `generate` of `count` resources into gs://bucket-a/PREFIX/ of `emulator`, in 256 KiB chunks.
-fn generate_to(
+pub(crate) fn generate_to(
     emulator: &Emulator,
     state: &std::path::Path,
     prefix: &str,
