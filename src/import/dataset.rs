@@ -52,6 +52,17 @@ pub struct Layout {
 }
 
 impl Layout {
+    /// The layout of a data set read from `--input`, whose objects are counted as they are
+    /// written: `tag` tells it from other data sets under the prefix.
+    pub fn of_input(url: GcsUrl, tag: String) -> Self {
+        Self {
+            url,
+            shard: Shard::WHOLE,
+            objects: 0,
+            tag,
+        }
+    }
+
     pub fn new(url: GcsUrl, config: &GeneratorConfig) -> Self {
         let shard = config.shard;
         let per_shard = config.count.div_ceil(u64::from(shard.count));
@@ -148,6 +159,9 @@ pub struct Arguments {
     /// `--attachment-size`: it changes every note, so it names another data set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attachment_size: Option<usize>,
+    /// `--input`: the files read instead of generating (the data arguments are then unset).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input: Option<String>,
 }
 
 impl Arguments {
@@ -190,6 +204,21 @@ impl Arguments {
             types: config.types.to_string(),
             shard: config.shard.to_string(),
             attachment_size: config.attachment_size,
+            input: None,
+        }
+    }
+
+    /// The arguments of a data set read from `--input`.
+    pub fn of_input(input: String) -> Self {
+        Self {
+            generator: concat!("fhirgen ", env!("CARGO_PKG_VERSION")).to_owned(),
+            count: 0,
+            seed: 0,
+            as_of: String::new(),
+            types: String::new(),
+            shard: Shard::WHOLE.to_string(),
+            attachment_size: None,
+            input: Some(input),
         }
     }
 }
@@ -231,14 +260,14 @@ pub struct Uploader {
 }
 
 /// One piece of an object's content, in order.
-struct Chunk {
-    offset: u64,
-    data: Bytes,
+pub(super) struct Chunk {
+    pub offset: u64,
+    pub data: Bytes,
     /// Set on the last chunk: the object's size.
-    total: Option<u64>,
+    pub total: Option<u64>,
 }
 
-enum Outcome {
+pub(super) enum Outcome {
     Done,
     /// The session was lost: the object must be sent again from its start.
     Restart,
@@ -431,12 +460,12 @@ struct Pass {
 
 /// One object's upload: resumes a kept session or starts one, then sends the chunks the
 /// generator hands it, skipping what the service already has.
-struct ObjectUpload {
-    client: Arc<StorageClient>,
-    sessions: SessionStore,
-    bucket: String,
-    name: String,
-    bytes_sent: Arc<AtomicU64>,
+pub(super) struct ObjectUpload {
+    pub client: Arc<StorageClient>,
+    pub sessions: SessionStore,
+    pub bucket: String,
+    pub name: String,
+    pub bytes_sent: Arc<AtomicU64>,
 }
 
 impl ObjectUpload {
@@ -444,7 +473,7 @@ impl ObjectUpload {
         self.client.endpoint().url.to_string()
     }
 
-    async fn run(&self, mut chunks: mpsc::Receiver<Chunk>) -> Result<Outcome, StorageError> {
+    pub async fn run(&self, mut chunks: mpsc::Receiver<Chunk>) -> Result<Outcome, StorageError> {
         let (session, mut kept) = self.session().await?;
         while let Some(chunk) = chunks.recv().await {
             let end = chunk.offset + chunk.data.len() as u64;

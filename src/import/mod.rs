@@ -3,6 +3,7 @@
 //! (`load --via gs://BUCKET/PREFIX`).
 
 pub mod dataset;
+pub mod input;
 pub mod operation;
 pub mod prefix;
 pub mod sessions;

@@ -16,7 +16,8 @@ use anyhow::Context;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
-use super::dataset::{Layout, Manifest, Uploader, Written};
+use super::dataset::{Arguments, Layout, Manifest, Uploader, Written};
+use super::input::{Findings, InputUpload};
 use super::operation::{self, StoreApi};
 use super::prefix::refuse_strangers;
 use super::sessions::SessionStore;
@@ -63,8 +64,12 @@ struct Summary {
     logs_url: Option<String>,
     objects_deleted: bool,
     interrupted: bool,
+    /// With --input: the items that are not FHIR resources, said on stderr and not imported.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    invalid: Option<u64>,
     elapsed_seconds: f64,
-    seed: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    seed: Option<u64>,
 }
 
 impl Summary {
@@ -75,6 +80,12 @@ impl Summary {
         self.bytes = objects.map(|o| o.bytes).sum();
         self.resources = parts.iter().map(|part| part.total).sum();
     }
+}
+
+/// What is imported: a generated data set, or the resources of `--input`.
+enum Data<'a> {
+    Generated(&'a GeneratorConfig),
+    Input(crate::source::RecordSource),
 }
 
 /// A run's clients and where its data set goes.
@@ -96,34 +107,56 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<ExitCode> {
         storage: args.storage.clone(),
     };
     let load = LoadConfig::from_args(args)?;
-    let SourceConfig::Generated(config) = &load.source else {
-        return Err(usage("--via takes a generated data set"));
+    // An --input that cannot be read is found before anything else.
+    let (data, layout, own) = match &load.source {
+        SourceConfig::Generated(config) => (
+            Data::Generated(config),
+            Layout::new(url, config),
+            Arguments::of(config),
+        ),
+        SourceConfig::Input(path) => {
+            let (layout, own) = super::input::layout(url, path);
+            (
+                Data::Input(crate::source::open(&load.source).await?),
+                layout,
+                own,
+            )
+        }
     };
     let connection = &load.connection;
     let target = target::resolve(&load.target, &connection.auth, &connection.network).await?;
-    let via = Via::connect(&target, connection, options, Layout::new(url, config))?;
-    via.preflight(config).await?;
-    let uploader = Uploader {
-        client: via.storage.clone(),
-        sessions: SessionStore::from_env(|name| std::env::var(name).ok()),
-        chunk_size: via.options.storage.upload_chunk_size,
+    let via = Via::connect(&target, connection, options, layout)?;
+    via.preflight(&own).await?;
+    let seed = match &data {
+        Data::Generated(config) => Some(config.seed),
+        Data::Input(_) => None,
     };
-    let written = uploader.write(&via.layout, config).await?;
+    let (written, findings) = match data {
+        Data::Generated(config) => (via.upload_generated(config).await?, None),
+        Data::Input(source) => {
+            let (written, findings) = via.upload_input(own, source).await?;
+            (written, Some(findings))
+        }
+    };
     let mut summary = Summary {
         shard: via.layout.shard.to_string(),
         objects_uploaded: written.uploaded,
         objects_reused: written.reused,
-        seed: config.seed,
+        seed,
+        invalid: findings.as_ref().map(|f| f.invalid),
         ..Summary::default()
     };
     summary.count(std::slice::from_ref(&written.manifest));
     via.say_uploaded(&written);
-    let code = if via.layout.shard.index == 0 {
+    let mut code = if via.layout.shard.index == 0 {
         via.import_all(&written, &mut summary).await?
     } else {
         summary.imported_by = Some(format!("shard 0/{}", via.layout.shard.count));
         exit::SUCCESS
     };
+    if summary.invalid.is_some_and(|n| n > 0) && code == exit::SUCCESS {
+        code = exit::FAILURE;
+    }
     summary.elapsed_seconds = (started.elapsed().as_secs_f64() * 1000.0).round() / 1000.0;
     via.report(&summary)?;
     Ok(code.into())
@@ -142,13 +175,6 @@ fn checked_url(args: &LoadArgs) -> anyhow::Result<GcsUrl> {
             "--via imports with fhirStores.import, a method of Google's Healthcare API stores (and \
              of the built-in emulator, --emulator), which a --fhir-url server does not have: use \
              --store, or leave out --via",
-        ));
-    }
-    if args.input.is_some() {
-        return Err(usage(
-            "--via takes a generated data set (--count, --seed, ...); --input is not supported \
-             with it yet: load the files without --via, or upload them yourself and run \
-             `gcloud healthcare fhir-stores import gcs ... --content-structure=RESOURCE`",
         ));
     }
     Ok(url)
@@ -195,9 +221,41 @@ impl Via {
         })
     }
 
+    /// Writes the generated data set, reusing what an earlier run completed.
+    async fn upload_generated(&self, config: &GeneratorConfig) -> anyhow::Result<Written> {
+        let uploader = Uploader {
+            client: self.storage.clone(),
+            sessions: SessionStore::from_env(|name| std::env::var(name).ok()),
+            chunk_size: self.options.storage.upload_chunk_size,
+        };
+        uploader.write(&self.layout, config).await
+    }
+
+    /// Reads `--input` into objects with ids and references fit for the import.
+    async fn upload_input(
+        &self,
+        arguments: Arguments,
+        source: crate::source::RecordSource,
+    ) -> anyhow::Result<(Written, Findings)> {
+        let upload = InputUpload {
+            client: self.storage.clone(),
+            chunk_size: self.options.storage.upload_chunk_size,
+        };
+        let (written, findings) = upload.write(&self.layout, arguments, source).await?;
+        if findings.unresolved > 0 {
+            crate::say!(
+                "note: {} reference(s) of the input name a urn:uuid, URL or search that no \
+                 resource of the input matches: they are imported as they are, and a store \
+                 cannot resolve them",
+                findings.unresolved
+            );
+        }
+        Ok((written, findings))
+    }
+
     /// Before the first byte: the store is R4, the bucket is there and may be written, and
     /// the prefix holds no other data set.
-    async fn preflight(&self, config: &GeneratorConfig) -> anyhow::Result<()> {
+    async fn preflight(&self, own: &Arguments) -> anyhow::Result<()> {
         let settings =
             self.api.settings().await.map_err(|e| {
                 preflight_error(&format!("cannot read the store's settings: {e}"), &e)
@@ -221,8 +279,7 @@ impl Via {
             )));
         }
         let listing = self.storage.list(bucket, &self.layout.url.prefix).await?;
-        let own = super::dataset::Arguments::of(config);
-        refuse_strangers(&self.storage, &self.layout, &own, &listing).await
+        refuse_strangers(&self.storage, &self.layout, own, &listing).await
     }
 
     fn say_uploaded(&self, written: &Written) {

@@ -440,7 +440,10 @@ fn via_refuses_what_the_import_cannot_do() {
             "fhirStores.import",
         ),
         (&["--emulator", "--mode", "create"], "--mode"),
-        (&["--emulator", "--input", "x.ndjson"], "--input"),
+        (
+            &["--emulator", "--input", "x.ndjson"],
+            "--input x.ndjson: no such file",
+        ),
         (&["--emulator"], "not a bucket name"),
     ];
     for (args, why) in cases {

@@ -17,6 +17,7 @@ mod honest_counts;
 mod hostile;
 mod import;
 mod import_failures;
+mod import_input;
 mod import_shards;
 mod input_clashes;
 mod input_reader;
