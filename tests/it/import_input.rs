@@ -65,6 +65,18 @@ async fn imports_exactly_and_again(input: &Path, expected: u64) -> Emulator {
         );
     }
     assert_store_consistent(&emulator).await;
+    // verify --input finds every resource where the REST path would have put it.
+    let verified = run({
+        let mut command = crate::common::fhirgen();
+        command
+            .args(["verify", "--fhir-url", &emulator.fhir_base_url(), "--json"])
+            .arg("--input")
+            .arg(input);
+        command
+    })
+    .await;
+    assert_exit(&verified, 0);
+    assert_eq!(summary(&verified)["ok"], true);
     emulator
 }
 
