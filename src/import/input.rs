@@ -88,6 +88,7 @@ impl InputUpload {
         arguments: Arguments,
         source: RecordSource,
     ) -> anyhow::Result<(Written, Findings)> {
+        self.forget_last_run(layout).await?;
         let dir = tempfile::tempdir().context("cannot make a temporary folder for the objects")?;
         let (sender, mut files) = mpsc::channel::<ObjectFile>(1);
         let folder = dir.path().to_owned();
@@ -133,6 +134,24 @@ impl InputUpload {
             bytes_sent: 0,
         };
         Ok((written, read))
+    }
+
+    /// Deletes the objects a run with the same input left (after a failed import, or with
+    /// --keep-objects): the input may have made more of them then, which the import would read.
+    async fn forget_last_run(&self, layout: &Layout) -> anyhow::Result<()> {
+        let bucket = &layout.url.bucket;
+        let manifest = layout.manifest_name();
+        for object in self.client.list(bucket, &layout.url.prefix).await? {
+            if layout.owns(&object.name) || object.name == manifest {
+                self.client
+                    .delete(bucket, &object.name)
+                    .await
+                    .with_context(|| {
+                        format!("cannot replace {}", layout.url.object_url(&object.name))
+                    })?;
+            }
+        }
+        Ok(())
     }
 
     /// Sends the file as the object `name`, from its start again when the session is lost.

@@ -88,6 +88,36 @@ enum Data<'a> {
     Input(crate::source::RecordSource),
 }
 
+impl Data<'_> {
+    /// The data set `source` describes, where its objects go under `url`, and the arguments
+    /// its manifest records. An --input that cannot be read is found here, before anything
+    /// else.
+    async fn open(
+        source: &SourceConfig,
+        url: GcsUrl,
+    ) -> anyhow::Result<(Data<'_>, Layout, Arguments)> {
+        Ok(match source {
+            SourceConfig::Generated(config) => (
+                Data::Generated(config),
+                Layout::new(url, config),
+                Arguments::of(config),
+            ),
+            SourceConfig::Input(path) => {
+                let (layout, arguments) = super::input::layout(url, path);
+                let records = crate::source::open(source).await?;
+                (Data::Input(records), layout, arguments)
+            }
+        })
+    }
+
+    fn seed(&self) -> Option<u64> {
+        match self {
+            Data::Generated(config) => Some(config.seed),
+            Data::Input(_) => None,
+        }
+    }
+}
+
 /// A run's clients and where its data set goes.
 struct Via {
     api: StoreApi,
@@ -107,37 +137,13 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<ExitCode> {
         storage: args.storage.clone(),
     };
     let load = LoadConfig::from_args(args)?;
-    // An --input that cannot be read is found before anything else.
-    let (data, layout, own) = match &load.source {
-        SourceConfig::Generated(config) => (
-            Data::Generated(config),
-            Layout::new(url, config),
-            Arguments::of(config),
-        ),
-        SourceConfig::Input(path) => {
-            let (layout, own) = super::input::layout(url, path);
-            (
-                Data::Input(crate::source::open(&load.source).await?),
-                layout,
-                own,
-            )
-        }
-    };
+    let (data, layout, own) = Data::open(&load.source, url).await?;
     let connection = &load.connection;
     let target = target::resolve(&load.target, &connection.auth, &connection.network).await?;
     let via = Via::connect(&target, connection, options, layout)?;
     via.preflight(&own).await?;
-    let seed = match &data {
-        Data::Generated(config) => Some(config.seed),
-        Data::Input(_) => None,
-    };
-    let (written, findings) = match data {
-        Data::Generated(config) => (via.upload_generated(config).await?, None),
-        Data::Input(source) => {
-            let (written, findings) = via.upload_input(own, source).await?;
-            (written, Some(findings))
-        }
-    };
+    let seed = data.seed();
+    let (written, findings) = via.upload(data, own).await?;
     let mut summary = Summary {
         shard: via.layout.shard.to_string(),
         objects_uploaded: written.uploaded,
@@ -221,27 +227,30 @@ impl Via {
         })
     }
 
-    /// Writes the generated data set, reusing what an earlier run completed.
-    async fn upload_generated(&self, config: &GeneratorConfig) -> anyhow::Result<Written> {
-        let uploader = Uploader {
-            client: self.storage.clone(),
-            sessions: SessionStore::from_env(|name| std::env::var(name).ok()),
-            chunk_size: self.options.storage.upload_chunk_size,
-        };
-        uploader.write(&self.layout, config).await
-    }
-
-    /// Reads `--input` into objects with ids and references fit for the import.
-    async fn upload_input(
+    /// Writes the data set's objects and manifest: a generated one reusing what an earlier
+    /// run completed, `--input` with ids and references fit for the import.
+    async fn upload(
         &self,
+        data: Data<'_>,
         arguments: Arguments,
-        source: crate::source::RecordSource,
-    ) -> anyhow::Result<(Written, Findings)> {
+    ) -> anyhow::Result<(Written, Option<Findings>)> {
+        let chunk_size = self.options.storage.upload_chunk_size;
+        let records = match data {
+            Data::Generated(config) => {
+                let uploader = Uploader {
+                    client: self.storage.clone(),
+                    sessions: SessionStore::from_env(|name| std::env::var(name).ok()),
+                    chunk_size,
+                };
+                return Ok((uploader.write(&self.layout, config).await?, None));
+            }
+            Data::Input(records) => records,
+        };
         let upload = InputUpload {
             client: self.storage.clone(),
-            chunk_size: self.options.storage.upload_chunk_size,
+            chunk_size,
         };
-        let (written, findings) = upload.write(&self.layout, arguments, source).await?;
+        let (written, findings) = upload.write(&self.layout, arguments, records).await?;
         if findings.unresolved > 0 {
             crate::say!(
                 "note: {} reference(s) of the input name a urn:uuid, URL or search that no \
@@ -250,7 +259,7 @@ impl Via {
                 findings.unresolved
             );
         }
-        Ok((written, findings))
+        Ok((written, Some(findings)))
     }
 
     /// Before the first byte: the store is R4, the bucket is there and may be written, and

@@ -20,7 +20,7 @@ const STORE: &str = "projects/p/locations/l/datasets/d/fhirStores/s";
 const OPERATION: &str = "projects/p/locations/l/datasets/d/operations/4242";
 
 /// Puts `content` at gs://bucket-a/NAME of the emulator.
-async fn put_object(emulator: &Emulator, name: &str, content: &str) {
+pub(crate) async fn put_object(emulator: &Emulator, name: &str, content: &str) {
     let answer = reqwest::Client::new()
         .post(format!(
             "http://{}/upload/storage/v1/b/bucket-a/o?uploadType=media&name={name}",

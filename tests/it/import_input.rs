@@ -216,3 +216,42 @@ fn an_input_that_is_not_there_is_refused_before_anything() {
     assert_exit(&output, 2);
     assert!(stderr(&output).contains("--input /no/such/input.ndjson: no such file"));
 }
+
+/// What a run with the same input left (more objects, from a longer input) is replaced, not
+/// imported.
+#[tokio::test]
+async fn a_run_again_replaces_what_the_last_one_left() {
+    let emulator = start_emulator(EmulatorOptions::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("one.ndjson");
+    std::fs::write(
+        &input,
+        r#"{"resourceType":"Observation","id":"o-1","status":"final","code":{"text":"x"}}"#,
+    )
+    .unwrap();
+    let mut first = import_input(&emulator, dir.path(), "again", &input);
+    first.arg("--keep-objects");
+    assert_exit(&run(first).await, 0);
+    let kept = objects(&emulator, "again").await;
+    let manifest = kept.keys().find(|n| n.ends_with(".manifest.json")).unwrap();
+    let tag = manifest["again/fhirgen-".len()..]
+        .split("-shard")
+        .next()
+        .unwrap();
+    let stale =
+        r#"{"resourceType":"Observation","id":"stale","status":"final","code":{"text":"y"}}"#;
+    crate::import_failures::put_object(
+        &emulator,
+        &format!("again/ffffffff-{tag}-shard0of1-001.ndjson"),
+        stale,
+    )
+    .await;
+
+    let output = run(import_input(&emulator, dir.path(), "again", &input)).await;
+    assert_exit(&output, 0);
+    assert_eq!(summary(&output)["imported"], 1);
+    let observations = all_of_type(&emulator.fhir_base_url(), "Observation").await;
+    assert_eq!(observations.len(), 1, "{observations:?}");
+    assert_eq!(observations[0]["id"], "o-1");
+    assert!(objects(&emulator, "again").await.is_empty());
+}
