@@ -27,10 +27,13 @@ const MAX_BUNDLE_BYTES: usize = 45 * 1024 * 1024;
 /// The sizes of the transaction bundles the store stored, and of those it refused whole: a
 /// store that caps the entries of a transaction (Medplum's strict isolation allows 8) refuses
 /// every bundle over its cap, whatever the entries hold, and stores every one under it.
+/// And the smallest bundle that outgrew the store's quota window (throttled again and again
+/// while nothing as large got through): bundles are cut to half of it from then on.
 #[derive(Debug)]
 pub struct BundleSizes {
     largest_stored: AtomicUsize,
     smallest_refused: AtomicUsize,
+    smallest_outgrown: AtomicUsize,
 }
 
 impl Default for BundleSizes {
@@ -38,6 +41,7 @@ impl Default for BundleSizes {
         Self {
             largest_stored: AtomicUsize::new(0),
             smallest_refused: AtomicUsize::new(usize::MAX),
+            smallest_outgrown: AtomicUsize::new(usize::MAX),
         }
     }
 }
@@ -49,6 +53,17 @@ impl BundleSizes {
 
     pub fn refused(&self, entries: usize) {
         self.smallest_refused.fetch_min(entries, Ordering::Relaxed);
+    }
+
+    /// Books a bundle of `entries` that outgrew the quota window; true the first time.
+    pub fn outgrew_quota(&self, entries: usize) -> bool {
+        self.smallest_outgrown.fetch_min(entries, Ordering::Relaxed) == usize::MAX
+    }
+
+    /// The most entries a bundle may have to fit the quota window, once one outgrew it.
+    pub fn quota_fit(&self) -> Option<usize> {
+        let outgrown = self.smallest_outgrown.load(Ordering::Relaxed);
+        (outgrown != usize::MAX).then(|| (outgrown / 2).max(1))
     }
 
     /// `(largest stored, smallest refused)` when every bundle refused whole was larger than
@@ -568,9 +583,17 @@ impl RecordWriter {
         outcome: &mut JobOutcome,
     ) -> Option<Vec<usize>> {
         let len = job.resources.len();
+        let bundle_size = self
+            .bundle_sizes
+            .quota_fit()
+            .map_or(self.bundle_size, |fit| fit.min(self.bundle_size));
         while queue.next < len || !queue.carried.is_empty() {
             let mut chunk: Vec<usize> = std::mem::take(&mut queue.carried);
-            while queue.next < len && chunk.len() < self.bundle_size {
+            if chunk.len() > bundle_size {
+                queue.carried = chunk.split_off(bundle_size);
+                return Some(chunk);
+            }
+            while queue.next < len && chunk.len() < bundle_size {
                 let next = queue.next;
                 let resource = &job.resources[next];
                 let source = job.sources.as_ref().map(|s| s[next].as_str());
@@ -592,7 +615,8 @@ impl RecordWriter {
     }
 
     /// Sends `chunk` (with its body) as one transaction; a part refused for one of its records
-    /// is split by record and sent again, so that only the wrong record fails.
+    /// is split by record and sent again, so that only the wrong record fails, and a part too
+    /// large for the store's quota window is split in half until it fits.
     async fn send_bundle(
         &self,
         job: &Job,
@@ -631,6 +655,19 @@ impl RecordWriter {
                     return Err(Cancelled {
                         unsent: part.len() + queued,
                     });
+                }
+                Err(SendError::OutgrewQuota { operations, .. }) if part.len() > 1 => {
+                    if self.bundle_sizes.outgrew_quota(part.len()) {
+                        tracing::warn!(
+                            "the store's quota never admitted a bundle of {operations} entries: \
+                             sending smaller ones"
+                        );
+                    }
+                    let mut part = part;
+                    let second = part.split_off(part.len() / 2);
+                    parts.push((second, None));
+                    parts.push((part, None));
+                    continue;
                 }
                 Err(error @ SendError::Rejected { status, .. }) if (400..500).contains(&status) => {
                     self.bundle_sizes.refused(part.len());
@@ -1200,6 +1237,21 @@ mod tests {
     /// Every entry's result, or the first failure.
     fn whole_transaction(reply: &Reply, kinds: &[EntryKind]) -> Result<Vec<Written>, Failure> {
         transaction_results(reply, kinds)?.into_iter().collect()
+    }
+
+    #[test]
+    fn bundles_are_cut_to_half_the_smallest_that_outgrew_the_quota() {
+        let sizes = BundleSizes::default();
+        assert_eq!(sizes.quota_fit(), None);
+        assert!(sizes.outgrew_quota(100));
+        assert_eq!(sizes.quota_fit(), Some(50));
+        assert!(!sizes.outgrew_quota(50), "said once");
+        assert_eq!(sizes.quota_fit(), Some(25));
+        sizes.outgrew_quota(80);
+        assert_eq!(sizes.quota_fit(), Some(25), "the smallest decides");
+        sizes.outgrew_quota(2);
+        sizes.outgrew_quota(1);
+        assert_eq!(sizes.quota_fit(), Some(1));
     }
 
     #[test]
