@@ -105,7 +105,7 @@ impl InputUpload {
                 crc32c: crc32c_text(file.crc),
             });
         }
-        let (resources, read) = reading.await.context("the input reader stopped")??;
+        let (resources, findings) = reading.await.context("the input reader stopped")??;
         anyhow::ensure!(
             !objects.is_empty(),
             "the input holds no FHIR resources: nothing to import"
@@ -133,7 +133,7 @@ impl InputUpload {
             reused: 0,
             bytes_sent: 0,
         };
-        Ok((written, read))
+        Ok((written, findings))
     }
 
     /// Deletes the objects a run with the same input left (after a failed import, or with
@@ -221,7 +221,7 @@ fn write_files(
     sender: &mpsc::Sender<ObjectFile>,
 ) -> anyhow::Result<(BTreeMap<String, u64>, Findings)> {
     let mut ids = Ids::default();
-    let mut read = Findings::default();
+    let mut findings = Findings::default();
     let mut counts: BTreeMap<String, u64> = BTreeMap::new();
     let mut writer = FileWriter::create(folder, 0)?;
     let mut line = Vec::new();
@@ -232,7 +232,7 @@ fn write_files(
                 source, message, ..
             } => {
                 crate::say!("{source}: {message}; not imported");
-                read.invalid += 1;
+                findings.invalid += 1;
                 continue;
             }
         };
@@ -241,7 +241,7 @@ fn write_files(
         }
         for resource in &record.resources {
             line.clear();
-            read.unresolved += ids.write(resource, &mut line);
+            findings.unresolved += ids.write(resource, &mut line);
             line.push(b'\n');
             writer.write(&line)?;
             *counts
@@ -262,7 +262,7 @@ fn write_files(
             anyhow::bail!("the upload stopped");
         }
     }
-    Ok((counts, read))
+    Ok((counts, findings))
 }
 
 /// The `Type/id` each key of the input is imported as, where it differs from the key (a

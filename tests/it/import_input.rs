@@ -207,7 +207,7 @@ async fn a_reference_to_nothing_in_the_input_is_named() {
 }
 
 #[test]
-fn an_input_that_is_not_there_is_refused_before_anything() {
+fn an_input_missing_or_empty_is_refused() {
     let output = crate::common::fhirgen()
         .args(["load", "--emulator", "--input", "/no/such/input.ndjson"])
         .args(["--via", "gs://bucket-a/x"])
@@ -215,6 +215,24 @@ fn an_input_that_is_not_there_is_refused_before_anything() {
         .unwrap();
     assert_exit(&output, 2);
     assert!(stderr(&output).contains("--input /no/such/input.ndjson: no such file"));
+
+    // An input with nothing to import: said, and nothing is started.
+    let dir = tempfile::tempdir().unwrap();
+    let empty = dir.path().join("empty.ndjson");
+    std::fs::write(&empty, "not json\n").unwrap();
+    let output = crate::common::fhirgen()
+        .env("FHIRGEN_STATE_DIR", dir.path())
+        .args(["load", "--emulator", "--input"])
+        .arg(&empty)
+        .args(["--via", "gs://bucket-a/x"])
+        .output()
+        .unwrap();
+    assert_exit(&output, 1);
+    let said = stderr(&output);
+    assert!(
+        said.contains("empty.ndjson:1") && said.contains("the input holds no FHIR resources"),
+        "{said}"
+    );
 }
 
 /// What a run with the same input left (more objects, from a longer input) is replaced, not
