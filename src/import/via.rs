@@ -64,6 +64,9 @@ struct Summary {
     logs_url: Option<String>,
     objects_deleted: bool,
     interrupted: bool,
+    /// Stopped before the upload was complete.
+    #[serde(skip)]
+    stopped_uploading: bool,
     /// With --input: the items that are not FHIR resources, said on stderr and not imported.
     #[serde(skip_serializing_if = "Option::is_none")]
     invalid: Option<u64>,
@@ -142,27 +145,19 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<ExitCode> {
     let target = target::resolve(&load.target, &connection.auth, &connection.network).await?;
     let via = Via::connect(&target, connection, options, layout)?;
     via.preflight(&own).await?;
-    let seed = data.seed();
-    let (written, findings) = via.upload(data, own).await?;
-    let mut summary = Summary {
-        shard: via.layout.shard.to_string(),
-        objects_uploaded: written.uploaded,
-        objects_reused: written.reused,
-        seed,
-        invalid: findings.as_ref().map(|f| f.invalid),
-        ..Summary::default()
+    let stop = CancellationToken::new();
+    let (watcher, interruption) = crate::shutdown::watch(stop.clone(), None);
+    let loaded = via.load(data, own, &stop).await;
+    watcher.abort();
+    let (mut summary, clean) = loaded?;
+    let code = match interruption.exit_code() {
+        Some(code) => {
+            summary.interrupted = true;
+            code
+        }
+        None if clean && summary.invalid.is_none_or(|n| n == 0) => exit::SUCCESS,
+        None => exit::FAILURE,
     };
-    summary.count(std::slice::from_ref(&written.manifest));
-    via.say_uploaded(&written);
-    let mut code = if via.layout.shard.index == 0 {
-        via.import_all(&written, &mut summary).await?
-    } else {
-        summary.imported_by = Some(format!("shard 0/{}", via.layout.shard.count));
-        exit::SUCCESS
-    };
-    if summary.invalid.is_some_and(|n| n > 0) && code == exit::SUCCESS {
-        code = exit::FAILURE;
-    }
     summary.elapsed_seconds = (started.elapsed().as_secs_f64() * 1000.0).round() / 1000.0;
     via.report(&summary)?;
     Ok(code.into())
@@ -317,23 +312,39 @@ impl Via {
         }
     }
 
-    /// Shard 0's part after its upload: waits for the other shards, imports every shard's
-    /// objects in one operation and follows it; gives the exit code. Ctrl-C or SIGTERM stops
-    /// the wait or the following, not the import.
-    async fn import_all(&self, written: &Written, summary: &mut Summary) -> anyhow::Result<u8> {
-        let stop = CancellationToken::new();
-        let (watcher, interruption) = crate::shutdown::watch(stop.clone(), None);
-        let imported = self.import(written, summary, &stop).await;
-        watcher.abort();
-        if let Some(code) = interruption.exit_code() {
-            summary.interrupted = true;
-            return Ok(code);
+    /// Uploads the data set and, on shard 0, waits for the other shards, imports every
+    /// shard's objects in one operation and follows it. Gives the summary and whether all
+    /// went well. `stop` (Ctrl-C, SIGTERM) ends the upload, the wait or the following, never
+    /// the import, which is the store's.
+    async fn load(
+        &self,
+        data: Data<'_>,
+        arguments: Arguments,
+        stop: &CancellationToken,
+    ) -> anyhow::Result<(Summary, bool)> {
+        let mut summary = Summary {
+            shard: self.layout.shard.to_string(),
+            seed: data.seed(),
+            ..Summary::default()
+        };
+        let (written, findings) = tokio::select! {
+            uploaded = self.upload(data, arguments) => uploaded?,
+            () = stop.cancelled() => {
+                summary.stopped_uploading = true;
+                return Ok((summary, false));
+            }
+        };
+        summary.objects_uploaded = written.uploaded;
+        summary.objects_reused = written.reused;
+        summary.invalid = findings.as_ref().map(|f| f.invalid);
+        summary.count(std::slice::from_ref(&written.manifest));
+        self.say_uploaded(&written);
+        if self.layout.shard.index != 0 {
+            summary.imported_by = Some(format!("shard 0/{}", self.layout.shard.count));
+            return Ok((summary, true));
         }
-        Ok(if imported? {
-            exit::SUCCESS
-        } else {
-            exit::FAILURE
-        })
+        let clean = self.import(&written, &mut summary, stop).await?;
+        Ok((summary, clean))
     }
 
     /// Whether everything was imported; the summary gets the operation's outcome.
@@ -415,6 +426,10 @@ impl Via {
         if summary.interrupted {
             match &summary.operation {
                 Some(operation) => crate::say!("{}", self.api.follow_up(operation)),
+                None if summary.stopped_uploading => crate::say!(
+                    "stopped during the upload; nothing was imported. The same command again \
+                     finishes it: a generated data set's upload resumes where it stopped"
+                ),
                 None => crate::say!(
                     "stopped waiting for the other shards; nothing was imported, and the \
                      uploaded objects are kept: run shard 0 again to import"

@@ -10,7 +10,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use fhirgen::emulator::{Emulator, EmulatorOptions};
+use fhirgen::emulator::{Emulator, EmulatorOptions, UploadFaults};
 use serde_json::json;
 
 use crate::common::{assert_exit, run, serve_on_loopback, start_emulator, stderr, summary};
@@ -232,4 +232,57 @@ async fn an_import_refused_403_names_the_service_agent_and_its_role() {
     }
     assert_eq!(looks.load(Ordering::SeqCst), 0, "no operation to follow");
     assert_eq!(objects(&emulator, "signal").await.len(), 2);
+}
+
+/// Ctrl-C during the upload stops it at once (its upload was waiting a minute to retry a
+/// refused chunk) with nothing imported; the same command again resumes the kept session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_c_during_the_upload_stops_it_and_a_run_again_resumes() {
+    let emulator = start_emulator(EmulatorOptions {
+        upload_faults: UploadFaults {
+            unavailable_chunk: 4,
+            ..UploadFaults::default()
+        },
+        ..EmulatorOptions::default()
+    })
+    .await;
+    let state = tempfile::tempdir().unwrap();
+    let chunks = ["--upload-chunk-size", "256KiB"];
+    let mut first = load_via(&emulator, state.path(), "upload", 3000);
+    first
+        .args(chunks)
+        .args(["--min-backoff", "60s"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let child = first.spawn().unwrap();
+    crate::common::wait_until("the refused fourth chunk", || {
+        emulator.storage_stats().chunks >= 4
+    })
+    .await;
+    let interrupted_at = std::time::Instant::now();
+    std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let output = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    assert_exit(&output, 130);
+    assert!(interrupted_at.elapsed() < std::time::Duration::from_secs(10));
+    let summary = summary(&output);
+    assert_eq!(summary["interrupted"], true, "{summary}");
+    assert!(summary.get("operation").is_none());
+    assert!(stderr(&output).contains("stopped during the upload; nothing was imported"));
+    assert_eq!(crate::common::total_resources(&emulator).await, 0);
+
+    let mut again = load_via(&emulator, state.path(), "upload", 3000);
+    again.args(chunks);
+    let output = run(again).await;
+    assert_exit(&output, 0);
+    assert_eq!(crate::common::summary(&output)["imported"], 3000);
+    assert_eq!(
+        emulator.storage_stats().sessions,
+        1,
+        "the same session, resumed"
+    );
 }
