@@ -24,6 +24,7 @@ use super::dataset::{
     Arguments, Chunk, Layout, Manifest, ManifestObject, ObjectUpload, Outcome, Written,
 };
 use super::sessions::SessionStore;
+use crate::failed::{FailedSink, Failure};
 use crate::fhir::{IdField, Resource};
 use crate::source::{RecordSource, SourceItem};
 use crate::store::storage::{GcsUrl, StorageClient, crc32c_text};
@@ -77,6 +78,8 @@ struct ObjectFile {
 pub struct InputUpload {
     pub client: Arc<StorageClient>,
     pub chunk_size: usize,
+    /// `--failed`: where the items that are not FHIR resources go, with their place.
+    pub failed: Option<Arc<FailedSink>>,
 }
 
 impl InputUpload {
@@ -92,7 +95,10 @@ impl InputUpload {
         let dir = tempfile::tempdir().context("cannot make a temporary folder for the objects")?;
         let (sender, mut files) = mpsc::channel::<ObjectFile>(1);
         let folder = dir.path().to_owned();
-        let reading = tokio::task::spawn_blocking(move || write_files(source, &folder, &sender));
+        let failed = self.failed.clone();
+        let reading = tokio::task::spawn_blocking(move || {
+            write_files(source, &folder, failed.as_deref(), &sender)
+        });
         let mut objects = Vec::new();
         while let Some(file) = files.recv().await {
             let name = layout.object_name(objects.len() as u32);
@@ -218,6 +224,7 @@ fn feed(
 fn write_files(
     source: RecordSource,
     folder: &Path,
+    failed: Option<&FailedSink>,
     sender: &mpsc::Sender<ObjectFile>,
 ) -> anyhow::Result<(BTreeMap<String, u64>, Findings)> {
     let mut ids = Ids::default();
@@ -229,10 +236,20 @@ fn write_files(
         let record = match item {
             SourceItem::Record { record, .. } => record,
             SourceItem::Invalid {
-                source, message, ..
+                source,
+                message,
+                content,
             } => {
                 crate::say!("{source}: {message}; not imported");
                 findings.invalid += 1;
+                if let Some(sink) = failed {
+                    let failure = Failure {
+                        status: None,
+                        message,
+                        source: Some(source),
+                    };
+                    sink.write(&content, &failure);
+                }
                 continue;
             }
         };

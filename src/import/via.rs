@@ -23,8 +23,9 @@ use super::prefix::refuse_strangers;
 use super::sessions::SessionStore;
 use super::shards::Waiting;
 use crate::cli::{LoadArgs, StorageArgs};
-use crate::config::{ConnectionConfig, LoadConfig, SourceConfig};
+use crate::config::{LoadConfig, SourceConfig};
 use crate::exit::{self, usage};
+use crate::failed::FailedSink;
 use crate::generate::GeneratorConfig;
 use crate::store::storage::{Endpoint, GcsUrl, StorageClient, StorageError};
 use crate::store::target::{self, Target};
@@ -127,6 +128,9 @@ struct Via {
     storage: Arc<StorageClient>,
     layout: Layout,
     options: ViaOptions,
+    /// `--failed`: the input's items that are not FHIR resources. What the import itself
+    /// refuses is in Cloud Logging, at the operation's `logsUrl`.
+    failed: Option<Arc<FailedSink>>,
 }
 
 pub async fn run(args: LoadArgs) -> anyhow::Result<ExitCode> {
@@ -143,7 +147,7 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<ExitCode> {
     let (data, layout, own) = Data::open(&load.source, url).await?;
     let connection = &load.connection;
     let target = target::resolve(&load.target, &connection.auth, &connection.network).await?;
-    let via = Via::connect(&target, connection, options, layout)?;
+    let via = Via::connect(&target, &load, options, layout)?;
     via.preflight(&own).await?;
     let stop = CancellationToken::new();
     let (watcher, interruption) = crate::shutdown::watch(stop.clone(), None);
@@ -184,10 +188,11 @@ fn checked_url(args: &LoadArgs) -> anyhow::Result<GcsUrl> {
 impl Via {
     fn connect(
         target: &Target,
-        connection: &ConnectionConfig,
+        load: &LoadConfig,
         options: ViaOptions,
         layout: Layout,
     ) -> anyhow::Result<Self> {
+        let (connection, failed) = (&load.connection, load.failed.as_deref());
         let store_url = target
             .google
             .as_ref()
@@ -214,11 +219,14 @@ impl Via {
             connection.retry.clone(),
             connection.timeout,
         )?;
+        // Created only once everything else checked out, so a mistake never wipes an old file.
+        let failed = failed.map(FailedSink::create).transpose()?.map(Arc::new);
         Ok(Self {
             api,
             storage,
             layout,
             options,
+            failed,
         })
     }
 
@@ -244,8 +252,12 @@ impl Via {
         let upload = InputUpload {
             client: self.storage.clone(),
             chunk_size,
+            failed: self.failed.clone(),
         };
         let (written, findings) = upload.write(&self.layout, arguments, records).await?;
+        if let Some(error) = self.failed.as_deref().and_then(FailedSink::flush) {
+            anyhow::bail!("{error}");
+        }
         if findings.unresolved > 0 {
             crate::say!(
                 "note: {} reference(s) of the input name a urn:uuid, URL or search that no \

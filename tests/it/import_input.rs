@@ -140,8 +140,13 @@ async fn resources_without_ids_get_stable_ids_and_their_references_follow() {
     let input = hand_made(dir.path());
     let mut first = None;
     for round in 0..2 {
-        let output = run(import_input(&emulator, dir.path(), "hand", &input)).await;
-        // The line that is not JSON is said, with its place, and makes the run exit 1.
+        let mut command = import_input(&emulator, dir.path(), "hand", &input);
+        command
+            .arg("--failed")
+            .arg(dir.path().join("failed.ndjson"));
+        let output = run(command).await;
+        // The line that is not JSON is said, with its place, kept in --failed, and makes the
+        // run exit 1.
         assert_exit(&output, 1);
         assert!(
             stderr(&output).contains("mine.ndjson:3") && stderr(&output).contains("not imported"),
@@ -157,6 +162,18 @@ async fn resources_without_ids_get_stable_ids_and_their_references_follow() {
         first.get_or_insert(counts.clone());
         assert_eq!(Some(&counts), first.as_ref(), "the same ids again");
     }
+    let failed = std::fs::read_to_string(dir.path().join("failed.ndjson")).unwrap();
+    let failed: Vec<Value> = failed
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert!(
+        failed[0]["failure"]["source"]
+            .as_str()
+            .unwrap()
+            .ends_with("mine.ndjson:3")
+    );
     assert_store_consistent(&emulator).await;
     let base = emulator.fhir_base_url();
     let of = |resources: &[Value], family: &str| -> String {
