@@ -657,6 +657,26 @@ mod tests {
     }
 
     #[test]
+    fn wait_for_shards_goes_with_via() {
+        let load = |args: &[&str]| {
+            let cli = Cli::try_parse_from(["fhirgen", "load", "--emulator"].iter().chain(args))?;
+            let Command::Load(load) = cli.command else {
+                panic!("expected load")
+            };
+            Ok::<_, clap::Error>(load)
+        };
+        let via = ["--via", "gs://b-1/p", "--shard", "auto/3"];
+        assert_eq!(
+            load(&via).unwrap().wait_for_shards,
+            std::time::Duration::from_secs(3600)
+        );
+        let waited = load(&[&via[..], &["--wait-for-shards", "30m"]].concat()).unwrap();
+        assert_eq!(waited.wait_for_shards, std::time::Duration::from_secs(1800));
+        assert!(load(&["--wait-for-shards", "30m"]).is_err());
+        assert!(load(&[&via[..], &["--wait-for-shards", "soon"]].concat()).is_err());
+    }
+
+    #[test]
     fn types_are_a_comma_separated_list() {
         let cli = Cli::try_parse_from([
             "fhirgen",
