@@ -403,6 +403,17 @@ impl TextWriter {
         self.out.push_str(json);
     }
 
+    /// A value given as its compact JSON text, in pieces written one after the other without
+    /// looking: for values the generator knows hold no escapes, no `reference` and no
+    /// identifier (codings, dates, amounts), which then cost a copy, not a walk.
+    pub fn raw_value(&mut self, pieces: &[&str]) {
+        self.item();
+        self.member = None;
+        for piece in pieces {
+            self.out.push_str(piece);
+        }
+    }
+
     /// A number, written as serde_json writes it.
     pub fn number(&mut self, n: &serde_json::Number) {
         self.item();

@@ -13,8 +13,8 @@ mod chart;
 
 use super::codes::{self, Concept, Measure};
 use super::json::{
-    Body, Json, address, array, codeable, coded, coded_list, coding, date, date_time, key, object,
-    period, phone, reference,
+    Body, Json, address, array, codeable, coded, coded_list, coding, date, key, object, period,
+    phone, reference,
 };
 use super::names;
 use super::plan::{
@@ -269,7 +269,7 @@ impl Renderer<'_> {
             .set("telecom", telecom)
             .set("gender", if female { "female" } else { "male" })
             .set("birthDate", date(plan.birth_date))
-            .set_some("deceasedDateTime", plan.death.map(date_time))
+            .set_some("deceasedDateTime", plan.death.map(Json::DateTime))
             .set("address", array([home]))
             .set_some(
                 "maritalStatus",
@@ -330,8 +330,8 @@ impl Renderer<'_> {
             )
             .set("code", codeable(codes::SNOMED, allergy.allergy.substance))
             .set("patient", self.subject())
-            .set("onsetDateTime", date_time(allergy.onset))
-            .set("recordedDate", date_time(allergy.recorded))
+            .set("onsetDateTime", Json::DateTime(allergy.onset))
+            .set("recordedDate", Json::DateTime(allergy.recorded))
             .set(
                 "reaction",
                 array([object([
@@ -452,19 +452,19 @@ impl Renderer<'_> {
             .set("code", codeable(codes::SNOMED, condition.snomed))
             .set("subject", self.subject())
             .set("encounter", self.encounter.clone())
-            .set("onsetDateTime", date_time(condition.onset))
-            .set_some("abatementDateTime", condition.abatement.map(date_time))
-            .set("recordedDate", date_time(condition.recorded));
+            .set("onsetDateTime", Json::DateTime(condition.onset))
+            .set_some("abatementDateTime", condition.abatement.map(Json::DateTime))
+            .set("recordedDate", Json::DateTime(condition.recorded));
         self.condition_refs.push(reference(body.key().to_owned()));
         self.push(body);
     }
 
-    /// An observation made at `at` (a [`date_time`]); returns the reference to it.
+    /// An observation made at `at` (Unix seconds); returns the reference to it.
     fn observation(
         &mut self,
         category: Category,
         code: Json,
-        at: &str,
+        at: i64,
         value_key: &'static str,
         value: Json,
     ) -> Json {
@@ -479,8 +479,8 @@ impl Renderer<'_> {
             .set("code", code)
             .set("subject", self.subject())
             .set("encounter", self.encounter.clone())
-            .set("effectiveDateTime", at.to_owned())
-            .set("issued", at.to_owned())
+            .set("effectiveDateTime", Json::DateTime(at))
+            .set("issued", Json::DateTime(at))
             .set(value_key, value);
         let reference = reference(body.key().to_owned());
         self.push(body);
@@ -488,7 +488,7 @@ impl Renderer<'_> {
     }
 
     fn observations(&mut self, encounter: &EncounterPlan) {
-        let vitals_at = date_time(encounter.vitals_at);
+        let vitals_at = encounter.vitals_at;
         if let Some((systolic, diastolic)) = encounter.blood_pressure {
             let components = array([
                 object([
@@ -503,7 +503,7 @@ impl Renderer<'_> {
             self.observation(
                 Category::VitalSigns,
                 codeable(codes::LOINC, codes::BLOOD_PRESSURE),
-                &vitals_at,
+                vitals_at,
                 "component",
                 components,
             );
@@ -512,7 +512,7 @@ impl Renderer<'_> {
             self.observation(
                 Category::VitalSigns,
                 loinc_code(m.measure),
-                &vitals_at,
+                vitals_at,
                 "valueQuantity",
                 quantity(m.measure, m.value),
             );
@@ -520,7 +520,7 @@ impl Renderer<'_> {
         if encounter.labs.is_empty() {
             return;
         }
-        let labs_at = date_time(encounter.labs_at);
+        let labs_at = encounter.labs_at;
         let results: Vec<Json> = encounter
             .labs
             .iter()
@@ -528,7 +528,7 @@ impl Renderer<'_> {
                 self.observation(
                     Category::Laboratory,
                     loinc_code(m.measure),
-                    &labs_at,
+                    labs_at,
                     "valueQuantity",
                     quantity(m.measure, m.value),
                 )
@@ -555,8 +555,8 @@ impl Renderer<'_> {
             .set("code", codeable(codes::LOINC, codes::LAB_REPORT))
             .set("subject", self.subject())
             .set("encounter", self.encounter.clone())
-            .set("effectiveDateTime", labs_at)
-            .set("issued", date_time(issued))
+            .set("effectiveDateTime", Json::DateTime(labs_at))
+            .set("issued", Json::DateTime(issued))
             .set("performer", array([self.practitioner(encounter)]))
             .set("result", results);
         self.push(body);
@@ -645,7 +645,7 @@ impl Renderer<'_> {
             )
             .set("subject", self.subject())
             .set("encounter", self.encounter.clone())
-            .set("authoredOn", date_time(medication.authored))
+            .set("authoredOn", Json::DateTime(medication.authored))
             .set("requester", self.practitioner(encounter))
             .set(
                 "reasonReference",
@@ -669,7 +669,7 @@ impl Renderer<'_> {
             .set("vaccineCode", codeable(codes::CVX, vaccine))
             .set("patient", self.subject())
             .set("encounter", self.encounter.clone())
-            .set("occurrenceDateTime", date_time(encounter.immunized_at))
+            .set("occurrenceDateTime", Json::DateTime(encounter.immunized_at))
             .set("primarySource", true)
             .set(
                 "performer",

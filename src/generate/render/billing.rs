@@ -7,7 +7,7 @@ use rand::RngExt;
 use super::Renderer;
 use crate::generate::codes::{self, Charge, Concept, PayerKind};
 use crate::generate::json::{
-    Body, Json, array, codeable, coded, coding, date_time, key, object, period, reference,
+    Body, Json, array, codeable, coded, coding, key, object, period, reference,
 };
 use crate::generate::plan::{EncounterClass, EncounterPlan, PatientPlan, date_of, years_between};
 use crate::generate::types::ResourceType;
@@ -50,7 +50,7 @@ impl Renderer<'_> {
         let start = start - start.rem_euclid(crate::generate::plan::DAY);
         let period = match plan.death {
             Some(death) => period(start, death),
-            None => object([("start", date_time(start).into())]),
+            None => object([("start", Json::DateTime(start))]),
         };
         let (relationship, subscriber) = if age >= 18 {
             (SELF, Some(self.subject()))
@@ -207,7 +207,7 @@ impl Renderer<'_> {
             .set("use", "claim")
             .set("patient", self.subject())
             .set("billablePeriod", period(encounter.start, encounter.end))
-            .set("created", date_time(encounter.end))
+            .set("created", Json::DateTime(encounter.end))
             .set(
                 "provider",
                 reference(self.pool.organization(encounter.organization).to_owned()),
@@ -271,7 +271,7 @@ impl Renderer<'_> {
             .set("use", "claim")
             .set("patient", self.subject())
             .set("billablePeriod", period(encounter.start, encounter.end))
-            .set("created", date_time(encounter.end))
+            .set("created", Json::DateTime(encounter.end))
             .set("insurer", reference(self.pool.payer(self.payer).to_owned()))
             .set(
                 "provider",
@@ -340,10 +340,7 @@ fn claim_type(encounter: &EncounterPlan) -> Concept {
 }
 
 fn money(cents: i64) -> Json {
-    object([
-        ("value", Json::Float(cents as f64 / 100.0)),
-        ("currency", codes::US_DOLLAR.into()),
-    ])
+    Json::Money(cents)
 }
 
 fn adjudication(category: Concept, cents: i64) -> Json {
