@@ -13,7 +13,7 @@ use fake::faker::name::en::LastName;
 use fake::faker::phone_number::en::CellNumber;
 use rand::rngs::ChaCha8Rng;
 
-use super::codes::{Concept, US_DOLLAR};
+use super::codes::{Concept, LOINC, Measure, UCUM, US_DOLLAR};
 use super::types::ResourceType;
 use crate::fhir::{IDENTIFIER_SYSTEM_BASE, Resource, TextWriter};
 
@@ -33,18 +33,24 @@ pub enum Json {
     Int(i64),
     Float(f64),
     Str(Cow<'static, str>),
-    /// A string many resources hold (an id): cloned without copying.
+    /// An id the generator made, which needs no escapes: cloned without copying.
     Shared(Arc<str>),
     Array(Vec<Json>),
     Object(Vec<(&'static str, Json)>),
-    /// `{"reference": key}`.
+    /// `{"reference": key}`, to a resource the generator made: the key needs no escapes.
     Reference(Arc<str>),
-    /// The fhirgen identifier of a resource of this type and id.
+    /// The fhirgen identifier of a resource of this type and (generated) id.
     Identifier(ResourceType, Arc<str>),
     /// A Coding in this system.
     Coding(&'static str, Concept),
     /// A CodeableConcept of one Coding in this system, with its display as the text if `.2`.
     Codeable(&'static str, Concept, bool),
+    /// A list of one CodeableConcept of one Coding in this system, and no text.
+    CodedList(&'static str, Concept),
+    /// What a measure measures: its LOINC codes, with the first one's display as the text.
+    Loinc(&'static Measure),
+    /// A value of a measure, in its UCUM unit; whole numbers are written without a fraction.
+    Quantity(&'static Measure, f64),
     /// A dateTime at these Unix seconds, as [`date_time`] writes it.
     DateTime(i64),
     /// A Period between these Unix seconds.
@@ -55,16 +61,33 @@ pub enum Json {
 
 impl Json {
     /// Writes the value as serde_json writes JSON: a float that is not finite becomes null,
-    /// as `serde_json::Value::from(f64)` has it.
+    /// as `serde_json::Value::from(f64)` has it. What holds no reference is written as plain
+    /// text, in one go.
     pub fn write(&self, out: &mut TextWriter) {
+        if self.is_plain() {
+            out.raw_value(|text| self.write_plain(text));
+        } else {
+            self.write_noted(out);
+        }
+    }
+
+    /// Whether the writer has nothing to note in the value: no reference, no identifier.
+    fn is_plain(&self) -> bool {
         match self {
-            Json::Null => out.scalar("null"),
-            Json::Bool(b) => out.scalar(if *b { "true" } else { "false" }),
-            Json::Int(n) => out.raw_value(&[itoa::Buffer::new().format(*n)]),
-            Json::Float(x) => write_float(*x, out),
+            Json::Reference(_) | Json::Identifier(..) => false,
+            Json::Array(items) => items.iter().all(Json::is_plain),
+            Json::Object(fields) => fields.iter().all(|(_, value)| value.is_plain()),
+            _ => true,
+        }
+    }
+
+    /// Writes the value through the writer's own steps, so that it notes the spans of what
+    /// the loader reads: references, identifiers, the resource's type and id.
+    fn write_noted(&self, out: &mut TextWriter) {
+        match self {
             Json::Str(Cow::Borrowed(s)) => out.plain_string(s),
             Json::Str(Cow::Owned(s)) => out.string(s),
-            Json::Shared(s) => out.string(s),
+            Json::Shared(s) => out.plain_string(s),
             Json::Array(items) => {
                 out.begin_array();
                 for item in items {
@@ -76,7 +99,7 @@ impl Json {
             Json::Reference(key) => {
                 out.begin_object();
                 out.plain_key("reference");
-                out.string(key);
+                out.plain_string(key);
                 out.end_object();
             }
             Json::Identifier(t, id) => {
@@ -84,82 +107,136 @@ impl Json {
                 out.plain_key("system");
                 out.plain_string(identifier_system(*t));
                 out.plain_key("value");
-                out.string(id);
+                out.plain_string(id);
                 out.end_object();
             }
-            Json::Coding(system, concept) => {
-                debug_assert_plain(system, concept);
-                out.raw_value(&[
-                    "{\"system\":\"",
-                    system,
-                    "\",\"code\":\"",
-                    concept.code,
-                    "\",\"display\":\"",
-                    concept.display,
-                    "\"}",
-                ]);
-            }
-            Json::Codeable(system, concept, text) => {
-                debug_assert_plain(system, concept);
-                let (text_key, display) = match text {
-                    true => (",\"text\":\"", concept.display),
-                    false => ("", ""),
-                };
-                out.raw_value(&[
-                    "{\"coding\":[{\"system\":\"",
-                    system,
-                    "\",\"code\":\"",
-                    concept.code,
-                    "\",\"display\":\"",
-                    concept.display,
-                    "\"}]",
-                    text_key,
-                    display,
-                    if *text { "\"}" } else { "}" },
-                ]);
-            }
-            Json::DateTime(at) => match DateTimeText::new(*at) {
-                Some(text) => out.raw_value(&["\"", text.as_str(), "\""]),
-                None => out.string(&date_time(*at)),
-            },
-            Json::Period(start, end) => {
-                match (DateTimeText::new(*start), DateTimeText::new(*end)) {
-                    (Some(start), Some(end)) => out.raw_value(&[
-                        "{\"start\":\"",
-                        start.as_str(),
-                        "\",\"end\":\"",
-                        end.as_str(),
-                        "\"}",
-                    ]),
-                    _ => Json::write_object(
-                        &[
-                            ("start", date_time(*start).into()),
-                            ("end", date_time(*end).into()),
-                        ],
-                        out,
-                    ),
-                }
-            }
-            Json::Money(cents) => {
-                let mut value = zmij::Buffer::new();
-                out.raw_value(&[
-                    "{\"value\":",
-                    value.format_finite(*cents as f64 / 100.0),
-                    ",\"currency\":\"",
-                    US_DOLLAR,
-                    "\"}",
-                ]);
-            }
+            plain => out.raw_value(|text| plain.write_plain(text)),
         }
     }
 
+    /// Writes an object; the members the writer notes at the top of a resource (its type, id
+    /// and identifiers) go through its own steps whatever they hold.
     fn write_object(fields: &[(&'static str, Json)], out: &mut TextWriter) {
         out.begin_object();
         for (key, value) in fields {
             out.plain_key(key);
-            value.write(out);
+            match *key {
+                "resourceType" | "id" => value.write_noted(out),
+                "identifier" => value.write_identifiers(out),
+                _ => value.write(out),
+            }
         }
         out.end_object();
+    }
+
+    /// Writes a list of identifiers with every entry noted, whatever it holds.
+    fn write_identifiers(&self, out: &mut TextWriter) {
+        match self {
+            Json::Array(items) => {
+                out.begin_array();
+                for item in items {
+                    item.write_noted(out);
+                }
+                out.end_array();
+            }
+            other => other.write_noted(out),
+        }
+    }
+
+    /// Writes a value that [`Json::is_plain`] as compact JSON text.
+    fn write_plain(&self, text: &mut String) {
+        match self {
+            Json::Null => text.push_str("null"),
+            Json::Bool(b) => text.push_str(if *b { "true" } else { "false" }),
+            Json::Int(n) => text.push_str(itoa::Buffer::new().format(*n)),
+            Json::Float(x) if x.is_finite() => {
+                text.push_str(zmij::Buffer::new().format_finite(*x));
+            }
+            Json::Float(_) => text.push_str("null"),
+            Json::Str(Cow::Borrowed(s)) => push_plain_string(text, s),
+            Json::Str(Cow::Owned(s)) => TextWriter::push_string(text, s),
+            Json::Shared(s) => push_plain_string(text, s),
+            Json::Array(items) => {
+                text.push('[');
+                for (i, item) in items.iter().enumerate() {
+                    if i > 0 {
+                        text.push(',');
+                    }
+                    item.write_plain(text);
+                }
+                text.push(']');
+            }
+            Json::Object(fields) => {
+                text.push('{');
+                for (i, (key, value)) in fields.iter().enumerate() {
+                    text.push_str(if i > 0 { ",\"" } else { "\"" });
+                    text.push_str(key);
+                    text.push_str("\":");
+                    value.write_plain(text);
+                }
+                text.push('}');
+            }
+            Json::Coding(system, concept) => push_coding(text, system, concept),
+            Json::Codeable(system, concept, with_text) => {
+                text.push_str("{\"coding\":[");
+                push_coding(text, system, concept);
+                text.push(']');
+                if *with_text {
+                    text.push_str(",\"text\":");
+                    push_plain_string(text, concept.display);
+                }
+                text.push('}');
+            }
+            Json::CodedList(system, concept) => {
+                text.push('[');
+                Json::Codeable(system, *concept, false).write_plain(text);
+                text.push(']');
+            }
+            Json::Loinc(measure) => {
+                text.push_str("{\"coding\":[");
+                push_coding(text, LOINC, &measure.loinc);
+                if let Some(also) = &measure.also {
+                    text.push(',');
+                    push_coding(text, LOINC, also);
+                }
+                text.push_str("],\"text\":");
+                push_plain_string(text, measure.loinc.display);
+                text.push('}');
+            }
+            Json::Quantity(measure, value) => {
+                text.push_str("{\"value\":");
+                if measure.decimals == 0 {
+                    Json::Int(*value as i64).write_plain(text);
+                } else {
+                    Json::Float(*value).write_plain(text);
+                }
+                text.push_str(",\"unit\":");
+                push_plain_string(text, measure.unit);
+                text.push_str(",\"system\":");
+                push_plain_string(text, UCUM);
+                text.push_str(",\"code\":");
+                push_plain_string(text, measure.unit);
+                text.push('}');
+            }
+            Json::DateTime(at) => push_date_time(text, *at),
+            Json::Period(start, end) => {
+                text.push_str("{\"start\":");
+                push_date_time(text, *start);
+                text.push_str(",\"end\":");
+                push_date_time(text, *end);
+                text.push('}');
+            }
+            Json::Money(cents) => {
+                text.push_str("{\"value\":");
+                push_dollars(text, *cents);
+                text.push_str(",\"currency\":");
+                push_plain_string(text, US_DOLLAR);
+                text.push('}');
+            }
+            Json::Reference(_) | Json::Identifier(..) => {
+                unreachable!("a value holding a reference or an identifier is not plain")
+            }
+        }
     }
 
     /// Field `key` of an object.
@@ -179,23 +256,55 @@ impl Json {
     }
 }
 
-/// A float as serde_json writes it; one that is not finite becomes null.
-fn write_float(x: f64, out: &mut TextWriter) {
-    if x.is_finite() {
-        out.raw_value(&[zmij::Buffer::new().format_finite(x)]);
-    } else {
-        out.scalar("null");
+/// `cents / 100` as serde_json writes that float (`12.5`, `3.0`), from the integer: the
+/// shortest decimal that reads back as the nearest float to `cents / 100` is `cents / 100`
+/// itself without its trailing zeros, for any amount short of 10^13 dollars.
+fn push_dollars(text: &mut String, cents: i64) {
+    debug_assert!(
+        cents.unsigned_abs() < 1_000_000_000_000_000,
+        "{cents} cents"
+    );
+    if cents < 0 {
+        text.push('-');
     }
+    let cents = cents.unsigned_abs();
+    text.push_str(itoa::Buffer::new().format(cents / 100));
+    let fraction = (cents % 100) as u8;
+    let digits = [b'.', b'0' + fraction / 10, b'0' + fraction % 10];
+    let kept = match fraction {
+        0 => 2,
+        f if f % 10 == 0 => 2,
+        _ => 3,
+    };
+    text.push_str(std::str::from_utf8(&digits[..kept]).expect("digits are ASCII"));
 }
 
-/// Codings are written without looking for escapes: their text is fixed and has none.
-fn debug_assert_plain(system: &str, concept: &Concept) {
+/// A fixed string, such as the generator's codes and displays: it needs no escapes.
+fn push_plain_string(text: &mut String, s: &str) {
     debug_assert!(
-        [system, concept.code, concept.display]
-            .iter()
-            .all(|s| !s.contains(['"', '\\']) && !s.contains(char::is_control)),
-        "{system} {concept:?} needs escapes"
+        !s.contains(['"', '\\']) && !s.contains(char::is_control),
+        "{s:?} needs escapes"
     );
+    text.push('"');
+    text.push_str(s);
+    text.push('"');
+}
+
+fn push_coding(text: &mut String, system: &str, concept: &Concept) {
+    text.push_str("{\"system\":");
+    push_plain_string(text, system);
+    text.push_str(",\"code\":");
+    push_plain_string(text, concept.code);
+    text.push_str(",\"display\":");
+    push_plain_string(text, concept.display);
+    text.push('}');
+}
+
+fn push_date_time(text: &mut String, at: i64) {
+    match DateTimeText::new(at) {
+        Some(date_time) => push_plain_string(text, date_time.as_str()),
+        None => TextWriter::push_string(text, &date_time(at)),
+    }
 }
 
 impl From<&'static str> for Json {
@@ -366,7 +475,7 @@ pub fn codeable(system: &'static str, concept: Concept) -> Json {
 
 /// A list of one CodeableConcept of one coding and no text.
 pub fn coded_list(system: &'static str, concept: Concept) -> Json {
-    array([coded(system, concept)])
+    Json::CodedList(system, concept)
 }
 
 pub fn reference(key: impl Into<Arc<str>>) -> Json {
@@ -432,22 +541,21 @@ struct DateTimeText([u8; 25]);
 
 impl DateTimeText {
     fn new(at: i64) -> Option<Self> {
-        let t = utc(at);
-        let year = u32::try_from(t.year()).ok().filter(|year| *year <= 9999)?;
+        let (year, month, day) = civil_from_days(at.div_euclid(DAY_SECONDS));
+        let year = u32::try_from(year).ok().filter(|year| *year <= 9999)?;
+        let second = at.rem_euclid(DAY_SECONDS) as u32;
         let mut text = *b"0000-00-00T00:00:00+00:00";
-        for (at, n, width) in [
-            (0, year, 4),
-            (5, t.month(), 2),
-            (8, t.day(), 2),
-            (11, t.hour(), 2),
-            (14, t.minute(), 2),
-            (17, t.second(), 2),
+        for (at, n) in [
+            (0, year / 100),
+            (2, year % 100),
+            (5, month),
+            (8, day),
+            (11, second / 3600),
+            (14, second / 60 % 60),
+            (17, second % 60),
         ] {
-            let mut n = n;
-            for digit in text[at..at + width].iter_mut().rev() {
-                *digit = b'0' + (n % 10) as u8;
-                n /= 10;
-            }
+            text[at] = b'0' + (n / 10) as u8;
+            text[at + 1] = b'0' + (n % 10) as u8;
         }
         Some(Self(text))
     }
@@ -455,6 +563,28 @@ impl DateTimeText {
     fn as_str(&self) -> &str {
         std::str::from_utf8(&self.0).expect("digits and separators are ASCII")
     }
+}
+
+const DAY_SECONDS: i64 = 86_400;
+
+/// The (proleptic Gregorian) year, month and day `days` after 1970-01-01: Howard Hinnant's
+/// `civil_from_days`, a few multiplications where a calendar library walks its tables.
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let day_of_era = z.rem_euclid(146_097);
+    let year_of_era =
+        (day_of_era - day_of_era / 1_460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let shifted_month = (5 * day_of_year + 2) / 153;
+    let day = (day_of_year - (153 * shifted_month + 2) / 5 + 1) as u32;
+    let month = if shifted_month < 10 {
+        shifted_month + 3
+    } else {
+        shifted_month - 9
+    } as u32;
+    let year = year_of_era + era * 400 + i64::from(month <= 2);
+    (year, month, day)
 }
 
 /// `YYYY-MM-DD`.
@@ -489,6 +619,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+    use crate::generate::codes;
 
     #[test]
     fn writes_every_variant_as_serde_json_would_in_field_order() {
@@ -507,7 +638,8 @@ mod tests {
             ("infinite", Json::Float(f64::INFINITY)),
             ("static", "fixed".into()),
             ("drawn", String::from("drawn").into()),
-            ("shared", Json::Shared("sh\"ared".into())),
+            ("quoted", String::from("a \"b\"\n").into()),
+            ("shared", Json::Shared("shared".into())),
             (
                 "nested",
                 array([
@@ -524,6 +656,13 @@ mod tests {
             ("coding", coding("s", concept)),
             ("coded", coded("s", concept)),
             ("codeable", codeable("s", concept)),
+            ("coded list", coded_list("s", concept)),
+            ("loinc", Json::Loinc(&codes::OXYGEN_SATURATION)),
+            ("whole quantity", Json::Quantity(&codes::SYSTOLIC, 120.4)),
+            (
+                "fraction quantity",
+                Json::Quantity(&codes::BODY_TEMPERATURE, 36.6),
+            ),
             ("at", Json::DateTime(1_700_000_000)),
             ("early", Json::DateTime(-50_000_000_000)),
             ("late", Json::DateTime(300_000_000_000)),
@@ -540,6 +679,7 @@ mod tests {
         ]);
         let system = [IDENTIFIER_SYSTEM_BASE, "/patient"].concat();
         let money = |value: f64| json!({"value": value, "currency": "USD"});
+        let oximetry = &codes::OXYGEN_SATURATION;
         let expected = json!({
             "null": null,
             "yes": true,
@@ -551,13 +691,24 @@ mod tests {
             "infinite": null,
             "static": "fixed",
             "drawn": "drawn",
-            "shared": "sh\"ared",
+            "quoted": "a \"b\"\n",
+            "shared": "shared",
             "nested": [[1, []], {"inner": {"deep": "x"}}, {}],
             "subject": {"reference": "Patient/p1"},
             "identifier": [{"system": system, "value": "p1"}],
             "coding": {"system": "s", "code": "c", "display": "d"},
             "coded": {"coding": [{"system": "s", "code": "c", "display": "d"}]},
             "codeable": {"coding": [{"system": "s", "code": "c", "display": "d"}], "text": "d"},
+            "coded list": [{"coding": [{"system": "s", "code": "c", "display": "d"}]}],
+            "loinc": {
+                "coding": [
+                    {"system": LOINC, "code": "59408-5", "display": oximetry.loinc.display},
+                    {"system": LOINC, "code": "2708-6", "display": oximetry.also.unwrap().display},
+                ],
+                "text": oximetry.loinc.display,
+            },
+            "whole quantity": {"value": 120, "unit": "mm[Hg]", "system": UCUM, "code": "mm[Hg]"},
+            "fraction quantity": {"value": 36.6, "unit": "Cel", "system": UCUM, "code": "Cel"},
             "at": "2023-11-14T22:13:20+00:00",
             "early": "0385-07-25T07:06:40+00:00",
             "late": "11476-08-15T05:20:00+00:00",
@@ -571,10 +722,40 @@ mod tests {
         // Objects compare without regard to order; their text does not.
         assert_eq!(resource.json(), serde_json::to_string(&expected).unwrap());
         assert!(resource.json().starts_with(
-            r#"{"null":null,"yes":true,"count":-3,"large":4294967295,"ratio":1.5,"whole":2.0,"nan":null,"infinite":null,"static":"fixed","drawn":"drawn","shared":"sh\"ared","nested":[[1,[]],{"inner":{"deep":"x"}},{}],"subject":{"reference":"Patient/p1"}"#
+            r#"{"null":null,"yes":true,"count":-3,"large":4294967295,"ratio":1.5,"whole":2.0,"nan":null,"infinite":null,"static":"fixed","drawn":"drawn","quoted":"a \"b\"\n","shared":"shared","nested":[[1,[]],{"inner":{"deep":"x"}},{}],"subject":{"reference":"Patient/p1"}"#
         ));
         // The loader finds references and identifiers in the text, however they were built.
         assert_eq!(resource.references().collect::<Vec<_>>(), ["Patient/p1"]);
+    }
+
+    #[test]
+    fn dates_are_written_as_chrono_reads_them() {
+        // Every day from 1800 to 2200, at a few times of day.
+        for day in -62_000..85_000i64 {
+            for second in [0, 1, 3_599, 43_210, 86_399] {
+                let at = day * DAY_SECONDS + second;
+                let text = DateTimeText::new(at).unwrap();
+                let expected = utc(at).format("%Y-%m-%dT%H:%M:%S+00:00").to_string();
+                assert_eq!(text.as_str(), expected, "{at}");
+            }
+        }
+        assert!(DateTimeText::new(300_000_000_000).is_none());
+    }
+
+    #[test]
+    fn amounts_are_written_as_serde_json_writes_their_float() {
+        let samples = (-1_000..=250_000).chain([
+            999_999_999,
+            1_000_000_001,
+            123_456_789_012_345,
+            999_999_999_999_999,
+        ]);
+        for cents in samples {
+            let mut text = String::new();
+            push_dollars(&mut text, cents);
+            let float = serde_json::to_string(&(cents as f64 / 100.0)).unwrap();
+            assert_eq!(text, float, "{cents} cents");
+        }
     }
 
     #[test]

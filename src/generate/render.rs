@@ -27,28 +27,12 @@ use super::types::{ResourceType, TypeSet};
 use crate::fhir::Resource;
 
 /// A UCUM quantity; whole numbers are written without a fraction.
-fn quantity(measure: &Measure, value: f64) -> Json {
-    let number = if measure.decimals == 0 {
-        Json::Int(value as i64)
-    } else {
-        Json::Float(value)
-    };
-    object([
-        ("value", number),
-        ("unit", measure.unit.into()),
-        ("system", codes::UCUM.into()),
-        ("code", measure.unit.into()),
-    ])
+fn quantity(measure: &'static Measure, value: f64) -> Json {
+    Json::Quantity(measure, value)
 }
 
-fn loinc_code(measure: &Measure) -> Json {
-    let mut coding = Vec::with_capacity(1 + usize::from(measure.also.is_some()));
-    coding.push(self::coding(codes::LOINC, measure.loinc));
-    coding.extend(measure.also.map(|also| self::coding(codes::LOINC, also)));
-    object([
-        ("coding", Json::Array(coding)),
-        ("text", measure.loinc.display.into()),
-    ])
+fn loinc_code(measure: &'static Measure) -> Json {
+    Json::Loinc(measure)
 }
 
 /// What an observation of `category` is filed under.
