@@ -33,8 +33,6 @@ pub enum Json {
     Int(i64),
     Float(f64),
     Str(Cow<'static, str>),
-    /// An id the generator made, which needs no escapes: cloned without copying.
-    Shared(Arc<str>),
     Array(Vec<Json>),
     Object(Vec<(&'static str, Json)>),
     /// `{"reference": key}`, to a resource the generator made: the key needs no escapes.
@@ -87,7 +85,6 @@ impl Json {
         match self {
             Json::Str(Cow::Borrowed(s)) => out.plain_string(s),
             Json::Str(Cow::Owned(s)) => out.string(s),
-            Json::Shared(s) => out.plain_string(s),
             Json::Array(items) => {
                 out.begin_array();
                 for item in items {
@@ -102,14 +99,7 @@ impl Json {
                 out.plain_string(key);
                 out.end_object();
             }
-            Json::Identifier(t, id) => {
-                out.begin_object();
-                out.plain_key("system");
-                out.plain_string(identifier_system(*t));
-                out.plain_key("value");
-                out.plain_string(id);
-                out.end_object();
-            }
+            Json::Identifier(t, id) => write_identifier(out, *t, id),
             plain => out.raw_value(|text| plain.write_plain(text)),
         }
     }
@@ -155,7 +145,6 @@ impl Json {
             Json::Float(_) => text.push_str("null"),
             Json::Str(Cow::Borrowed(s)) => push_plain_string(text, s),
             Json::Str(Cow::Owned(s)) => TextWriter::push_string(text, s),
-            Json::Shared(s) => push_plain_string(text, s),
             Json::Array(items) => {
                 text.push('[');
                 for (i, item) in items.iter().enumerate() {
@@ -250,10 +239,20 @@ impl Json {
     pub fn as_str(&self) -> Option<&str> {
         match self {
             Json::Str(s) => Some(s),
-            Json::Shared(s) => Some(s),
             _ => None,
         }
     }
+}
+
+/// The fhirgen identifier of resource `id` of type `t`, through the writer's own steps: the
+/// loader reads it.
+fn write_identifier(out: &mut TextWriter, t: ResourceType, id: &str) {
+    out.begin_object();
+    out.plain_key("system");
+    out.plain_string(identifier_system(t));
+    out.plain_key("value");
+    out.plain_string(id);
+    out.end_object();
 }
 
 /// `cents / 100` as serde_json writes that float (`12.5`, `3.0`), from the integer: the
@@ -355,30 +354,32 @@ impl From<Vec<Json>> for Json {
     }
 }
 
-/// A resource body built field by field, in FHIR's element order.
+/// A resource body built field by field, in FHIR's element order, each field written as it
+/// is set: a resource is never held as a tree.
 pub struct Body {
     resource_type: ResourceType,
     key: String,
-    id: Arc<str>,
-    fields: Vec<(&'static str, Json)>,
-    /// The most fields the resource can have: its field list never grows.
-    capacity: usize,
+    text: TextWriter,
+    /// The fields set so far, to catch one set twice.
+    #[cfg(debug_assertions)]
+    keys: Vec<&'static str>,
 }
 
 impl Body {
-    /// `capacity` counts every field the resource can have, resourceType and id included.
-    pub fn new(resource_type: ResourceType, id: String, capacity: usize) -> Self {
+    pub fn new(resource_type: ResourceType, id: String) -> Self {
         let key = key(resource_type, &id);
-        let id: Arc<str> = id.into();
-        let mut fields = Vec::with_capacity(capacity);
-        fields.push(("resourceType", resource_type.name().into()));
-        fields.push(("id", Json::Shared(id.clone())));
+        let mut text = TextWriter::default();
+        text.begin_object();
+        text.plain_key("resourceType");
+        text.plain_string(resource_type.name());
+        text.plain_key("id");
+        text.plain_string(&id);
         Self {
             resource_type,
             key,
-            id,
-            fields,
-            capacity,
+            text,
+            #[cfg(debug_assertions)]
+            keys: vec!["resourceType", "id"],
         }
     }
 
@@ -388,18 +389,22 @@ impl Body {
     }
 
     /// Adds the fhirgen identifier of the resource: how re-runs find it again.
-    pub fn identified(self) -> Self {
-        let identifiers = array([Json::Identifier(self.resource_type, self.id.clone())]);
-        self.set("identifier", identifiers)
+    pub fn identified(mut self) -> Self {
+        self.begin_field("identifier");
+        self.text.begin_array();
+        let id = &self.key[self.resource_type.name().len() + 1..];
+        write_identifier(&mut self.text, self.resource_type, id);
+        self.text.end_array();
+        self
     }
 
     pub fn set(mut self, key: &'static str, value: impl Into<Json>) -> Self {
-        debug_assert!(
-            self.fields.iter().all(|(k, _)| *k != key),
-            "{} sets {key} twice",
-            self.key
-        );
-        self.fields.push((key, value.into()));
+        self.begin_field(key);
+        let value = value.into();
+        match key {
+            "identifier" => value.write_identifiers(&mut self.text),
+            _ => value.write(&mut self.text),
+        }
         self
     }
 
@@ -410,22 +415,19 @@ impl Body {
         }
     }
 
-    /// `Type/id` and the fields, resourceType and id first.
-    pub fn into_parts(self) -> (String, Vec<(&'static str, Json)>) {
-        debug_assert!(
-            self.fields.len() <= self.capacity,
-            "{} has more fields than its capacity",
-            self.key
-        );
-        (self.key, self.fields)
+    fn begin_field(&mut self, key: &'static str) {
+        #[cfg(debug_assertions)]
+        {
+            assert!(!self.keys.contains(&key), "{} sets {key} twice", self.key);
+            self.keys.push(key);
+        }
+        self.text.plain_key(key);
     }
 
-    /// The resource, written as its JSON text straight from the fields.
-    pub fn build(self) -> Resource {
-        let (key, fields) = self.into_parts();
-        let mut writer = TextWriter::default();
-        Json::write_object(&fields, &mut writer);
-        Resource::written(key, writer)
+    /// The resource, its JSON text as written.
+    pub fn build(mut self) -> Resource {
+        self.text.end_object();
+        Resource::written(self.key, self.text)
     }
 }
 
@@ -639,7 +641,6 @@ mod tests {
             ("static", "fixed".into()),
             ("drawn", String::from("drawn").into()),
             ("quoted", String::from("a \"b\"\n").into()),
-            ("shared", Json::Shared("shared".into())),
             (
                 "nested",
                 array([
@@ -692,7 +693,6 @@ mod tests {
             "static": "fixed",
             "drawn": "drawn",
             "quoted": "a \"b\"\n",
-            "shared": "shared",
             "nested": [[1, []], {"inner": {"deep": "x"}}, {}],
             "subject": {"reference": "Patient/p1"},
             "identifier": [{"system": system, "value": "p1"}],
@@ -722,7 +722,7 @@ mod tests {
         // Objects compare without regard to order; their text does not.
         assert_eq!(resource.json(), serde_json::to_string(&expected).unwrap());
         assert!(resource.json().starts_with(
-            r#"{"null":null,"yes":true,"count":-3,"large":4294967295,"ratio":1.5,"whole":2.0,"nan":null,"infinite":null,"static":"fixed","drawn":"drawn","quoted":"a \"b\"\n","shared":"shared","nested":[[1,[]],{"inner":{"deep":"x"}},{}],"subject":{"reference":"Patient/p1"}"#
+            r#"{"null":null,"yes":true,"count":-3,"large":4294967295,"ratio":1.5,"whole":2.0,"nan":null,"infinite":null,"static":"fixed","drawn":"drawn","quoted":"a \"b\"\n","nested":[[1,[]],{"inner":{"deep":"x"}},{}],"subject":{"reference":"Patient/p1"}"#
         ));
         // The loader finds references and identifiers in the text, however they were built.
         assert_eq!(resource.references().collect::<Vec<_>>(), ["Patient/p1"]);
@@ -774,20 +774,30 @@ mod tests {
 
     #[test]
     fn body_keeps_resource_type_and_id_first_and_finds_its_identifier() {
-        let (key, fields) = Body::new(ResourceType::Encounter, "e1".to_owned(), 4)
+        let resource = Body::new(ResourceType::Encounter, "e1".to_owned())
             .set("status", "finished")
             .identified()
-            .into_parts();
-        assert_eq!(key, "Encounter/e1");
-        let names: Vec<&str> = fields.iter().map(|(name, _)| *name).collect();
-        assert_eq!(names, ["resourceType", "id", "status", "identifier"]);
-        assert_eq!(fields[0].1, Json::from("Encounter"));
-        assert_eq!(fields[1].1, Json::Shared("e1".into()));
-        let resource = Body::new(ResourceType::Encounter, "e1".to_owned(), 3)
-            .identified()
+            .set("subject", reference("Patient/p1"))
             .build();
-        let identifiers: Vec<_> = resource.identifiers().collect();
+        assert_eq!(resource.key, "Encounter/e1");
         let system = [IDENTIFIER_SYSTEM_BASE, "/encounter"].concat();
+        assert_eq!(
+            resource.json(),
+            format!(
+                r#"{{"resourceType":"Encounter","id":"e1","status":"finished","identifier":[{{"system":"{system}","value":"e1"}}],"subject":{{"reference":"Patient/p1"}}}}"#
+            )
+        );
+        assert_eq!(resource.resource_type(), "Encounter");
+        let identifiers: Vec<_> = resource.identifiers().collect();
         assert_eq!(identifiers, [(system.as_str().into(), "e1".into())]);
+        assert_eq!(resource.references().collect::<Vec<_>>(), ["Patient/p1"]);
+    }
+
+    #[test]
+    #[should_panic(expected = "sets status twice")]
+    fn body_refuses_a_field_set_twice() {
+        Body::new(ResourceType::Encounter, "e1".to_owned())
+            .set("status", "finished")
+            .set("status", "planned");
     }
 }

@@ -245,7 +245,7 @@ impl Renderer<'_> {
         ])]);
         let home = address(rng, Some("home"));
         let gp = plan.general_practitioner;
-        let body = Body::new(ResourceType::Patient, id, 15)
+        let body = Body::new(ResourceType::Patient, id)
             .set("extension", extension)
             .identified()
             .set("active", true)
@@ -295,7 +295,7 @@ impl Renderer<'_> {
         } else {
             "mild"
         };
-        let body = Body::new(ResourceType::AllergyIntolerance, id, 13)
+        let body = Body::new(ResourceType::AllergyIntolerance, id)
             .identified()
             .set("clinicalStatus", coded(codes::ALLERGY_CLINICAL, ACTIVE))
             .set(
@@ -353,7 +353,7 @@ impl Renderer<'_> {
             )])
         });
         let period = period(encounter.start, encounter.end);
-        let body = Body::new(ResourceType::Encounter, id, 13)
+        let body = Body::new(ResourceType::Encounter, id)
             .identified()
             .set("status", "finished")
             .set("class", coding(codes::ACT_CODE, Concept { code, display }))
@@ -425,7 +425,7 @@ impl Renderer<'_> {
                 display: "Encounter Diagnosis",
             }
         };
-        let body = Body::new(ResourceType::Condition, id, 12)
+        let body = Body::new(ResourceType::Condition, id)
             .identified()
             .set("clinicalStatus", coded(codes::CONDITION_CLINICAL, status))
             .set(
@@ -456,7 +456,7 @@ impl Renderer<'_> {
         if !self.keeps(ResourceType::Observation) {
             return reference(key(ResourceType::Observation, &id));
         }
-        let body = Body::new(ResourceType::Observation, id, 11)
+        let body = Body::new(ResourceType::Observation, id)
             .identified()
             .set("status", "final")
             .set("category", category.value())
@@ -523,7 +523,7 @@ impl Renderer<'_> {
             return;
         }
         let issued = (encounter.labs_at + 3_600).min(encounter.end);
-        let body = Body::new(ResourceType::DiagnosticReport, id, 12)
+        let body = Body::new(ResourceType::DiagnosticReport, id)
             .identified()
             .set("status", "final")
             .set(
@@ -576,7 +576,7 @@ impl Renderer<'_> {
         let reason = procedure
             .reason
             .map(|i| array([self.condition_refs[i].clone()]));
-        let body = Body::new(ResourceType::Procedure, id, 10)
+        let body = Body::new(ResourceType::Procedure, id)
             .identified()
             .set("status", "completed")
             .set("code", codeable(codes::SNOMED, procedure.snomed))
@@ -615,7 +615,7 @@ impl Renderer<'_> {
             }
         };
         let drug = medication.medication;
-        let body = Body::new(ResourceType::MedicationRequest, id, 13)
+        let body = Body::new(ResourceType::MedicationRequest, id)
             .identified()
             .set("status", status)
             .set("intent", "order")
@@ -647,7 +647,7 @@ impl Renderer<'_> {
         if !self.keeps(ResourceType::Immunization) {
             return;
         }
-        let body = Body::new(ResourceType::Immunization, id, 10)
+        let body = Body::new(ResourceType::Immunization, id)
             .identified()
             .set("status", "completed")
             .set("vaccineCode", codeable(codes::CVX, vaccine))

@@ -266,7 +266,7 @@ impl SharedPool {
 
     fn organization_resource(&self, index: u32) -> Resource {
         let (id, address, name, _, mut rng) = self.organization_parts(index);
-        Body::new(ResourceType::Organization, id, 8)
+        Body::new(ResourceType::Organization, id)
             .identified()
             .set("active", true)
             .set("type", coded_list(codes::ORGANIZATION_TYPE, PROVIDER))
@@ -285,7 +285,7 @@ impl SharedPool {
         } else {
             PRIMARY_CARE_CLINIC
         };
-        Body::new(ResourceType::Location, id, 10)
+        Body::new(ResourceType::Location, id)
             .identified()
             .set("status", "active")
             .set("name", name)
@@ -304,7 +304,7 @@ impl SharedPool {
         let mut rng = stream(self.seed, Purpose::Payer, u64::from(index));
         let id = uuid(&mut rng);
         let payer = &codes::PAYERS[index as usize];
-        Body::new(ResourceType::Organization, id, 8)
+        Body::new(ResourceType::Organization, id)
             .identified()
             .set("active", true)
             .set("type", coded_list(codes::ORGANIZATION_TYPE, PAYER))
@@ -317,7 +317,7 @@ impl SharedPool {
     fn medication_resource(&self, index: u32) -> Resource {
         let id = first_id(self.seed, Purpose::Medication, index);
         let drug = codes::FORMULARY[index as usize];
-        Body::new(ResourceType::Medication, id, 5)
+        Body::new(ResourceType::Medication, id)
             .identified()
             .set("code", codeable(codes::RXNORM, drug.rxnorm))
             .set("status", "active")
@@ -339,7 +339,7 @@ impl SharedPool {
                 ("value", npi(self.seed, index).into()),
             ]),
         ]);
-        Body::new(ResourceType::Practitioner, id, 7)
+        Body::new(ResourceType::Practitioner, id)
             .set("identifier", ids)
             .set("active", true)
             .set(
@@ -360,7 +360,7 @@ impl SharedPool {
         let mut rng = stream(self.seed, Purpose::PractitionerRole, u64::from(index));
         let id = uuid(&mut rng);
         let specialty = codes::SPECIALTIES[PoolShape::specialty_of(index) as usize];
-        Body::new(ResourceType::PractitionerRole, id, 8)
+        Body::new(ResourceType::PractitionerRole, id)
             .identified()
             .set("active", true)
             .set(

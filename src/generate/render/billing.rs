@@ -57,7 +57,7 @@ impl Renderer<'_> {
         } else {
             (CHILD, None)
         };
-        let body = Body::new(ResourceType::Coverage, id, 12)
+        let body = Body::new(ResourceType::Coverage, id)
             .identified()
             .set("status", "active")
             .set("type", codeable(codes::PAYMENT_TYPOLOGY, payer.typology))
@@ -200,7 +200,7 @@ impl Renderer<'_> {
                 Json::Object(item)
             })
             .collect();
-        let body = Body::new(ResourceType::Claim, id, 18)
+        let body = Body::new(ResourceType::Claim, id)
             .identified()
             .set("status", "active")
             .set("type", coded(codes::CLAIM_TYPE, claim_type(encounter)))
@@ -264,7 +264,7 @@ impl Renderer<'_> {
             })
             .collect();
         let benefit: i64 = lines.iter().map(|l| paid(l.cents)).sum();
-        let body = Body::new(ResourceType::ExplanationOfBenefit, id, 19)
+        let body = Body::new(ResourceType::ExplanationOfBenefit, id)
             .identified()
             .set("status", "active")
             .set("type", coded(codes::CLAIM_TYPE, claim_type(encounter)))

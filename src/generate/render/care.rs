@@ -58,7 +58,7 @@ impl Renderer<'_> {
                 )])
             })
             .collect::<Vec<_>>();
-        let body = Body::new(ResourceType::CarePlan, id, 16)
+        let body = Body::new(ResourceType::CarePlan, id)
             .set("text", text)
             .identified()
             .set("status", status)
@@ -110,7 +110,7 @@ impl Renderer<'_> {
         } else {
             "active"
         };
-        let body = Body::new(ResourceType::CareTeam, id, 11)
+        let body = Body::new(ResourceType::CareTeam, id)
             .identified()
             .set("status", status)
             .set("subject", self.subject())
@@ -143,7 +143,7 @@ impl Renderer<'_> {
         };
         let due = (encounter.start + GOAL_DAYS * DAY).min(plan.history_end);
         let description = format!("Keep {} under control", plain(condition.snomed));
-        let body = Body::new(ResourceType::Goal, id, 9)
+        let body = Body::new(ResourceType::Goal, id)
             .identified()
             .set("lifecycleStatus", status)
             .set("description", object([("text", description.into())]))

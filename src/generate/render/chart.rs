@@ -70,7 +70,7 @@ impl Renderer<'_> {
                 ("value", ["urn:oid:", &study_uid].concat().into()),
             ]),
         ]);
-        let body = Body::new(ResourceType::ImagingStudy, id, 15)
+        let body = Body::new(ResourceType::ImagingStudy, id)
             .set("identifier", identifiers)
             .set("status", "available")
             .set("modality", array([modality]))
@@ -113,7 +113,7 @@ impl Renderer<'_> {
             "(01){device_identifier}(11){}(10){lot}(21){serial}",
             made_on.format("%y%m%d")
         );
-        let body = Body::new(ResourceType::Device, id, 12)
+        let body = Body::new(ResourceType::Device, id)
             .identified()
             .set(
                 "udiCarrier",
@@ -146,7 +146,7 @@ impl Renderer<'_> {
             return;
         }
         let drug = medication.medication;
-        let body = Body::new(ResourceType::MedicationAdministration, id, 12)
+        let body = Body::new(ResourceType::MedicationAdministration, id)
             .identified()
             .set("status", "completed")
             .set(
@@ -191,7 +191,7 @@ impl Renderer<'_> {
             ("size", Json::Int(text.len() as i64)),
         ]);
         let organization = reference(self.pool.organization(encounter.organization).to_owned());
-        let body = Body::new(ResourceType::DocumentReference, id, 13)
+        let body = Body::new(ResourceType::DocumentReference, id)
             .identified()
             .set("status", "current")
             .set(
@@ -323,7 +323,7 @@ impl Renderer<'_> {
                 ("code", id.clone().into()),
             ])]),
         )]);
-        let body = Body::new(ResourceType::Provenance, id, 6)
+        let body = Body::new(ResourceType::Provenance, id)
             .set("meta", meta)
             .set("target", targets)
             .set("recorded", Json::DateTime(plan.history_end))
