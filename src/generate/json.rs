@@ -18,11 +18,12 @@ use super::types::ResourceType;
 use crate::fhir::{IDENTIFIER_SYSTEM_BASE, Resource, TextWriter};
 
 // Generating is a large share of the loader's CPU time, and most of a resource is fixed text:
-// keys, systems, codes and displays. `Json` borrows all of those, so building a resource
-// allocates only for what is drawn (ids, dates, names) and for its objects' field lists, each
-// allocated at its final size. The commonest shapes (codings, references, dates, periods,
-// amounts) are variants of their own: they allocate nothing, and those that hold no reference
-// are written as text pieces, not key by key.
+// keys, systems, codes and displays. `Json` borrows all of those, so a field's value allocates
+// only for what is drawn (ids, names) and for its objects' field lists. The commonest shapes
+// (codings, quantities, references, dates, periods, amounts) are variants of their own that
+// allocate nothing, references share their key, and a [`Body`] writes each field as it is set.
+// Only what the loader reads (type, id, identifiers, references) goes through the text
+// writer's steps; every other value is written as plain text in one go.
 
 /// A JSON value as the generator builds it: keys are static, strings borrow when they can,
 /// objects keep FHIR's element order.
