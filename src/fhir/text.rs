@@ -358,9 +358,9 @@ impl TextWriter {
         self.string_value(s, Escape::AsNeeded);
     }
 
-    /// A string that needs no escapes, such as the codes and displays the generator holds:
-    /// written without looking.
-    pub fn plain_string(&mut self, s: &'static str) {
+    /// A string that needs no escapes, such as the codes and displays the generator holds and
+    /// the ids it makes: written without looking.
+    pub fn plain_string(&mut self, s: &str) {
         debug_assert!(escaped(s).is_none(), "{s:?} needs escapes");
         self.string_value(s, Escape::Never);
     }
@@ -401,6 +401,22 @@ impl TextWriter {
         self.item();
         self.member = None;
         self.out.push_str(json);
+    }
+
+    /// A value that `write` puts straight into the text as compact JSON, without looking: for
+    /// values the generator knows hold no `reference` and no identifier (codings, dates,
+    /// amounts, whole elements of them), which then cost a copy, not a walk.
+    pub fn raw_value(&mut self, write: impl FnOnce(&mut String)) {
+        self.item();
+        self.member = None;
+        write(&mut self.out);
+    }
+
+    /// Writes `s` as a JSON string, quoted and escaped as serde_json does: for [`Self::raw_value`].
+    pub fn push_string(out: &mut String, s: &str) {
+        out.push('"');
+        Escape::AsNeeded.push(out, s);
+        out.push('"');
     }
 
     /// A number, written as serde_json writes it.

@@ -13,8 +13,8 @@ mod chart;
 
 use super::codes::{self, Concept, Measure};
 use super::json::{
-    Body, Json, address, array, codeable, coded, coded_list, coding, date, date_time, key, object,
-    period, phone, reference,
+    Body, Json, address, array, codeable, coded, coded_list, coding, date, key, object, period,
+    phone, reference,
 };
 use super::names;
 use super::plan::{
@@ -27,28 +27,12 @@ use super::types::{ResourceType, TypeSet};
 use crate::fhir::Resource;
 
 /// A UCUM quantity; whole numbers are written without a fraction.
-fn quantity(measure: &Measure, value: f64) -> Json {
-    let number = if measure.decimals == 0 {
-        Json::Int(value as i64)
-    } else {
-        Json::Float(value)
-    };
-    object([
-        ("value", number),
-        ("unit", measure.unit.into()),
-        ("system", codes::UCUM.into()),
-        ("code", measure.unit.into()),
-    ])
+fn quantity(measure: &'static Measure, value: f64) -> Json {
+    Json::Quantity(measure, value)
 }
 
-fn loinc_code(measure: &Measure) -> Json {
-    let mut coding = Vec::with_capacity(1 + usize::from(measure.also.is_some()));
-    coding.push(self::coding(codes::LOINC, measure.loinc));
-    coding.extend(measure.also.map(|also| self::coding(codes::LOINC, also)));
-    object([
-        ("coding", Json::Array(coding)),
-        ("text", measure.loinc.display.into()),
-    ])
+fn loinc_code(measure: &'static Measure) -> Json {
+    Json::Loinc(measure)
 }
 
 /// What an observation of `category` is filed under.
@@ -261,7 +245,7 @@ impl Renderer<'_> {
         ])]);
         let home = address(rng, Some("home"));
         let gp = plan.general_practitioner;
-        let body = Body::new(ResourceType::Patient, id, 15)
+        let body = Body::new(ResourceType::Patient, id)
             .set("extension", extension)
             .identified()
             .set("active", true)
@@ -269,7 +253,7 @@ impl Renderer<'_> {
             .set("telecom", telecom)
             .set("gender", if female { "female" } else { "male" })
             .set("birthDate", date(plan.birth_date))
-            .set_some("deceasedDateTime", plan.death.map(date_time))
+            .set_some("deceasedDateTime", plan.death.map(Json::DateTime))
             .set("address", array([home]))
             .set_some(
                 "maritalStatus",
@@ -311,7 +295,7 @@ impl Renderer<'_> {
         } else {
             "mild"
         };
-        let body = Body::new(ResourceType::AllergyIntolerance, id, 13)
+        let body = Body::new(ResourceType::AllergyIntolerance, id)
             .identified()
             .set("clinicalStatus", coded(codes::ALLERGY_CLINICAL, ACTIVE))
             .set(
@@ -330,8 +314,8 @@ impl Renderer<'_> {
             )
             .set("code", codeable(codes::SNOMED, allergy.allergy.substance))
             .set("patient", self.subject())
-            .set("onsetDateTime", date_time(allergy.onset))
-            .set("recordedDate", date_time(allergy.recorded))
+            .set("onsetDateTime", Json::DateTime(allergy.onset))
+            .set("recordedDate", Json::DateTime(allergy.recorded))
             .set(
                 "reaction",
                 array([object([
@@ -369,7 +353,7 @@ impl Renderer<'_> {
             )])
         });
         let period = period(encounter.start, encounter.end);
-        let body = Body::new(ResourceType::Encounter, id, 13)
+        let body = Body::new(ResourceType::Encounter, id)
             .identified()
             .set("status", "finished")
             .set("class", coding(codes::ACT_CODE, Concept { code, display }))
@@ -441,7 +425,7 @@ impl Renderer<'_> {
                 display: "Encounter Diagnosis",
             }
         };
-        let body = Body::new(ResourceType::Condition, id, 12)
+        let body = Body::new(ResourceType::Condition, id)
             .identified()
             .set("clinicalStatus", coded(codes::CONDITION_CLINICAL, status))
             .set(
@@ -452,19 +436,19 @@ impl Renderer<'_> {
             .set("code", codeable(codes::SNOMED, condition.snomed))
             .set("subject", self.subject())
             .set("encounter", self.encounter.clone())
-            .set("onsetDateTime", date_time(condition.onset))
-            .set_some("abatementDateTime", condition.abatement.map(date_time))
-            .set("recordedDate", date_time(condition.recorded));
+            .set("onsetDateTime", Json::DateTime(condition.onset))
+            .set_some("abatementDateTime", condition.abatement.map(Json::DateTime))
+            .set("recordedDate", Json::DateTime(condition.recorded));
         self.condition_refs.push(reference(body.key().to_owned()));
         self.push(body);
     }
 
-    /// An observation made at `at` (a [`date_time`]); returns the reference to it.
+    /// An observation made at `at` (Unix seconds); returns the reference to it.
     fn observation(
         &mut self,
         category: Category,
         code: Json,
-        at: &str,
+        at: i64,
         value_key: &'static str,
         value: Json,
     ) -> Json {
@@ -472,15 +456,15 @@ impl Renderer<'_> {
         if !self.keeps(ResourceType::Observation) {
             return reference(key(ResourceType::Observation, &id));
         }
-        let body = Body::new(ResourceType::Observation, id, 11)
+        let body = Body::new(ResourceType::Observation, id)
             .identified()
             .set("status", "final")
             .set("category", category.value())
             .set("code", code)
             .set("subject", self.subject())
             .set("encounter", self.encounter.clone())
-            .set("effectiveDateTime", at.to_owned())
-            .set("issued", at.to_owned())
+            .set("effectiveDateTime", Json::DateTime(at))
+            .set("issued", Json::DateTime(at))
             .set(value_key, value);
         let reference = reference(body.key().to_owned());
         self.push(body);
@@ -488,7 +472,7 @@ impl Renderer<'_> {
     }
 
     fn observations(&mut self, encounter: &EncounterPlan) {
-        let vitals_at = date_time(encounter.vitals_at);
+        let vitals_at = encounter.vitals_at;
         if let Some((systolic, diastolic)) = encounter.blood_pressure {
             let components = array([
                 object([
@@ -503,7 +487,7 @@ impl Renderer<'_> {
             self.observation(
                 Category::VitalSigns,
                 codeable(codes::LOINC, codes::BLOOD_PRESSURE),
-                &vitals_at,
+                vitals_at,
                 "component",
                 components,
             );
@@ -512,7 +496,7 @@ impl Renderer<'_> {
             self.observation(
                 Category::VitalSigns,
                 loinc_code(m.measure),
-                &vitals_at,
+                vitals_at,
                 "valueQuantity",
                 quantity(m.measure, m.value),
             );
@@ -520,7 +504,7 @@ impl Renderer<'_> {
         if encounter.labs.is_empty() {
             return;
         }
-        let labs_at = date_time(encounter.labs_at);
+        let labs_at = encounter.labs_at;
         let results: Vec<Json> = encounter
             .labs
             .iter()
@@ -528,7 +512,7 @@ impl Renderer<'_> {
                 self.observation(
                     Category::Laboratory,
                     loinc_code(m.measure),
-                    &labs_at,
+                    labs_at,
                     "valueQuantity",
                     quantity(m.measure, m.value),
                 )
@@ -539,7 +523,7 @@ impl Renderer<'_> {
             return;
         }
         let issued = (encounter.labs_at + 3_600).min(encounter.end);
-        let body = Body::new(ResourceType::DiagnosticReport, id, 12)
+        let body = Body::new(ResourceType::DiagnosticReport, id)
             .identified()
             .set("status", "final")
             .set(
@@ -555,8 +539,8 @@ impl Renderer<'_> {
             .set("code", codeable(codes::LOINC, codes::LAB_REPORT))
             .set("subject", self.subject())
             .set("encounter", self.encounter.clone())
-            .set("effectiveDateTime", labs_at)
-            .set("issued", date_time(issued))
+            .set("effectiveDateTime", Json::DateTime(labs_at))
+            .set("issued", Json::DateTime(issued))
             .set("performer", array([self.practitioner(encounter)]))
             .set("result", results);
         self.push(body);
@@ -592,7 +576,7 @@ impl Renderer<'_> {
         let reason = procedure
             .reason
             .map(|i| array([self.condition_refs[i].clone()]));
-        let body = Body::new(ResourceType::Procedure, id, 10)
+        let body = Body::new(ResourceType::Procedure, id)
             .identified()
             .set("status", "completed")
             .set("code", codeable(codes::SNOMED, procedure.snomed))
@@ -631,7 +615,7 @@ impl Renderer<'_> {
             }
         };
         let drug = medication.medication;
-        let body = Body::new(ResourceType::MedicationRequest, id, 13)
+        let body = Body::new(ResourceType::MedicationRequest, id)
             .identified()
             .set("status", status)
             .set("intent", "order")
@@ -645,7 +629,7 @@ impl Renderer<'_> {
             )
             .set("subject", self.subject())
             .set("encounter", self.encounter.clone())
-            .set("authoredOn", date_time(medication.authored))
+            .set("authoredOn", Json::DateTime(medication.authored))
             .set("requester", self.practitioner(encounter))
             .set(
                 "reasonReference",
@@ -663,13 +647,13 @@ impl Renderer<'_> {
         if !self.keeps(ResourceType::Immunization) {
             return;
         }
-        let body = Body::new(ResourceType::Immunization, id, 10)
+        let body = Body::new(ResourceType::Immunization, id)
             .identified()
             .set("status", "completed")
             .set("vaccineCode", codeable(codes::CVX, vaccine))
             .set("patient", self.subject())
             .set("encounter", self.encounter.clone())
-            .set("occurrenceDateTime", date_time(encounter.immunized_at))
+            .set("occurrenceDateTime", Json::DateTime(encounter.immunized_at))
             .set("primarySource", true)
             .set(
                 "performer",

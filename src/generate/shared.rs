@@ -2,6 +2,8 @@
 //! and their PractitionerRoles, and the Medications of the formulary, which every patient of
 //! every shard may refer to. Its size is a function of `--count` alone.
 
+use std::sync::Arc;
+
 use fake::Fake;
 use fake::faker::name::en::LastName;
 use rand::RngExt;
@@ -147,18 +149,18 @@ impl PoolShape {
 pub struct SharedPool {
     seed: u64,
     shape: PoolShape,
-    organizations: Vec<String>,
-    practitioners: Vec<String>,
-    locations: Vec<String>,
-    payers: Vec<String>,
-    medications: Vec<String>,
+    organizations: Vec<Arc<str>>,
+    practitioners: Vec<Arc<str>>,
+    locations: Vec<Arc<str>>,
+    payers: Vec<Arc<str>>,
+    medications: Vec<Arc<str>>,
 }
 
 impl SharedPool {
     pub fn new(seed: u64, shape: PoolShape) -> Self {
-        let keys = |t: ResourceType, purpose, n: u32| -> Vec<String> {
+        let keys = |t: ResourceType, purpose, n: u32| -> Vec<Arc<str>> {
             (0..n)
-                .map(|i| key(t, &first_id(seed, purpose, i)))
+                .map(|i| key(t, &first_id(seed, purpose, i)).into())
                 .collect()
         };
         Self {
@@ -188,26 +190,26 @@ impl SharedPool {
         &self.shape
     }
 
-    pub fn organization(&self, index: u32) -> &str {
+    pub fn organization(&self, index: u32) -> &Arc<str> {
         &self.organizations[index as usize]
     }
 
-    pub fn practitioner(&self, index: u32) -> &str {
+    pub fn practitioner(&self, index: u32) -> &Arc<str> {
         &self.practitioners[index as usize]
     }
 
     /// The Location of an organization.
-    pub fn location(&self, organization: u32) -> &str {
+    pub fn location(&self, organization: u32) -> &Arc<str> {
         &self.locations[organization as usize]
     }
 
     /// The insurer at `index` of [`codes::PAYERS`].
-    pub fn payer(&self, index: usize) -> &str {
+    pub fn payer(&self, index: usize) -> &Arc<str> {
         &self.payers[index]
     }
 
     /// The Medication of a drug of the formulary.
-    pub fn medication(&self, drug: &codes::Medication) -> &str {
+    pub fn medication(&self, drug: &codes::Medication) -> &Arc<str> {
         let index = codes::FORMULARY
             .iter()
             .position(|m| *m == drug)
@@ -264,7 +266,7 @@ impl SharedPool {
 
     fn organization_resource(&self, index: u32) -> Resource {
         let (id, address, name, _, mut rng) = self.organization_parts(index);
-        Body::new(ResourceType::Organization, id, 8)
+        Body::new(ResourceType::Organization, id)
             .identified()
             .set("active", true)
             .set("type", coded_list(codes::ORGANIZATION_TYPE, PROVIDER))
@@ -283,7 +285,7 @@ impl SharedPool {
         } else {
             PRIMARY_CARE_CLINIC
         };
-        Body::new(ResourceType::Location, id, 10)
+        Body::new(ResourceType::Location, id)
             .identified()
             .set("status", "active")
             .set("name", name)
@@ -302,7 +304,7 @@ impl SharedPool {
         let mut rng = stream(self.seed, Purpose::Payer, u64::from(index));
         let id = uuid(&mut rng);
         let payer = &codes::PAYERS[index as usize];
-        Body::new(ResourceType::Organization, id, 8)
+        Body::new(ResourceType::Organization, id)
             .identified()
             .set("active", true)
             .set("type", coded_list(codes::ORGANIZATION_TYPE, PAYER))
@@ -315,7 +317,7 @@ impl SharedPool {
     fn medication_resource(&self, index: u32) -> Resource {
         let id = first_id(self.seed, Purpose::Medication, index);
         let drug = codes::FORMULARY[index as usize];
-        Body::new(ResourceType::Medication, id, 5)
+        Body::new(ResourceType::Medication, id)
             .identified()
             .set("code", codeable(codes::RXNORM, drug.rxnorm))
             .set("status", "active")
@@ -337,7 +339,7 @@ impl SharedPool {
                 ("value", npi(self.seed, index).into()),
             ]),
         ]);
-        Body::new(ResourceType::Practitioner, id, 7)
+        Body::new(ResourceType::Practitioner, id)
             .set("identifier", ids)
             .set("active", true)
             .set(
@@ -358,7 +360,7 @@ impl SharedPool {
         let mut rng = stream(self.seed, Purpose::PractitionerRole, u64::from(index));
         let id = uuid(&mut rng);
         let specialty = codes::SPECIALTIES[PoolShape::specialty_of(index) as usize];
-        Body::new(ResourceType::PractitionerRole, id, 8)
+        Body::new(ResourceType::PractitionerRole, id)
             .identified()
             .set("active", true)
             .set(
@@ -510,20 +512,20 @@ mod tests {
             record.resources.len() as u64,
             pool.shape().kept(TypeSet::ALL)
         );
-        assert_eq!(record.resources[0].key, pool.organization(0));
+        assert_eq!(record.resources[0].key, &**pool.organization(0));
         let shape = pool.shape();
         let first_payer = shape.organizations as usize;
-        assert_eq!(record.resources[first_payer].key, pool.payer(0));
+        assert_eq!(record.resources[first_payer].key, &**pool.payer(0));
         let first_location = first_payer + shape.payers as usize;
-        assert_eq!(record.resources[first_location].key, pool.location(0));
+        assert_eq!(record.resources[first_location].key, &**pool.location(0));
         let first_practitioner = first_location + shape.locations as usize;
         assert_eq!(
             record.resources[first_practitioner].key,
-            pool.practitioner(0)
+            &**pool.practitioner(0)
         );
         let ids = &record.resources[first_practitioner].to_value()["identifier"];
         assert_eq!(ids[1]["system"], codes::NPI);
         let last = record.resources.last().unwrap();
-        assert_eq!(last.key, pool.medication(codes::FORMULARY[20]));
+        assert_eq!(last.key, &**pool.medication(codes::FORMULARY[20]));
     }
 }

@@ -7,7 +7,7 @@ use rand::RngExt;
 use super::Renderer;
 use crate::generate::codes::{self, Charge, Concept, PayerKind};
 use crate::generate::json::{
-    Body, Json, array, codeable, coded, coding, date_time, key, object, period, reference,
+    Body, Json, array, codeable, coded, coding, key, object, period, reference,
 };
 use crate::generate::plan::{EncounterClass, EncounterPlan, PatientPlan, date_of, years_between};
 use crate::generate::types::ResourceType;
@@ -50,14 +50,14 @@ impl Renderer<'_> {
         let start = start - start.rem_euclid(crate::generate::plan::DAY);
         let period = match plan.death {
             Some(death) => period(start, death),
-            None => object([("start", date_time(start).into())]),
+            None => object([("start", Json::DateTime(start))]),
         };
         let (relationship, subscriber) = if age >= 18 {
             (SELF, Some(self.subject()))
         } else {
             (CHILD, None)
         };
-        let body = Body::new(ResourceType::Coverage, id, 12)
+        let body = Body::new(ResourceType::Coverage, id)
             .identified()
             .set("status", "active")
             .set("type", codeable(codes::PAYMENT_TYPOLOGY, payer.typology))
@@ -200,14 +200,14 @@ impl Renderer<'_> {
                 Json::Object(item)
             })
             .collect();
-        let body = Body::new(ResourceType::Claim, id, 18)
+        let body = Body::new(ResourceType::Claim, id)
             .identified()
             .set("status", "active")
             .set("type", coded(codes::CLAIM_TYPE, claim_type(encounter)))
             .set("use", "claim")
             .set("patient", self.subject())
             .set("billablePeriod", period(encounter.start, encounter.end))
-            .set("created", date_time(encounter.end))
+            .set("created", Json::DateTime(encounter.end))
             .set(
                 "provider",
                 reference(self.pool.organization(encounter.organization).to_owned()),
@@ -264,14 +264,14 @@ impl Renderer<'_> {
             })
             .collect();
         let benefit: i64 = lines.iter().map(|l| paid(l.cents)).sum();
-        let body = Body::new(ResourceType::ExplanationOfBenefit, id, 19)
+        let body = Body::new(ResourceType::ExplanationOfBenefit, id)
             .identified()
             .set("status", "active")
             .set("type", coded(codes::CLAIM_TYPE, claim_type(encounter)))
             .set("use", "claim")
             .set("patient", self.subject())
             .set("billablePeriod", period(encounter.start, encounter.end))
-            .set("created", date_time(encounter.end))
+            .set("created", Json::DateTime(encounter.end))
             .set("insurer", reference(self.pool.payer(self.payer).to_owned()))
             .set(
                 "provider",
@@ -340,10 +340,7 @@ fn claim_type(encounter: &EncounterPlan) -> Concept {
 }
 
 fn money(cents: i64) -> Json {
-    object([
-        ("value", Json::Float(cents as f64 / 100.0)),
-        ("currency", codes::US_DOLLAR.into()),
-    ])
+    Json::Money(cents)
 }
 
 fn adjudication(category: Concept, cents: i64) -> Json {

@@ -3,9 +3,7 @@
 
 use super::Renderer;
 use crate::generate::codes::{self, Concept};
-use crate::generate::json::{
-    Body, Json, array, codeable, coded, date, date_time, key, object, reference,
-};
+use crate::generate::json::{Body, Json, array, codeable, coded, date, key, object, reference};
 use crate::generate::plan::{ConditionPlan, DAY, EncounterPlan, PatientPlan, date_of};
 use crate::generate::types::ResourceType;
 
@@ -60,7 +58,7 @@ impl Renderer<'_> {
                 )])
             })
             .collect::<Vec<_>>();
-        let body = Body::new(ResourceType::CarePlan, id, 16)
+        let body = Body::new(ResourceType::CarePlan, id)
             .set("text", text)
             .identified()
             .set("status", status)
@@ -75,7 +73,7 @@ impl Renderer<'_> {
             .set("subject", self.subject())
             .set("encounter", self.encounter.clone())
             .set("period", care_period(plan, encounter.start))
-            .set("created", date_time(encounter.start))
+            .set("created", Json::DateTime(encounter.start))
             .set("careTeam", array([team]))
             .set("addresses", array([condition_ref]))
             .set("goal", array([goal]))
@@ -112,7 +110,7 @@ impl Renderer<'_> {
         } else {
             "active"
         };
-        let body = Body::new(ResourceType::CareTeam, id, 11)
+        let body = Body::new(ResourceType::CareTeam, id)
             .identified()
             .set("status", status)
             .set("subject", self.subject())
@@ -145,7 +143,7 @@ impl Renderer<'_> {
         };
         let due = (encounter.start + GOAL_DAYS * DAY).min(plan.history_end);
         let description = format!("Keep {} under control", plain(condition.snomed));
-        let body = Body::new(ResourceType::Goal, id, 9)
+        let body = Body::new(ResourceType::Goal, id)
             .identified()
             .set("lifecycleStatus", status)
             .set("description", object([("text", description.into())]))
@@ -165,10 +163,10 @@ impl Renderer<'_> {
 fn care_period(plan: &PatientPlan, start: i64) -> Json {
     match plan.death {
         Some(death) => object([
-            ("start", date_time(start).into()),
-            ("end", date_time(death).into()),
+            ("start", Json::DateTime(start)),
+            ("end", Json::DateTime(death)),
         ]),
-        None => object([("start", date_time(start).into())]),
+        None => object([("start", Json::DateTime(start))]),
     }
 }
 

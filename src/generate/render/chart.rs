@@ -10,9 +10,7 @@ use rand::RngExt;
 use super::Renderer;
 use crate::fhir::SOURCE_KEY_SYSTEM;
 use crate::generate::codes::{self, Concept};
-use crate::generate::json::{
-    Body, Json, array, codeable, coding, date_time, object, period, reference,
-};
+use crate::generate::json::{Body, Json, array, codeable, coding, object, period, reference};
 use crate::generate::plan::{
     DAY, EncounterPlan, MedicationPlan, PatientPlan, ProcedurePlan, Sex, date_of, midnight,
     years_between,
@@ -40,7 +38,7 @@ impl Renderer<'_> {
             return;
         }
         let modality = coding(codes::DICOM, *modality);
-        let started = date_time(procedure.start);
+        let started = Json::DateTime(procedure.start);
         let instances: Vec<Json> = (0..images)
             .map(|i| {
                 object([
@@ -62,7 +60,7 @@ impl Renderer<'_> {
             ("modality", modality.clone()),
             ("numberOfInstances", images.into()),
             ("bodySite", coding(codes::SNOMED, *body_site)),
-            ("started", started.clone().into()),
+            ("started", started.clone()),
             ("instance", instances.into()),
         ]);
         let identifiers = array([
@@ -72,7 +70,7 @@ impl Renderer<'_> {
                 ("value", ["urn:oid:", &study_uid].concat().into()),
             ]),
         ]);
-        let body = Body::new(ResourceType::ImagingStudy, id, 15)
+        let body = Body::new(ResourceType::ImagingStudy, id)
             .set("identifier", identifiers)
             .set("status", "available")
             .set("modality", array([modality]))
@@ -115,7 +113,7 @@ impl Renderer<'_> {
             "(01){device_identifier}(11){}(10){lot}(21){serial}",
             made_on.format("%y%m%d")
         );
-        let body = Body::new(ResourceType::Device, id, 12)
+        let body = Body::new(ResourceType::Device, id)
             .identified()
             .set(
                 "udiCarrier",
@@ -126,7 +124,7 @@ impl Renderer<'_> {
             )
             .set("status", "active")
             .set("distinctIdentifier", serial.clone())
-            .set("manufactureDate", date_time(made))
+            .set("manufactureDate", Json::DateTime(made))
             .set("lotNumber", lot)
             .set("serialNumber", serial)
             .set("type", codeable(codes::SNOMED, *device_type))
@@ -148,7 +146,7 @@ impl Renderer<'_> {
             return;
         }
         let drug = medication.medication;
-        let body = Body::new(ResourceType::MedicationAdministration, id, 12)
+        let body = Body::new(ResourceType::MedicationAdministration, id)
             .identified()
             .set("status", "completed")
             .set(
@@ -157,7 +155,7 @@ impl Renderer<'_> {
             )
             .set("subject", self.subject())
             .set("context", self.encounter.clone())
-            .set("effectiveDateTime", date_time(given))
+            .set("effectiveDateTime", Json::DateTime(given))
             .set(
                 "performer",
                 array([object([("actor", self.practitioner(encounter))])]),
@@ -193,7 +191,7 @@ impl Renderer<'_> {
             ("size", Json::Int(text.len() as i64)),
         ]);
         let organization = reference(self.pool.organization(encounter.organization).to_owned());
-        let body = Body::new(ResourceType::DocumentReference, id, 13)
+        let body = Body::new(ResourceType::DocumentReference, id)
             .identified()
             .set("status", "current")
             .set(
@@ -208,7 +206,7 @@ impl Renderer<'_> {
                 )])]),
             )
             .set("subject", self.subject())
-            .set("date", date_time(encounter.end))
+            .set("date", Json::DateTime(encounter.end))
             .set("author", array([self.practitioner(encounter)]))
             .set("custodian", organization)
             .set(
@@ -325,10 +323,10 @@ impl Renderer<'_> {
                 ("code", id.clone().into()),
             ])]),
         )]);
-        let body = Body::new(ResourceType::Provenance, id, 6)
+        let body = Body::new(ResourceType::Provenance, id)
             .set("meta", meta)
             .set("target", targets)
-            .set("recorded", date_time(plan.history_end))
+            .set("recorded", Json::DateTime(plan.history_end))
             .set(
                 "agent",
                 array([object([
