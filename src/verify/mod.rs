@@ -7,8 +7,10 @@
 //! the store holds at least as many resources of each type as the data set has. The store may
 //! hold other data, so more is reported but passes, unless `--exact-counts` asks for equality.
 
+mod ledger;
 mod references;
 mod report;
+mod via;
 
 use std::collections::{BTreeMap, BinaryHeap};
 use std::process::ExitCode;
@@ -135,6 +137,9 @@ struct Expected {
 }
 
 pub async fn run(config: VerifyConfig) -> anyhow::Result<ExitCode> {
+    if let Some(via) = config.via.clone() {
+        return via::run(config, via).await;
+    }
     let source = source::open(&config.source).await?;
     let connection = &config.connection;
     let target = target::resolve(&config.target, &connection.auth, &connection.network).await?;
@@ -206,15 +211,7 @@ fn walk(source: RecordSource, sample: Option<u64>, checks: mpsc::Sender<Check>) 
     let mut expected = Expected::default();
     let mut sampled = sample.map(Sample::new);
     let mut checking = true;
-    let items = source
-        .prerequisites
-        .into_iter()
-        .map(|record| SourceItem::Record {
-            record,
-            sources: None,
-        })
-        .chain(source.items);
-    for item in items {
+    for item in records(source) {
         let record = match item {
             SourceItem::Record { record, .. } => record,
             SourceItem::Invalid { .. } => {
@@ -255,6 +252,18 @@ fn walk(source: RecordSource, sample: Option<u64>, checks: mpsc::Sender<Check>) 
     }
     expected.complete = true;
     expected
+}
+
+/// The data set's items in load order: the shared resources first.
+fn records(source: RecordSource) -> impl Iterator<Item = SourceItem> {
+    source
+        .prerequisites
+        .into_iter()
+        .map(|record| SourceItem::Record {
+            record,
+            sources: None,
+        })
+        .chain(source.items)
 }
 
 /// The `size` lookups whose descriptions hash lowest (SHA-1, as UUID v5): the same ones on
