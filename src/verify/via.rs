@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 use super::ledger::{ExpectedSet, ExportFindings, Ledger, content_hash};
 use super::report::{Named, TypeCount, name_some};
 use super::{Lookup, records};
-use crate::config::{VerifyConfig, ViaConfig};
+use crate::config::{SourceConfig, VerifyConfig, ViaConfig};
 use crate::exit;
 use crate::fhir::Resource;
 use crate::source::{self, RecordSource, SourceItem};
@@ -118,7 +118,7 @@ pub async fn run(config: VerifyConfig, via: ViaConfig) -> anyhow::Result<ExitCod
     let started = Instant::now();
     let (clients, description) = Clients::new(&config, &via).await?;
     let source = source::open(&config.source).await?;
-    let (seed, total) = (source.seed, source.total.unwrap_or(0));
+    let (seed, total) = (source.seed, resources_hint(&config.source, source.total));
     let millis = chrono::Utc::now().timestamp_millis();
     let export = GcsUrl {
         bucket: via.url.bucket.clone(),
@@ -163,9 +163,12 @@ pub async fn run(config: VerifyConfig, via: ViaConfig) -> anyhow::Result<ExitCod
     }
     watcher.abort();
     let interrupted = interruption.exit_code();
-    ledger.settle();
-    if ledger.findings.missing.count > 0 && interrupted.is_none() {
-        ledger = name_missing(&config, ledger).await?;
+    // A store not read through has nothing to count: the report says why instead.
+    if error.is_none() && interrupted.is_none() {
+        ledger.settle();
+        if ledger.findings.missing.count > 0 {
+            ledger = name_missing(&config, ledger).await?;
+        }
     }
     let deleted = interrupted.is_none()
         && !via.keep_objects
@@ -201,6 +204,17 @@ pub async fn run(config: VerifyConfig, via: ViaConfig) -> anyhow::Result<ExitCod
         None => exit::FAILURE,
     };
     Ok(code.into())
+}
+
+/// How many resources the data set holds, or about (a shard's share), to size the ledger once.
+fn resources_hint(source: &SourceConfig, total: Option<u64>) -> u64 {
+    match (total, source) {
+        (Some(total), _) => total,
+        (None, SourceConfig::Generated(config)) => {
+            config.count / u64::from(config.shard.count).max(1) * 11 / 10
+        }
+        (None, SourceConfig::Input(_)) => 0,
+    }
 }
 
 /// The data set as hashes, built while the store exports.
@@ -581,9 +595,6 @@ impl ViaReport {
         name_some(&mut out, "not in the data set", &f.not_in_data_set, show);
         name_some(&mut out, "referring to nothing", &f.dangling, show);
         name_some(&mut out, "unreadable export lines", &f.unreadable, show);
-        if let Some(error) = &self.error {
-            out += &format!("the export failed: {error}\n");
-        }
         if let Some(logs) = &self.logs_url {
             out += &format!("what failed, and why: {logs}\n");
         }
@@ -597,6 +608,12 @@ impl ViaReport {
             return "OK: every resource of the data set is stored once with the same content, \
                     every reference resolves, and no type has fewer than the data set"
                 .to_owned();
+        }
+        if let Some(error) = &self.error {
+            return format!("FAILED: the export failed: {error}");
+        }
+        if self.interrupted {
+            return "FAILED: interrupted before the export was read through".to_owned();
         }
         let f = &self.findings;
         let counted: [(&Named<String>, &str); 6] = [
@@ -619,12 +636,6 @@ impl ViaReport {
                 "counts differ for {}",
                 self.count_mismatches.join(", ")
             ));
-        }
-        if self.error.is_some() {
-            problems.push("the export failed".to_owned());
-        }
-        if self.interrupted {
-            problems.push("interrupted".to_owned());
         }
         format!("FAILED: {}", problems.join("; "))
     }
@@ -653,6 +664,38 @@ mod tests {
         }
     }
 
+    fn context(error: Option<&str>) -> ViaContext {
+        ViaContext {
+            target: "store".into(),
+            seed: Some(1),
+            export: "gs://b/x/".into(),
+            operation: "op".into(),
+            objects: 1,
+            objects_deleted: true,
+            elapsed: Duration::from_secs(1),
+            interrupted: false,
+            error: error.map(str::to_owned),
+            logs_url: Some("http://logs".into()),
+        }
+    }
+
+    #[test]
+    fn a_failed_export_fails_with_its_error_and_logs() {
+        let mut expected = ExpectedSet::with_capacity(1);
+        expected.add("Patient", "p", None, 1);
+        let report = ViaReport::new(expected.into_ledger(), false, context(Some("no bucket")));
+        assert!(!report.ok);
+        assert_eq!(report.logs_url.as_deref(), Some("http://logs"));
+        let text = report.text();
+        assert!(
+            text.ends_with("FAILED: the export failed: no bucket\n"),
+            "{text}"
+        );
+        assert!(text.contains("what failed, and why: http://logs"), "{text}");
+        let report = ViaReport::new(ExpectedSet::default().into_ledger(), false, context(None));
+        assert!(report.ok && report.logs_url.is_none(), "{}", report.text());
+    }
+
     #[test]
     fn unreadable_lines_are_named_and_fail() {
         let mut expected = ExpectedSet::with_capacity(1);
@@ -663,22 +706,7 @@ mod tests {
         observe_line(&mut ledger, "x/Patient", b"{not json");
         observe_line(&mut ledger, "x/Patient", br#"{"resourceType":"Patient"}"#);
         ledger.settle();
-        let report = ViaReport::new(
-            ledger,
-            false,
-            ViaContext {
-                target: "store".into(),
-                seed: Some(1),
-                export: "gs://b/x/".into(),
-                operation: "op".into(),
-                objects: 1,
-                objects_deleted: true,
-                elapsed: Duration::from_secs(1),
-                interrupted: false,
-                error: None,
-                logs_url: None,
-            },
-        );
+        let report = ViaReport::new(ledger, false, context(None));
         assert!(!report.ok);
         assert_eq!(report.findings.unreadable.count, 2);
         assert_eq!(report.findings.missing.count, 0);
