@@ -361,42 +361,55 @@ async fn read_export(
     for object in objects {
         let mut lines = Lines::default();
         let mut observe = |line: &[u8]| observe_line(ledger, &object.name, line);
-        let mut offset = 0;
-        let mut resumes = 0;
-        let mut response = storage
-            .download_stream(&export.bucket, &object.name, 0)
-            .await?;
-        loop {
-            if stop.is_cancelled() {
-                return Ok(());
-            }
-            match response.chunk().await {
-                Ok(Some(chunk)) => {
-                    offset += chunk.len() as u64;
-                    bar.inc(chunk.len() as u64);
-                    lines.feed(&chunk, &mut observe);
-                }
-                Ok(None) => break,
-                Err(e) if resumes < RESUMES => {
-                    resumes += 1;
-                    tracing::debug!(
-                        "reading {} cut off at {offset} ({e}); resuming",
-                        object.name
-                    );
-                    response = storage
-                        .download_stream(&export.bucket, &object.name, offset)
-                        .await?;
-                }
-                Err(e) => anyhow::bail!(
-                    "reading {} stopped at byte {offset}: {e}",
-                    export.object_url(&object.name)
-                ),
-            }
+        let mut each_chunk = |chunk: &[u8]| {
+            bar.inc(chunk.len() as u64);
+            lines.feed(chunk, &mut observe);
+        };
+        if !read_object(storage, export, &object.name, &mut each_chunk, stop).await? {
+            return Ok(());
         }
         lines.finish(&mut observe);
     }
     bar.finish_and_clear();
     Ok(())
+}
+
+/// Hands one object's bytes to `each` as they arrive; a read cut off starts again from the byte
+/// it reached, up to [`RESUMES`] times in a row without progress. `false` when stopped.
+async fn read_object(
+    storage: &StorageClient,
+    export: &GcsUrl,
+    name: &str,
+    each: &mut impl FnMut(&[u8]),
+    stop: &CancellationToken,
+) -> anyhow::Result<bool> {
+    let mut offset = 0;
+    let mut resumes = 0;
+    let mut response = storage.download_stream(&export.bucket, name, 0).await?;
+    loop {
+        if stop.is_cancelled() {
+            return Ok(false);
+        }
+        match response.chunk().await {
+            Ok(Some(chunk)) => {
+                offset += chunk.len() as u64;
+                resumes = 0;
+                each(&chunk);
+            }
+            Ok(None) => return Ok(true),
+            Err(e) if resumes < RESUMES => {
+                resumes += 1;
+                tracing::debug!("reading {name} cut off at {offset} ({e}); resuming");
+                response = storage
+                    .download_stream(&export.bucket, name, offset)
+                    .await?;
+            }
+            Err(e) => anyhow::bail!(
+                "reading {} stopped at byte {offset}, {RESUMES} times in a row: {e}",
+                export.object_url(name)
+            ),
+        }
+    }
 }
 
 /// One line of an exported object, compared with the data set.
@@ -644,6 +657,66 @@ impl ViaReport {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Serves `content` with a `Content-Length` but cut off after `cut` bytes, unless asked
+    /// for `Range: bytes=N-`, which gets the rest whole (206).
+    async fn cutting_server(
+        content: &'static [u8],
+        cut: usize,
+        requests: Arc<std::sync::atomic::AtomicUsize>,
+    ) -> std::net::SocketAddr {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                requests.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let mut request = vec![0; 4096];
+                let n = socket.read(&mut request).await.unwrap();
+                let request = String::from_utf8_lossy(&request[..n]).to_lowercase();
+                let from = request
+                    .split("range: bytes=")
+                    .nth(1)
+                    .and_then(|rest| rest.split('-').next()?.parse::<usize>().ok());
+                let (status, body) = match from {
+                    Some(from) => ("206 Partial Content", &content[from..]),
+                    None => ("200 OK", content),
+                };
+                let head = format!(
+                    "HTTP/1.1 {status}\r\ncontent-length: {}\r\n\r\n",
+                    body.len()
+                );
+                socket.write_all(head.as_bytes()).await.unwrap();
+                let sent = if from.is_some() { body } else { &body[..cut] };
+                socket.write_all(sent).await.unwrap();
+            }
+        });
+        addr
+    }
+
+    #[tokio::test]
+    async fn a_read_cut_off_resumes_where_it_stopped() {
+        let content: &'static [u8] = b"{\"a\":1}\n{\"b\":2}\n{\"c\":3}\n";
+        let requests = Arc::default();
+        let addr = cutting_server(content, 12, Arc::clone(&requests)).await;
+        let endpoint = Endpoint::resolve(Some(&addr.to_string()), |_| None).unwrap();
+        let storage = StorageClient::new(
+            endpoint,
+            Arc::new(crate::store::auth::Credentials::none()),
+            &crate::store::client::Network::default(),
+            crate::store::retry::RetryPolicy::new(0, Duration::from_millis(1)),
+            Duration::from_secs(10),
+        )
+        .unwrap();
+        let export = GcsUrl::parse("gs://bucket-a/x/").unwrap();
+        let mut read = Vec::new();
+        let stop = CancellationToken::new();
+        let mut each = |chunk: &[u8]| read.extend_from_slice(chunk);
+        let done = read_object(&storage, &export, "x/Patient", &mut each, &stop).await;
+        assert!(done.unwrap());
+        assert_eq!(read, content);
+        assert_eq!(requests.load(std::sync::atomic::Ordering::SeqCst), 2);
+    }
 
     #[test]
     fn lines_are_whole_whatever_the_chunks() {
