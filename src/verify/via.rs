@@ -143,24 +143,13 @@ pub async fn run(config: VerifyConfig, via: ViaConfig) -> anyhow::Result<ExitCod
         .context("reading the data set stopped unexpectedly")?
         .into_ledger();
     let error = done["error"]["message"].as_str().map(str::to_owned);
-    let mut objects = Vec::new();
-    if error.is_none() && !stop.is_cancelled() {
-        objects = clients
-            .storage
-            .list(&export.bucket, &export.prefix)
-            .await
-            .with_context(|| format!("cannot list the export's objects under {export}"))?;
-        let hidden = config.quiet || config.json;
-        read_export(
-            &clients.storage,
-            &export,
-            &objects,
-            &mut ledger,
-            hidden,
-            &stop,
-        )
-        .await?;
-    }
+    let objects = match error {
+        None if !stop.is_cancelled() => {
+            let hidden = config.quiet || config.json;
+            read_export(&clients.storage, &export, &mut ledger, hidden, &stop).await?
+        }
+        _ => Vec::new(),
+    };
     watcher.abort();
     let interrupted = interruption.exit_code();
     // A store not read through has nothing to count: the report says why instead.
@@ -173,7 +162,7 @@ pub async fn run(config: VerifyConfig, via: ViaConfig) -> anyhow::Result<ExitCod
     let deleted = interrupted.is_none()
         && !via.keep_objects
         && delete_objects(&clients.storage, &export, &objects).await;
-    if !deleted && !objects.is_empty() {
+    if !deleted && !objects.is_empty() && !config.quiet {
         crate::say!("the export's objects are kept under {export}");
     }
     let report = ViaReport::new(
@@ -198,12 +187,12 @@ pub async fn run(config: VerifyConfig, via: ViaConfig) -> anyhow::Result<ExitCod
     if config.json {
         exit::print_json_line(&report)?;
     }
-    let code = match interrupted {
+    Ok(match interrupted {
         Some(code) => code,
         None if report.ok => exit::SUCCESS,
         None => exit::FAILURE,
-    };
-    Ok(code.into())
+    }
+    .into())
 }
 
 /// How many resources the data set holds, or about (a shard's share), to size the ledger once.
@@ -343,22 +332,26 @@ fn progress_bar(total: u64, template: &str, hidden: bool) -> indicatif::Progress
     bar
 }
 
-/// Streams every exported object through the ledger, a line at a time.
+/// Streams every object the export wrote through the ledger, a line at a time; gives the
+/// objects (every one under the folder, whatever Google names them).
 async fn read_export(
     storage: &StorageClient,
     export: &GcsUrl,
-    objects: &[ObjectMeta],
     ledger: &mut Ledger,
     hidden: bool,
     stop: &CancellationToken,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Vec<ObjectMeta>> {
+    let objects = storage
+        .list(&export.bucket, &export.prefix)
+        .await
+        .with_context(|| format!("cannot list the export's objects under {export}"))?;
     let bytes = objects.iter().map(|o| o.size).sum();
     let bar = progress_bar(
         bytes,
         "read {bar:40} {bytes}/{total_bytes} [{elapsed}]",
         hidden,
     );
-    for object in objects {
+    for object in &objects {
         let mut lines = Lines::default();
         let mut observe = |line: &[u8]| observe_line(ledger, &object.name, line);
         let mut each_chunk = |chunk: &[u8]| {
@@ -366,12 +359,12 @@ async fn read_export(
             lines.feed(chunk, &mut observe);
         };
         if !read_object(storage, export, &object.name, &mut each_chunk, stop).await? {
-            return Ok(());
+            break;
         }
         lines.finish(&mut observe);
     }
     bar.finish_and_clear();
-    Ok(())
+    Ok(objects)
 }
 
 /// Hands one object's bytes to `each` as they arrive; a read cut off starts again from the byte
