@@ -1,14 +1,15 @@
 //! What `verify --via` holds in memory while it reads a store's export: not the data set, but
 //! for each of its resources a 128-bit hash of `Type/id` and a 64-bit hash of its content
 //! (24 bytes), a 64-bit hash of the identity it is found by (`Type?identifier=...`, 8 bytes),
-//! and two bits (seen in the export, referred to): about 33 bytes per resource, so 20 million
-//! resources fit in about 650 MB. Resources of the store outside the data set cost 16 bytes
-//! each (their key, so that references to them resolve).
+//! and two bits (seen in the export, referred to): 32 bytes and two bits per resource, so 20
+//! million resources fit in about 640 MB. Resources of the store outside the data set cost their
+//! key in a hash set, 16 bytes and the set's slack (20 to 40 bytes), so that references to them
+//! resolve; a reference to such a resource read before it waits as 16 bytes until the end.
 //!
 //! Content is compared as the store gives it back: keys in any order, and the store's own
 //! `meta.versionId` and `meta.lastUpdated` left out.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::hash::{BuildHasher, Hash, Hasher};
 
 use serde::Serialize;
@@ -153,7 +154,7 @@ impl ExpectedSet {
             referenced: vec![0; words],
             expected: self,
             findings: ExportFindings::default(),
-            extra_keys: HashSet::new(),
+            extra_keys: foldhash::HashSet::default(),
             unknown_targets: Vec::new(),
             unknown_named: Vec::new(),
         }
@@ -189,7 +190,7 @@ pub struct Ledger {
     referenced: Vec<u64>,
     pub findings: ExportFindings,
     /// Keys of resources outside the data set, which references may name.
-    extra_keys: HashSet<Key>,
+    extra_keys: foldhash::HashSet<Key>,
     /// References to neither a resource of the data set nor one read so far.
     unknown_targets: Vec<Key>,
     /// The first of those, with who refers to them, for the report.
