@@ -28,7 +28,7 @@ use crate::config::{SourceConfig, VerifyConfig, ViaConfig};
 use crate::exit;
 use crate::fhir::Resource;
 use crate::source::{self, RecordSource, SourceItem};
-use crate::store::storage::{Endpoint, GcsUrl, ObjectMeta, StorageClient};
+use crate::store::storage::{Endpoint, GcsUrl, ObjectMeta, StorageClient, StorageError};
 use crate::store::target;
 
 /// The longest wait between two looks at the operation.
@@ -262,14 +262,15 @@ async fn start_export(clients: &Clients, export: &GcsUrl) -> anyhow::Result<Stri
                 .body(request.clone())
         })
         .await?;
-    let started: Value = api.json(response).await.map_err(|e| {
-        anyhow::anyhow!(
-            "cannot start the store's export to {uri}: {e}. The store writes the objects as \
-             its Healthcare Service Agent, \
-             service-PROJECT_NUMBER@gcp-sa-healthcare.iam.gserviceaccount.com, which needs \
+    let started: Value = api.json(response).await.map_err(|e| match &e {
+        StorageError::Refused { status: 403, .. } => anyhow::anyhow!(
+            "the store's export to {uri} was refused: {e}. The store writes the objects as its \
+             Healthcare Service Agent, \
+             service-PROJECT_NUMBER@gcp-sa-healthcare.iam.gserviceaccount.com: grant it \
              roles/storage.objectAdmin on gs://{}",
             export.bucket
-        )
+        ),
+        _ => anyhow::anyhow!("cannot start the store's export to {uri}: {e}"),
     })?;
     started["name"]
         .as_str()

@@ -326,3 +326,35 @@ fn via_with_a_fhir_url_is_a_usage_error() {
     assert!(stderr.contains("fhirStores.export"), "{stderr}");
     assert!(stderr.contains("--store"), "{stderr}");
 }
+
+#[tokio::test]
+async fn a_refused_export_names_the_service_agent_that_needs_the_bucket() {
+    let refuse = || async {
+        let body = json!({"error": {"code": 403, "message": "Permission denied on bucket",
+            "status": "PERMISSION_DENIED"}});
+        (axum::http::StatusCode::FORBIDDEN, axum::Json(body))
+    };
+    let addr = crate::common::serve_on_loopback(axum::Router::new().fallback(refuse)).await;
+    let output = run({
+        let mut cmd = fhirgen();
+        cmd.args([
+            "verify",
+            "--store",
+            "projects/p/locations/l/datasets/d/fhirStores/s",
+        ])
+        .args(["--endpoint", &format!("http://{addr}/v1")])
+        .args(["--access-token", "test-token-not-a-secret"])
+        .args(["--storage-endpoint", &addr.to_string()])
+        .args(["--count", "10", "--via", "gs://bucket-a/x"]);
+        cmd
+    })
+    .await;
+    assert_exit(&output, 1);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("Permission denied on bucket")
+            && stderr.contains("gcp-sa-healthcare")
+            && stderr.contains("roles/storage.objectAdmin on gs://bucket-a"),
+        "{stderr}"
+    );
+}
