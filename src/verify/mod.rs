@@ -7,8 +7,8 @@
 //! the store holds at least as many resources of each type as the data set has. The store may
 //! hold other data, so more is reported but passes, unless `--exact-counts` asks for equality.
 //!
-//! With `--via gs://...` the store is read through its export instead ([`via`]), against the
-//! data set held as hashes ([`ledger`]): the way that ends at tens of millions of resources.
+//! With `--via gs://...` the store is read through its export instead (`via.rs`), against the
+//! data set held as hashes (`ledger.rs`): the way that ends at tens of millions of resources.
 
 mod ledger;
 mod references;
