@@ -5,7 +5,7 @@
 //! held as hashes (see [`super::ledger`]); they are deleted afterwards unless `--keep-objects`.
 //!
 //! The store is expected to hold the data set under its own ids, as `load --via` (the import)
-//! and `load --mode update` write it: every resource present once with the same content, per
+//! writes it: every resource present once with the same content, per
 //! type counts at least the data set's (exactly with `--exact-counts`), every reference
 //! resolving. Resources the data set does not have are reported and pass, as for `verify`,
 //! unless `--exact-counts`, or unless they carry the identifier of one of the data set's
@@ -602,6 +602,10 @@ impl ViaReport {
         name_some(&mut out, "not in the data set", &f.not_in_data_set, show);
         name_some(&mut out, "referring to nothing", &f.dangling, show);
         name_some(&mut out, "unreadable export lines", &f.unreadable, show);
+        if f.missing.count > 0 && f.duplicated.count >= f.missing.count {
+            out += "hint: the store holds the data set under ids it chose (a load through the \
+                    REST API, not the import): check such a store with verify without --via\n";
+        }
         if let Some(logs) = &self.logs_url {
             out += &format!("what failed, and why: {logs}\n");
         }
@@ -761,6 +765,28 @@ mod tests {
         assert!(text.contains("what failed, and why: http://logs"), "{text}");
         let report = ViaReport::new(ExpectedSet::default().into_ledger(), false, context(None));
         assert!(report.ok && report.logs_url.is_none(), "{}", report.text());
+    }
+
+    #[test]
+    fn a_store_with_ids_of_its_own_gets_a_hint() {
+        let mut expected = ExpectedSet::with_capacity(1);
+        let patient = json!({"resourceType": "Patient", "id": "p",
+            "identifier": [{"system": "s", "value": "1"}]});
+        expected.add(
+            "Patient",
+            "p",
+            Some("identifier=s|1"),
+            content_hash(&patient),
+        );
+        let mut ledger = expected.into_ledger();
+        let stored = json!({"resourceType": "Patient", "id": "server-chose-this",
+            "identifier": [{"system": "s", "value": "1"}]});
+        observe_line(&mut ledger, "x/Patient", stored.to_string().as_bytes());
+        ledger.settle();
+        let report = ViaReport::new(ledger, false, context(None));
+        let text = report.text();
+        assert!(text.contains("FAILED: 1 missing; 1 duplicated"), "{text}");
+        assert!(text.contains("verify without --via"), "{text}");
     }
 
     #[test]
