@@ -5,9 +5,8 @@
 //! held as hashes (see [`super::ledger`]); they are deleted afterwards unless `--keep-objects`.
 //!
 //! The store is expected to hold the data set under its own ids, as `load --via` (the import)
-//! writes it: every resource present once with the same content, per
-//! type counts at least the data set's (exactly with `--exact-counts`), every reference
-//! resolving. Resources the data set does not have are reported and pass, as for `verify`,
+//! writes it: every resource present once with the same content, per type counts at least the
+//! data set's (exactly with `--exact-counts`), every reference resolving. Resources the data set does not have are reported and pass, as for `verify`,
 //! unless `--exact-counts`, or unless they carry the identifier of one of the data set's
 //! resources: then they are a second copy, and fail.
 
@@ -138,10 +137,13 @@ pub async fn run(config: VerifyConfig, via: ViaConfig) -> anyhow::Result<ExitCod
         &stop,
     )
     .await?;
-    let mut ledger = building
-        .await
-        .context("reading the data set stopped unexpectedly")?
-        .into_ledger();
+    // Stopped, the run does not wait for the data set: there is nothing left to compare.
+    let built = tokio::select! {
+        biased;
+        () = stop.cancelled() => None,
+        built = building => Some(built.context("reading the data set stopped unexpectedly")?),
+    };
+    let mut ledger = built.unwrap_or_default().into_ledger();
     let error = done["error"]["message"].as_str().map(str::to_owned);
     let objects = match error {
         None if !stop.is_cancelled() => {

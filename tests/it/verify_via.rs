@@ -358,3 +358,65 @@ async fn a_refused_export_names_the_service_agent_that_needs_the_bucket() {
         "{stderr}"
     );
 }
+
+#[tokio::test]
+async fn a_signal_leaves_the_export_to_the_store_and_says_so() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    // A store whose export never ends: the run is stopped while following it.
+    let polls = Arc::new(AtomicUsize::new(0));
+    let operation = "projects/p/locations/l/datasets/d/operations/77";
+    let seen = polls.clone();
+    let app = axum::Router::new()
+        .route(
+            "/v1/projects/p/locations/l/datasets/d/fhirStores/{store}",
+            axum::routing::post(move || async move { axum::Json(json!({"name": operation})) }),
+        )
+        .fallback(move || {
+            seen.fetch_add(1, Ordering::SeqCst);
+            async move {
+                axum::Json(json!({"name": operation, "metadata": {"counter": {"success": "5"}}}))
+            }
+        });
+    let addr = crate::common::serve_on_loopback(app).await;
+    let child = fhirgen()
+        .args([
+            "verify",
+            "--store",
+            "projects/p/locations/l/datasets/d/fhirStores/s",
+        ])
+        .args(["--endpoint", &format!("http://{addr}/v1")])
+        .args(["--access-token", "test-token-not-a-secret"])
+        .args(["--storage-endpoint", &addr.to_string()])
+        .args(["--count", "10", "--via", "gs://bucket-a/x", "--json"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    crate::common::wait_until("the operation followed", || {
+        polls.load(Ordering::SeqCst) > 0
+    })
+    .await;
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let output = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    assert_exit(&output, 143);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "the export goes on in the store: operation {operation}"
+        )),
+        "{stderr}"
+    );
+    let report = summary(&output);
+    assert_eq!(report["interrupted"], true);
+    assert_eq!(
+        report["missing"]["count"], 0,
+        "nothing is counted missing unread"
+    );
+}
