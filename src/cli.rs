@@ -354,6 +354,12 @@ pub struct LoadArgs {
     #[arg(long, requires = "via")]
     pub keep_objects: bool,
 
+    /// With --via and --shard I/N: how long shard 0 waits for the other shards to finish
+    /// uploading before it gives up. Shard 0 imports every shard's objects in one import; the
+    /// other shards upload their part and leave. E.g. 30m, 2h.
+    #[arg(long, default_value = "1h", value_name = "DURATION", value_parser = parse_duration, requires = "via")]
+    pub wait_for_shards: std::time::Duration,
+
     #[command(flatten)]
     pub storage: StorageArgs,
 }
@@ -665,6 +671,26 @@ mod tests {
         assert!(load.target.emulator);
         assert_eq!(load.data.count, 5000);
         assert_eq!(load.mode, LoadMode::Transaction);
+    }
+
+    #[test]
+    fn wait_for_shards_goes_with_via() {
+        let load = |args: &[&str]| {
+            let cli = Cli::try_parse_from(["fhirgen", "load", "--emulator"].iter().chain(args))?;
+            let Command::Load(load) = cli.command else {
+                panic!("expected load")
+            };
+            Ok::<_, clap::Error>(load)
+        };
+        let via = ["--via", "gs://b-1/p", "--shard", "auto/3"];
+        assert_eq!(
+            load(&via).unwrap().wait_for_shards,
+            std::time::Duration::from_secs(3600)
+        );
+        let waited = load(&[&via[..], &["--wait-for-shards", "30m"]].concat()).unwrap();
+        assert_eq!(waited.wait_for_shards, std::time::Duration::from_secs(1800));
+        assert!(load(&["--wait-for-shards", "30m"]).is_err());
+        assert!(load(&[&via[..], &["--wait-for-shards", "soon"]].concat()).is_err());
     }
 
     #[test]

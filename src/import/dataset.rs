@@ -52,6 +52,17 @@ pub struct Layout {
 }
 
 impl Layout {
+    /// The layout of a data set read from `--input`, whose objects are counted as they are
+    /// written: `tag` tells it from other data sets under the prefix.
+    pub fn of_input(url: GcsUrl, tag: String) -> Self {
+        Self {
+            url,
+            shard: Shard::WHOLE,
+            objects: 0,
+            tag,
+        }
+    }
+
     pub fn new(url: GcsUrl, config: &GeneratorConfig) -> Self {
         let shard = config.shard;
         let per_shard = config.count.div_ceil(u64::from(shard.count));
@@ -95,10 +106,36 @@ impl Layout {
         name.contains(&format!("-{}-shard", self.tag))
     }
 
-    /// The import's source: exactly this shard's objects, by Google's wildcards.
+    /// The import's source: every shard's objects of this data set, by Google's wildcards.
     pub fn import_pattern(&self) -> String {
-        let (i, n) = (self.shard.index, self.shard.count);
-        format!("{}*-{}-shard{i}of{n}-*.ndjson", self.url.prefix, self.tag)
+        let n = self.shard.count;
+        format!("{}*-{}-shard*of{n}-*.ndjson", self.url.prefix, self.tag)
+    }
+
+    /// The layout of another shard of the same data set.
+    pub fn for_shard(&self, index: u32) -> Layout {
+        Layout {
+            shard: Shard {
+                index,
+                count: self.shard.count,
+            },
+            ..self.clone()
+        }
+    }
+
+    /// A manifest of another data set under this prefix, read from its name: its tag and shard.
+    pub fn foreign_manifest(&self, name: &str) -> Option<(String, Shard)> {
+        let rest = name
+            .strip_prefix(&self.url.prefix)?
+            .strip_prefix("fhirgen-")?
+            .strip_suffix(".manifest.json")?;
+        let (tag, shard) = rest.split_once("-shard")?;
+        let (index, count) = shard.split_once("of")?;
+        let shard = Shard {
+            index: index.parse().ok()?,
+            count: count.parse().ok()?,
+        };
+        (tag != self.tag).then(|| (tag.to_owned(), shard))
     }
 
     pub fn manifest_name(&self) -> String {
@@ -122,9 +159,42 @@ pub struct Arguments {
     /// `--attachment-size`: it changes every note, so it names another data set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attachment_size: Option<usize>,
+    /// `--input`: the files read instead of generating (the data arguments are then unset).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input: Option<String>,
 }
 
 impl Arguments {
+    /// What differs from `other`, in the flags' words: `--seed 1 here, 2 there`.
+    pub fn differences(&self, other: &Arguments) -> Vec<String> {
+        let size = |a: Option<usize>| a.map_or_else(|| "none".to_owned(), |s| s.to_string());
+        [
+            ("fhirgen version", &self.generator, &other.generator),
+            ("--count", &self.count.to_string(), &other.count.to_string()),
+            ("--seed", &self.seed.to_string(), &other.seed.to_string()),
+            ("--as-of", &self.as_of, &other.as_of),
+            ("--types", &self.types, &other.types),
+            ("--shard", &self.shard, &other.shard),
+            (
+                "--attachment-size",
+                &size(self.attachment_size),
+                &size(other.attachment_size),
+            ),
+        ]
+        .into_iter()
+        .filter(|(_, here, there)| here != there)
+        .map(|(flag, here, there)| format!("{flag} {here} here, {there} there"))
+        .collect()
+    }
+
+    /// The same arguments for shard `index` of the same count.
+    pub fn for_shard(&self, shard: Shard) -> Arguments {
+        Arguments {
+            shard: shard.to_string(),
+            ..self.clone()
+        }
+    }
+
     pub fn of(config: &GeneratorConfig) -> Self {
         Self {
             generator: concat!("fhirgen ", env!("CARGO_PKG_VERSION")).to_owned(),
@@ -134,6 +204,21 @@ impl Arguments {
             types: config.types.to_string(),
             shard: config.shard.to_string(),
             attachment_size: config.attachment_size,
+            input: None,
+        }
+    }
+
+    /// The arguments of a data set read from `--input`.
+    pub fn of_input(input: String) -> Self {
+        Self {
+            generator: concat!("fhirgen ", env!("CARGO_PKG_VERSION")).to_owned(),
+            count: 0,
+            seed: 0,
+            as_of: String::new(),
+            types: String::new(),
+            shard: Shard::WHOLE.to_string(),
+            attachment_size: None,
+            input: Some(input),
         }
     }
 }
@@ -175,14 +260,14 @@ pub struct Uploader {
 }
 
 /// One piece of an object's content, in order.
-struct Chunk {
-    offset: u64,
-    data: Bytes,
+pub(super) struct Chunk {
+    pub offset: u64,
+    pub data: Bytes,
     /// Set on the last chunk: the object's size.
-    total: Option<u64>,
+    pub total: Option<u64>,
 }
 
-enum Outcome {
+pub(super) enum Outcome {
     Done,
     /// The session was lost: the object must be sent again from its start.
     Restart,
@@ -375,12 +460,12 @@ struct Pass {
 
 /// One object's upload: resumes a kept session or starts one, then sends the chunks the
 /// generator hands it, skipping what the service already has.
-struct ObjectUpload {
-    client: Arc<StorageClient>,
-    sessions: SessionStore,
-    bucket: String,
-    name: String,
-    bytes_sent: Arc<AtomicU64>,
+pub(super) struct ObjectUpload {
+    pub client: Arc<StorageClient>,
+    pub sessions: SessionStore,
+    pub bucket: String,
+    pub name: String,
+    pub bytes_sent: Arc<AtomicU64>,
 }
 
 impl ObjectUpload {
@@ -388,7 +473,7 @@ impl ObjectUpload {
         self.client.endpoint().url.to_string()
     }
 
-    async fn run(&self, mut chunks: mpsc::Receiver<Chunk>) -> Result<Outcome, StorageError> {
+    pub async fn run(&self, mut chunks: mpsc::Receiver<Chunk>) -> Result<Outcome, StorageError> {
         let (session, mut kept) = self.session().await?;
         while let Some(chunk) = chunks.recv().await {
             let end = chunk.offset + chunk.data.len() as u64;

@@ -3,7 +3,11 @@
 //! (`load --via gs://BUCKET/PREFIX`).
 
 pub mod dataset;
+pub mod input;
+pub mod operation;
+pub mod prefix;
 pub mod sessions;
+pub mod shards;
 pub mod via;
 
 use std::path::Path;

@@ -32,6 +32,11 @@ impl SessionStore {
         Self { dir }
     }
 
+    /// A store that keeps nothing: for objects whose content a later run may not make again.
+    pub fn none() -> Self {
+        Self { dir: None }
+    }
+
     fn path(&self, endpoint: &str, bucket: &str, name: &str) -> Option<PathBuf> {
         let key = [endpoint, bucket, name].join("\n");
         let file = format!(

@@ -238,6 +238,13 @@ fn tell(
             crate::say!("{hint}");
         }
     }
+    if let Some(fit) = bundle_sizes.quota_fit() {
+        crate::say!(
+            "hint: the store's quota window never admitted the larger bundles, so they were \
+             split (into bundles of {fit} entries or fewer); --bundle-size {fit} sends them so \
+             from the start"
+        );
+    }
     // An input with nothing in it is a mistake (a wrong path, an export that wrote nothing),
     // not a load that stored everything.
     let read_nothing = summary.stored + summary.failed + summary.not_sent == 0;

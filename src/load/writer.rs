@@ -27,10 +27,13 @@ const MAX_BUNDLE_BYTES: usize = 45 * 1024 * 1024;
 /// The sizes of the transaction bundles the store stored, and of those it refused whole: a
 /// store that caps the entries of a transaction (Medplum's strict isolation allows 8) refuses
 /// every bundle over its cap, whatever the entries hold, and stores every one under it.
+/// And the smallest bundle that outgrew the store's quota window (throttled again and again
+/// while nothing as large got through): bundles are cut to half of it from then on.
 #[derive(Debug)]
 pub struct BundleSizes {
     largest_stored: AtomicUsize,
     smallest_refused: AtomicUsize,
+    smallest_outgrown: AtomicUsize,
 }
 
 impl Default for BundleSizes {
@@ -38,6 +41,7 @@ impl Default for BundleSizes {
         Self {
             largest_stored: AtomicUsize::new(0),
             smallest_refused: AtomicUsize::new(usize::MAX),
+            smallest_outgrown: AtomicUsize::new(usize::MAX),
         }
     }
 }
@@ -49,6 +53,17 @@ impl BundleSizes {
 
     pub fn refused(&self, entries: usize) {
         self.smallest_refused.fetch_min(entries, Ordering::Relaxed);
+    }
+
+    /// Books a bundle of `entries` that outgrew the quota window; true the first time.
+    pub fn outgrew_quota(&self, entries: usize) -> bool {
+        self.smallest_outgrown.fetch_min(entries, Ordering::Relaxed) == usize::MAX
+    }
+
+    /// The most entries a bundle may have to fit the quota window, once one outgrew it.
+    pub fn quota_fit(&self) -> Option<usize> {
+        let outgrown = self.smallest_outgrown.load(Ordering::Relaxed);
+        (outgrown != usize::MAX).then(|| (outgrown / 2).max(1))
     }
 
     /// `(largest stored, smallest refused)` when every bundle refused whole was larger than
@@ -453,11 +468,51 @@ impl RecordWriter {
                     }
                     _ => Some(Ok(())),
                 };
-                return Ok(written);
+                return match &*verdict {
+                    Some(Err(reason)) => self.take_back(written, reason, stats).await,
+                    _ => Ok(written),
+                };
             }
         }
         self.search_then_create(search, create, tag, resource_type, stats)
             .await
+    }
+
+    /// Deletes the resource created to learn that its type cannot be found by tag, which the
+    /// next run could not find either: kept, each run would leave one more copy. It then
+    /// fails as the others of its type do; if the store will not delete it, it stays stored.
+    async fn take_back(
+        &self,
+        written: Written,
+        reason: &str,
+        stats: &mut RequestStats,
+    ) -> Result<Written, WriteError> {
+        let delete = StoreRequest {
+            method: Method::DELETE,
+            path: written.target.clone(),
+            body: Bytes::new(),
+            if_none_exist: None,
+            operations: 1,
+        };
+        match self.client.send(&delete, stats).await {
+            Ok(_) => Err(WriteError::Failed(Failure {
+                status: None,
+                message: format!(
+                    "{reason} ({} was created to find this out, and deleted again)",
+                    written.target
+                ),
+                source: None,
+            })),
+            Err(error) => {
+                tracing::warn!(
+                    "{} was created to learn whether the store finds it by its tag, which it \
+                     does not, and could not be deleted ({error}): delete it by hand, or each \
+                     run leaves one more",
+                    written.target
+                );
+                Ok(written)
+            }
+        }
     }
 
     /// Whether the store's tag search finds `target`, just created: if it does not, every run
@@ -476,9 +531,9 @@ impl RecordWriter {
             Ok(_) => Some(Err(format!(
                 "not sent: this store does not find {resource_type} resources by their tag (the \
                  {target} just created was not found by `{}`), so whether one is stored already \
-                 cannot be told, and each run would store it again (that one included: each run \
-                 creates one to find this out); give {resource_type} resources an identifier, or \
-                 enable create on PUT (enableUpdateCreate) so that they go to stable ids",
+                 cannot be told, and each run would store it again; give {resource_type} \
+                 resources an identifier, or enable create on PUT (enableUpdateCreate) so that \
+                 they go to stable ids",
                 search.path
             ))),
             Err(_) => None,
@@ -568,9 +623,17 @@ impl RecordWriter {
         outcome: &mut JobOutcome,
     ) -> Option<Vec<usize>> {
         let len = job.resources.len();
+        let bundle_size = self
+            .bundle_sizes
+            .quota_fit()
+            .map_or(self.bundle_size, |fit| fit.min(self.bundle_size));
         while queue.next < len || !queue.carried.is_empty() {
             let mut chunk: Vec<usize> = std::mem::take(&mut queue.carried);
-            while queue.next < len && chunk.len() < self.bundle_size {
+            if chunk.len() > bundle_size {
+                queue.carried = chunk.split_off(bundle_size);
+                return Some(chunk);
+            }
+            while queue.next < len && chunk.len() < bundle_size {
                 let next = queue.next;
                 let resource = &job.resources[next];
                 let source = job.sources.as_ref().map(|s| s[next].as_str());
@@ -592,7 +655,8 @@ impl RecordWriter {
     }
 
     /// Sends `chunk` (with its body) as one transaction; a part refused for one of its records
-    /// is split by record and sent again, so that only the wrong record fails.
+    /// is split by record and sent again, so that only the wrong record fails, and a part too
+    /// large for the store's quota window is split in half until it fits.
     async fn send_bundle(
         &self,
         job: &Job,
@@ -631,6 +695,19 @@ impl RecordWriter {
                     return Err(Cancelled {
                         unsent: part.len() + queued,
                     });
+                }
+                Err(SendError::OutgrewQuota { operations, .. }) if part.len() > 1 => {
+                    if self.bundle_sizes.outgrew_quota(part.len()) {
+                        tracing::warn!(
+                            "the store's quota never admitted a bundle of {operations} entries: \
+                             sending smaller ones"
+                        );
+                    }
+                    let mut part = part;
+                    let second = part.split_off(part.len() / 2);
+                    parts.push((second, None));
+                    parts.push((part, None));
+                    continue;
                 }
                 Err(error @ SendError::Rejected { status, .. }) if (400..500).contains(&status) => {
                     self.bundle_sizes.refused(part.len());
@@ -1200,6 +1277,21 @@ mod tests {
     /// Every entry's result, or the first failure.
     fn whole_transaction(reply: &Reply, kinds: &[EntryKind]) -> Result<Vec<Written>, Failure> {
         transaction_results(reply, kinds)?.into_iter().collect()
+    }
+
+    #[test]
+    fn bundles_are_cut_to_half_the_smallest_that_outgrew_the_quota() {
+        let sizes = BundleSizes::default();
+        assert_eq!(sizes.quota_fit(), None);
+        assert!(sizes.outgrew_quota(100));
+        assert_eq!(sizes.quota_fit(), Some(50));
+        assert!(!sizes.outgrew_quota(50), "said once");
+        assert_eq!(sizes.quota_fit(), Some(25));
+        sizes.outgrew_quota(80);
+        assert_eq!(sizes.quota_fit(), Some(25), "the smallest decides");
+        sizes.outgrew_quota(2);
+        sizes.outgrew_quota(1);
+        assert_eq!(sizes.quota_fit(), Some(1));
     }
 
     #[test]

@@ -4,7 +4,7 @@
 use std::borrow::Cow;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -73,6 +73,13 @@ pub enum SendError {
     Unsendable { message: String },
     /// The run is stopping, so this request was not sent (or not retried).
     Cancelled,
+    /// A bundle throttled again and again while nothing as large got through: the store's
+    /// quota window is likely smaller than the bundle, which then never fits. Sent again in
+    /// smaller parts, it does.
+    OutgrewQuota {
+        operations: u32,
+        largest_admitted: u32,
+    },
 }
 
 impl SendError {
@@ -80,6 +87,7 @@ impl SendError {
     pub fn status(&self) -> Option<u16> {
         match self {
             Self::Rejected { status, .. } | Self::Unauthorized { status, .. } => Some(*status),
+            Self::OutgrewQuota { .. } => Some(429),
             Self::GaveUp { .. } | Self::Unsendable { .. } | Self::Cancelled => None,
         }
     }
@@ -96,6 +104,16 @@ impl std::fmt::Display for SendError {
             }
             Self::Unsendable { message } => write!(f, "not sent: {message}"),
             Self::Cancelled => f.write_str("not sent: the run was stopped"),
+            Self::OutgrewQuota {
+                operations,
+                largest_admitted,
+            } => write!(
+                f,
+                "throttled {THROTTLES_BEFORE_SPLIT} times: a bundle of {operations} \
+                 operations never fits the store's quota window (the largest request it \
+                 admitted in this run had {largest_admitted}); --bundle-size {} or less fits",
+                operations / 2
+            ),
         }
     }
 }
@@ -128,6 +146,9 @@ pub struct StoreClient {
     /// Whether the store has answered anything yet: until it has, a refused connection
     /// means a wrong address rather than a blip.
     reached: AtomicBool,
+    /// The most operations a request of this run carried past the quota: a bundle larger than
+    /// this that keeps being throttled may be larger than the whole quota window.
+    largest_admitted: AtomicU32,
 }
 
 pub struct ClientOptions {
@@ -144,6 +165,11 @@ pub struct ClientOptions {
 /// Connection attempts, before the store has answered anything, after which it is taken to
 /// be unreachable.
 const UNREACHABLE_AFTER: u32 = 3;
+
+/// Throttled answers after which a bundle larger than any the store admitted is
+/// handed back to be split: a quota window smaller than the bundle would refuse it forever,
+/// while the advice for a spent quota (fewer workers, a lower rate) would not help.
+pub const THROTTLES_BEFORE_SPLIT: u32 = 3;
 
 /// How every request of a run reaches the network, the store's and the token endpoints'
 /// alike: the proxies the environment names (HTTPS_PROXY, HTTP_PROXY, ALL_PROXY, NO_PROXY),
@@ -266,6 +292,7 @@ impl StoreClient {
             stop,
             fatal: std::sync::Mutex::new(None),
             reached: AtomicBool::new(false),
+            largest_admitted: AtomicU32::new(0),
         })
     }
 
@@ -342,8 +369,14 @@ impl StoreClient {
             };
             let throttle_wait = self.limiter.done(permit, limiter_outcome(&outcome));
             let wait = match verdict(outcome, &self.attempt_context(request, tries.count)) {
-                Verdict::Done(reply) => return Ok(tries.reply(reply)),
+                Verdict::Done(reply) => {
+                    self.largest_admitted
+                        .fetch_max(request.operations, Ordering::Relaxed);
+                    return Ok(tries.reply(reply));
+                }
                 Verdict::Throttled { message } => {
+                    tries.throttles += 1;
+                    self.outgrew_quota(request, tries.throttles)?;
                     tries.throttled(started, self.max_throttle_wait, throttle_wait, &message)?
                 }
                 Verdict::Refused { status, message } => {
@@ -369,6 +402,22 @@ impl StoreClient {
                 _ = self.stop.cancelled() => return Err(SendError::Cancelled),
             }
         }
+    }
+
+    /// `Err` when `request`, throttled `throttles` times, is a bundle larger than any
+    /// request the store admitted in this run: the caller sends it again in smaller parts.
+    fn outgrew_quota(&self, request: &StoreRequest, throttles: u32) -> Result<(), SendError> {
+        let largest_admitted = self.largest_admitted.load(Ordering::Relaxed);
+        if throttles >= THROTTLES_BEFORE_SPLIT
+            && request.operations > 1
+            && request.operations > largest_admitted
+        {
+            return Err(SendError::OutgrewQuota {
+                operations: request.operations,
+                largest_admitted,
+            });
+        }
+        Ok(())
     }
 
     /// What the verdict on attempt number `attempt` of `request` depends on besides its outcome.
@@ -695,6 +744,8 @@ struct Tries<D> {
     delays: D,
     renewed_token: bool,
     throttled_since: Option<Instant>,
+    /// Throttled answers to this request so far.
+    throttles: u32,
     /// An earlier attempt may have been written before its answer was lost.
     maybe_written_before: bool,
     waited: bool,
@@ -707,6 +758,7 @@ impl<D: Iterator<Item = Duration>> Tries<D> {
             delays,
             renewed_token: false,
             throttled_since: None,
+            throttles: 0,
             maybe_written_before: false,
             waited: false,
         }
@@ -964,6 +1016,33 @@ fn shown_location(base: &Url, location: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_bundle_larger_than_any_admitted_outgrows_the_quota() {
+        let client = client_for("http://127.0.0.1:1/fhir");
+        let bundle = |operations| StoreRequest {
+            method: Method::POST,
+            path: String::new(),
+            body: Bytes::new(),
+            if_none_exist: None,
+            operations,
+        };
+        let split = THROTTLES_BEFORE_SPLIT;
+        assert_eq!(client.outgrew_quota(&bundle(40), split - 1), Ok(()));
+        assert_eq!(
+            client.outgrew_quota(&bundle(40), split),
+            Err(SendError::OutgrewQuota {
+                operations: 40,
+                largest_admitted: 0
+            })
+        );
+        // One operation cannot be smaller: the quota is spent, however long it takes.
+        assert_eq!(client.outgrew_quota(&bundle(1), 10 * split), Ok(()));
+        // As large a request got through: the quota is spent, not smaller than the bundle.
+        client.largest_admitted.store(40, Ordering::Relaxed);
+        assert_eq!(client.outgrew_quota(&bundle(40), 10 * split), Ok(()));
+        assert!(client.outgrew_quota(&bundle(41), split).is_err());
+    }
 
     #[test]
     fn store_messages() {

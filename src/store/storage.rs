@@ -364,8 +364,13 @@ impl StorageClient {
         })
     }
 
+    /// The service's own message in a refusal's body, with any credential redacted.
+    pub fn message(&self, body: &[u8]) -> String {
+        self.redacted(&store_message(body))
+    }
+
     fn refusal(&self, status: u16, body: &[u8]) -> StorageError {
-        let message = self.redacted(&store_message(body));
+        let message = self.message(body);
         let message = if matches!(status, 401 | 403) {
             format!(
                 "{message} (credential: {}; {})",

@@ -288,3 +288,44 @@ async fn a_second_signal_aborts_but_keeps_the_failed_file() {
     assert!(entries.iter().all(|e| e["failure"]["message"].is_string()));
     assert!(entries.iter().any(|e| e["failure"]["status"] == 400));
 }
+
+/// A quota window smaller than the bundles (12 operations per 100 ms, bundles of 40): no
+/// bundle ever fits, and fewer workers or a lower rate would not help. The bundles are split
+/// until they fit, everything is stored once, and the summary names the size that fits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bundles_larger_than_the_quota_window_are_split_until_they_fit() {
+    let emulator = start_emulator(EmulatorOptions {
+        quota_ops: 12,
+        quota_window: Duration::from_millis(100),
+        ..EmulatorOptions::default()
+    })
+    .await;
+    let output = load_into(&emulator.fhir_base_url())
+        .mode("transaction")
+        .count(150)
+        .workers(2)
+        .json()
+        .args(["--bundle-size", "40", "--min-backoff", "5ms"])
+        .run()
+        .await;
+    assert_exit(&output, 0);
+    let summary = summary(&output);
+    assert_eq!(summary["stored"], 150, "{summary}");
+    assert_eq!(summary["failed"], 0, "{summary}");
+    assert_eq!(total_resources(&emulator).await, 150);
+    let stderr = stderr(&output);
+    assert!(
+        stderr.contains("the store's quota never admitted a bundle of "),
+        "{stderr}"
+    );
+    // Halved until a bundle fits the window of 12 operations.
+    let fit: usize = stderr
+        .split("--bundle-size ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|size| size.parse().ok())
+        .unwrap_or_else(|| panic!("no --bundle-size named: {stderr}"));
+    assert!((1..=12).contains(&fit), "{stderr}");
+    assert!(!stderr.contains("lower --workers"), "{stderr}");
+    emulator.shutdown().await;
+}

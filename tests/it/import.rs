@@ -10,7 +10,7 @@ use serde_json::Value;
 use crate::common::{assert_exit, fhirgen, run, start_emulator};
 
 /// `generate` of `count` resources into gs://bucket-a/PREFIX/ of `emulator`, in 256 KiB chunks.
-fn generate_to(
+pub(crate) fn generate_to(
     emulator: &Emulator,
     state: &std::path::Path,
     prefix: &str,
@@ -26,12 +26,12 @@ fn generate_to(
     command
 }
 
-async fn get_json(url: String) -> Value {
+pub(crate) async fn get_json(url: String) -> Value {
     reqwest::get(url).await.unwrap().json().await.unwrap()
 }
 
 /// The objects under the prefix: name -> content.
-async fn objects(emulator: &Emulator, prefix: &str) -> BTreeMap<String, String> {
+pub(crate) async fn objects(emulator: &Emulator, prefix: &str) -> BTreeMap<String, String> {
     let list = get_json(format!(
         "http://{}/storage/v1/b/bucket-a/o?prefix={prefix}/",
         emulator.addr()
@@ -55,7 +55,7 @@ async fn objects(emulator: &Emulator, prefix: &str) -> BTreeMap<String, String> 
     found
 }
 
-fn generated_lines(count: u32) -> Vec<String> {
+pub(crate) fn generated_lines(count: u32) -> Vec<String> {
     let output = fhirgen()
         .args(["generate", "--count", &count.to_string(), "--seed", "7"])
         .args(["--as-of", "2025-06-01"])
@@ -324,32 +324,53 @@ async fn the_emulator_imports_as_google_does() {
 
 /// `load --store` of the emulator's store through gs://bucket-a/PREFIX, printing the JSON
 /// summary.
-fn load_via(
+pub(crate) fn load_via(
     emulator: &Emulator,
     state: &std::path::Path,
     prefix: &str,
     count: u32,
 ) -> std::process::Command {
-    let mut command = fhirgen();
-    command
-        .env("FHIRGEN_STATE_DIR", state)
-        .args(["load", "--store", emulator.store_name()])
-        .args(["--endpoint", &format!("http://{}/v1", emulator.addr())])
-        .args(["--access-token", "test-token-not-a-secret"])
-        .args(["--storage-endpoint", &emulator.addr().to_string()])
-        .args([
-            "--count",
-            &count.to_string(),
-            "--seed",
-            "7",
-            "--as-of",
-            "2025-06-01",
-        ])
-        .args(["--via", &format!("gs://bucket-a/{prefix}"), "--json"]);
+    let mut command = load_via_text(emulator, state, prefix, count);
+    command.arg("--json");
     command
 }
 
-fn expected_counts(count: u32) -> BTreeMap<String, u64> {
+/// The same, with the text summary on stderr.
+pub(crate) fn load_via_text(
+    emulator: &Emulator,
+    state: &std::path::Path,
+    prefix: &str,
+    count: u32,
+) -> std::process::Command {
+    let endpoint = format!("http://{}/v1", emulator.addr());
+    let mut command = via_command(&endpoint, emulator.store_name(), emulator, state, prefix);
+    command
+        .args(["--count", &count.to_string()])
+        .args(["--seed", "7", "--as-of", "2025-06-01"]);
+    command
+}
+
+/// `load --store STORE --endpoint ENDPOINT --via gs://bucket-a/PREFIX` with the emulator's
+/// Cloud Storage and a made-up token, without the data arguments.
+pub(crate) fn via_command(
+    endpoint: &str,
+    store: &str,
+    storage: &Emulator,
+    state: &std::path::Path,
+    prefix: &str,
+) -> std::process::Command {
+    let mut command = fhirgen();
+    crate::common::google::without_proxies(&mut command);
+    command
+        .env("FHIRGEN_STATE_DIR", state)
+        .args(["load", "--store", store, "--endpoint", endpoint])
+        .args(["--access-token", "test-token-not-a-secret"])
+        .args(["--storage-endpoint", &storage.addr().to_string()])
+        .args(["--via", &format!("gs://bucket-a/{prefix}")]);
+    command
+}
+
+pub(crate) fn expected_counts(count: u32) -> BTreeMap<String, u64> {
     let mut counts = BTreeMap::new();
     for line in generated_lines(count) {
         let resource: Value = serde_json::from_str(&line).unwrap();
@@ -419,7 +440,10 @@ fn via_refuses_what_the_import_cannot_do() {
             "fhirStores.import",
         ),
         (&["--emulator", "--mode", "create"], "--mode"),
-        (&["--emulator", "--input", "x.ndjson"], "--input"),
+        (
+            &["--emulator", "--input", "x.ndjson"],
+            "--input x.ndjson: no such file",
+        ),
         (&["--emulator"], "not a bucket name"),
     ];
     for (args, why) in cases {
