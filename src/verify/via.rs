@@ -26,6 +26,7 @@ use super::{Lookup, records};
 use crate::config::{SourceConfig, VerifyConfig, ViaConfig};
 use crate::exit;
 use crate::fhir::Resource;
+use crate::import::operation::counter;
 use crate::source::{self, RecordSource, SourceItem};
 use crate::store::storage::{Endpoint, GcsUrl, ObjectMeta, StorageClient, StorageError};
 use crate::store::target;
@@ -278,14 +279,6 @@ async fn start_export(clients: &Clients, export: &GcsUrl) -> anyhow::Result<Stri
         .as_str()
         .map(str::to_owned)
         .context("the export's answer names no operation")
-}
-
-fn counter(operation: &Value, key: &str) -> u64 {
-    let value = &operation["metadata"]["counter"][key];
-    value
-        .as_u64()
-        .or_else(|| value.as_str().and_then(|s| s.parse().ok()))
-        .unwrap_or(0)
 }
 
 /// Looks at the operation, more and more rarely, until it is done or the run is stopped.
