@@ -399,6 +399,23 @@ pub struct VerifyArgs {
     /// No text report on stderr.
     #[arg(long, short = 'q')]
     pub quiet: bool,
+
+    /// Read the store back through its export (fhirStores.export) into a fresh folder under
+    /// this Cloud Storage location instead of searching it resource by resource: the way that
+    /// ends at tens of millions. A method of Google's stores (and of the emulator), so not with
+    /// --fhir-url.
+    #[arg(long, value_name = "gs://BUCKET/PREFIX", conflicts_with_all = ["sample", "input"])]
+    pub via: Option<String>,
+
+    /// With --via: keep the exported objects after reading them (they are deleted).
+    #[arg(long, requires = "via")]
+    pub keep_objects: bool,
+
+    /// With --via: the Cloud Storage JSON API endpoint, such as an emulator's
+    /// (`http://127.0.0.1:9023`). STORAGE_EMULATOR_HOST works too; either way no credential is
+    /// sent. Default: https://storage.googleapis.com.
+    #[arg(long, value_name = "URL", requires = "via")]
+    pub storage_endpoint: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -231,6 +231,40 @@ impl LoadConfig {
     }
 }
 
+/// `verify --via`: where the store's export goes.
+#[derive(Debug, Clone)]
+pub struct ViaConfig {
+    pub url: crate::store::storage::GcsUrl,
+    pub keep_objects: bool,
+    pub storage_endpoint: Option<String>,
+}
+
+impl ViaConfig {
+    fn from_args(args: &VerifyArgs) -> anyhow::Result<Option<Self>> {
+        let Some(raw) = &args.via else {
+            return Ok(None);
+        };
+        if args.target.fhir_url.is_some() {
+            return Err(usage(
+                "--via reads the store through fhirStores.export, a method of Google's \
+                 Healthcare API stores (and of the emulator, `fhirgen serve`, given as --store \
+                 with --endpoint), which a --fhir-url server does not have: use --store, or leave \
+                 out --via",
+            ));
+        }
+        let url = crate::store::storage::GcsUrl::parse(raw).map_err(|why| {
+            usage(format!(
+                "--via {raw} is not a Cloud Storage location: {why}"
+            ))
+        })?;
+        Ok(Some(Self {
+            url,
+            keep_objects: args.keep_objects,
+            storage_endpoint: args.storage_endpoint.clone(),
+        }))
+    }
+}
+
 /// A checked `fhirgen verify`.
 pub struct VerifyConfig {
     pub target: TargetSpec,
@@ -241,6 +275,8 @@ pub struct VerifyConfig {
     pub exact_counts: bool,
     pub json: bool,
     pub quiet: bool,
+    /// `--via`: read the store through its export.
+    pub via: Option<ViaConfig>,
 }
 
 impl VerifyConfig {
@@ -257,11 +293,13 @@ impl VerifyConfig {
                  (its summary prints it)",
             ));
         }
+        let via = ViaConfig::from_args(&args)?;
         let endpoint = args.connection.endpoint.clone();
         let connection = ConnectionConfig::from_args(args.connection)?;
         Ok(Self {
             target: target_spec(&args.target, &endpoint, &connection.auth)?,
             source: SourceConfig::from_args(args.input, &args.data)?,
+            via,
             pool: WorkerPool {
                 workers: args.workers,
                 store_in_process: false,

@@ -1,6 +1,6 @@
-//! `fhirStores.import` from the emulator's own Cloud Storage, as a long-running operation
-//! shaped as Google's: `POST .../fhirStores/S:import` answers at once with the operation's
-//! `name`; `GET .../datasets/D/operations/ID` gives `metadata` (`apiMethodName`, `createTime`,
+//! `fhirStores.import` from the emulator's own Cloud Storage and `fhirStores.export` into it,
+//! as long-running operations shaped as Google's: `POST .../fhirStores/S:import` (or
+//! `:export`) answers at once with the operation's `name`; `GET .../datasets/D/operations/ID` gives `metadata` (`apiMethodName`, `createTime`,
 //! `endTime`, `logsUrl`, `counter` {`success`, `failure`, `pending`}), `done`, and then
 //! `response` or `error`; `POST .../operations/ID:cancel` stops it (`error.code` 1).
 //!
@@ -10,6 +10,11 @@
 //! line, and fails a line that is not one with Google's message. When anything fails, the
 //! operation ends with Google's `invalid_argument` error and the failures are listed at its
 //! `logsUrl` (here the emulator's own `/_emulator/operations/ID/logs`).
+//!
+//! Export writes what Google's reference describes: one object per resource type under
+//! `gcsDestination.uriPrefix` (a `/` appended when missing), named for the type
+//! (`PREFIX/Patient`), each line one resource as the store holds it; `_type` limits the types.
+//! `counter.success` counts the resources written; the response is `ExportResourcesResponse`.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -28,6 +33,7 @@ use super::faults::CONTROL_PREFIX;
 use super::google_error::google_error;
 
 const IMPORT_METHOD: &str = "google.cloud.healthcare.v1.fhir.FhirStoreService.ImportResources";
+const EXPORT_METHOD: &str = "google.cloud.healthcare.v1.fhir.FhirStoreService.ExportResources";
 const FAILED_MESSAGE: &str = "invalid_argument: importing one or more resources failed. Please \
      use the link in the metadata.logsUrl field to view the error logs for this operation.";
 /// Google's words for a line that is not a Bundle under the default content structure.
@@ -41,6 +47,8 @@ const LINES_PER_STEP: usize = 500;
 #[derive(Debug)]
 pub struct Operation {
     name: String,
+    /// `metadata.apiMethodName`.
+    method: &'static str,
     id: String,
     created: String,
     success: AtomicU64,
@@ -59,11 +67,12 @@ pub struct Operations {
 }
 
 impl Operations {
-    fn start(&self, dataset: &str) -> Arc<Operation> {
+    fn start(&self, dataset: &str, method: &'static str) -> Arc<Operation> {
         // Google's operation ids are long decimal numbers.
         let id = (1_000_000_000_000 + self.next.fetch_add(1, Ordering::SeqCst)).to_string();
         let operation = Arc::new(Operation {
             name: format!("{dataset}/operations/{id}"),
+            method,
             id: id.clone(),
             created: now(),
             success: AtomicU64::new(0),
@@ -117,7 +126,7 @@ impl Operation {
         let count = |n: &AtomicU64| n.load(Ordering::SeqCst).to_string();
         let mut metadata = json!({
             "@type": "type.googleapis.com/google.cloud.healthcare.v1.OperationMetadata",
-            "apiMethodName": IMPORT_METHOD,
+            "apiMethodName": self.method,
             "createTime": self.created,
             "logsUrl": format!("http://{host}{CONTROL_PREFIX}operations/{}/logs", self.id),
             "counter": {
@@ -143,21 +152,37 @@ impl Operation {
     }
 }
 
-/// `POST .../fhirStores/S:import`; other `:method`s are not served.
+/// `POST .../fhirStores/S:import` or `S:export`; other `:method`s are not served.
 pub async fn store_method(
     State(state): State<Arc<AppState>>,
     Path((p, l, d, store)): Path<(String, String, String, String)>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let Some(store) = store.strip_suffix(":import") else {
-        return google_error(
-            StatusCode::NOT_FOUND,
-            "NOT_FOUND",
-            &format!("fhirStores/{store} is not a method the emulator serves: use S:import"),
-        );
-    };
     let request: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let dataset = format!("projects/{p}/locations/{l}/datasets/{d}");
+    if let Some(store) = store.strip_suffix(":import") {
+        return start_import(&state, &dataset, store, &request, &headers);
+    }
+    if let Some(store) = store.strip_suffix(":export") {
+        return start_export(&state, &dataset, store, &request);
+    }
+    google_error(
+        StatusCode::NOT_FOUND,
+        "NOT_FOUND",
+        &format!(
+            "fhirStores/{store} is not a method the emulator serves: use S:import or S:export"
+        ),
+    )
+}
+
+fn start_import(
+    state: &Arc<AppState>,
+    dataset: &str,
+    store: &str,
+    request: &Value,
+    headers: &HeaderMap,
+) -> Response {
     let structure = request["contentStructure"]
         .as_str()
         .filter(|s| *s != "CONTENT_STRUCTURE_UNSPECIFIED")
@@ -184,9 +209,8 @@ pub async fn store_method(
             ),
         );
     }
-    let dataset = format!("projects/{p}/locations/{l}/datasets/{d}");
-    let operation = state.operations.start(&dataset);
-    let host = host(&state, &headers);
+    let operation = state.operations.start(dataset, IMPORT_METHOD);
+    let host = host(state, headers);
     let answer = json!({"name": operation.name});
     let store = state.stores.get(&format!("{dataset}/fhirStores/{store}"));
     let objects = state
@@ -199,12 +223,85 @@ pub async fn store_method(
         "import started; follow it at http://{host}/v1/{}",
         answer["name"]
     );
+    json_ok(&answer)
+}
+
+fn json_ok(value: &Value) -> Response {
     (
         StatusCode::OK,
         [(header::CONTENT_TYPE, "application/json; charset=UTF-8")],
-        answer.to_string(),
+        value.to_string(),
     )
         .into_response()
+}
+
+/// `POST .../fhirStores/S:export` to `gcsDestination.uriPrefix`, `_type` limiting the types.
+fn start_export(state: &Arc<AppState>, dataset: &str, store: &str, request: &Value) -> Response {
+    let Some((bucket, prefix)) = request["gcsDestination"]["uriPrefix"]
+        .as_str()
+        .and_then(|uri| uri.strip_prefix("gs://"))
+        .map(|rest| rest.split_once('/').unwrap_or((rest, "")))
+        .filter(|(bucket, _)| !bucket.is_empty())
+    else {
+        return google_error(
+            StatusCode::BAD_REQUEST,
+            "INVALID_ARGUMENT",
+            "gcsDestination.uriPrefix must be gs://BUCKET/PATH (the emulator exports only to \
+             Cloud Storage)",
+        );
+    };
+    let prefix = match prefix {
+        "" => String::new(),
+        p if p.ends_with('/') => p.to_owned(),
+        p => format!("{p}/"),
+    };
+    let types: Option<Vec<String>> = request["_type"]
+        .as_str()
+        .filter(|t| !t.is_empty())
+        .map(|t| t.split(',').map(|t| t.trim().to_owned()).collect());
+    let operation = state.operations.start(dataset, EXPORT_METHOD);
+    let answer = json!({"name": operation.name});
+    let store = state.stores.get(&format!("{dataset}/fhirStores/{store}"));
+    let (state, bucket) = (state.clone(), bucket.to_owned());
+    tokio::spawn(async move {
+        let bodies = store.bodies(types.as_deref());
+        export(&operation, &state.storage, &bucket, &prefix, bodies).await;
+    });
+    json_ok(&answer)
+}
+
+/// Writes one NDJSON object per type, counting the resources as they go.
+async fn export(
+    operation: &Operation,
+    storage: &super::storage::Buckets,
+    bucket: &str,
+    prefix: &str,
+    bodies: Vec<(String, Vec<Bytes>)>,
+) {
+    let total: usize = bodies.iter().map(|(_, b)| b.len()).sum();
+    operation.pending.store(total as u64, Ordering::SeqCst);
+    for (resource_type, resources) in bodies {
+        if operation.cancel.load(Ordering::SeqCst) {
+            operation.finish(Err(
+                json!({"code": 1, "message": "Operation was cancelled"}),
+            ));
+            return;
+        }
+        let mut object = Vec::with_capacity(resources.iter().map(|b| b.len() + 1).sum());
+        for body in &resources {
+            object.extend_from_slice(body);
+            object.push(b'\n');
+        }
+        let name = format!("{prefix}{resource_type}");
+        storage.put(bucket, &name, Bytes::from(object), "application/x-ndjson");
+        let n = resources.len() as u64;
+        operation.success.fetch_add(n, Ordering::SeqCst);
+        operation.pending.fetch_sub(n, Ordering::SeqCst);
+        tokio::task::yield_now().await;
+    }
+    operation.finish(Ok(json!({
+        "@type": "type.googleapis.com/google.cloud.healthcare.v1.fhir.rest.ExportResourcesResponse",
+    })));
 }
 
 fn host(state: &AppState, headers: &HeaderMap) -> String {
@@ -345,15 +442,7 @@ async fn get_operation(
     headers: HeaderMap,
 ) -> Response {
     match state.operations.get(&id) {
-        Some(operation) => {
-            let described = operation.describe(&host(&state, &headers));
-            (
-                StatusCode::OK,
-                [(header::CONTENT_TYPE, "application/json; charset=UTF-8")],
-                described.to_string(),
-            )
-                .into_response()
-        }
+        Some(operation) => json_ok(&operation.describe(&host(&state, &headers))),
         None => no_operation(&id),
     }
 }

@@ -128,6 +128,9 @@ async fn fhir(State(state): State<Arc<AppState>>, request: Request) -> Response 
         (&Method::PUT, [resource_type, id], Some(resource)) => store
             .update(resource_type, id, resource)
             .map(|r| write_response(&r, &base)),
+        (&Method::DELETE, [resource_type, id], _) => store
+            .delete(resource_type, id)
+            .map(|()| fhir_json(StatusCode::OK, "{}".to_owned())),
         (&Method::GET, [resource_type, id, "_history", version], _) => store
             .read(resource_type, id)
             .and_then(|r| {

@@ -1,7 +1,7 @@
-//! Cloud Storage's JSON API, the subset the import path uses, on the emulator's own port:
-//! simple (`uploadType=media`) and resumable uploads, object metadata and content
-//! (`alt=media`), listing by prefix in pages, deletion, the bucket itself and
-//! `testIamPermissions`. A bucket exists on first use, as a store does. Answers and errors are
+//! Cloud Storage's JSON API, the subset the import and export paths use, on the emulator's own
+//! port: simple (`uploadType=media`) and resumable uploads, object metadata and content
+//! (`alt=media`, whole or from a byte on with `Range: bytes=N-`), listing by prefix in pages,
+//! deletion, the bucket itself and `testIamPermissions`. A bucket exists on first use, as a store does. Answers and errors are
 //! shaped as Google's (`storage#object`, `{"error": {"code", "message", "errors"}}`, `308` with
 //! `Range` for an unfinished upload).
 //!
@@ -627,12 +627,13 @@ async fn read(
     State(state): State<Arc<AppState>>,
     Path((bucket, name)): Path<(String, String)>,
     Query(query): Query<ReadQuery>,
+    headers: HeaderMap,
 ) -> Response {
     let Some(object) = state.storage.object(&bucket, &name) else {
         return no_such_object(&bucket, &name);
     };
     if query.alt.as_deref() == Some("media") {
-        return content(&object);
+        return content(&object, &headers);
     }
     json_ok(&describe(&bucket, &name, &object))
 }
@@ -640,20 +641,42 @@ async fn read(
 async fn media(
     State(state): State<Arc<AppState>>,
     Path((bucket, name)): Path<(String, String)>,
+    headers: HeaderMap,
 ) -> Response {
     match state.storage.object(&bucket, &name) {
-        Some(object) => content(&object),
+        Some(object) => content(&object, &headers),
         None => no_such_object(&bucket, &name),
     }
 }
 
-fn content(object: &StoredObject) -> Response {
-    (
-        StatusCode::OK,
-        [(header::CONTENT_TYPE, object.content_type.clone())],
-        object.data.clone(),
-    )
-        .into_response()
+/// The object's bytes, or with `Range: bytes=N-` those from N on (`206`), as a read that was
+/// cut off asks for the rest.
+fn content(object: &StoredObject, headers: &HeaderMap) -> Response {
+    let from = headers
+        .get(header::RANGE)
+        .and_then(|r| r.to_str().ok())
+        .and_then(|r| r.strip_prefix("bytes="))
+        .and_then(|r| r.strip_suffix('-'))
+        .and_then(|n| n.parse::<usize>().ok());
+    let content_type = [(header::CONTENT_TYPE, object.content_type.clone())];
+    match from {
+        None => (StatusCode::OK, content_type, object.data.clone()).into_response(),
+        Some(from) if from < object.data.len() => {
+            let range = format!(
+                "bytes {from}-{}/{}",
+                object.data.len() - 1,
+                object.data.len()
+            );
+            let range = [(header::CONTENT_RANGE, range)];
+            let rest = object.data.slice(from..);
+            (StatusCode::PARTIAL_CONTENT, content_type, range, rest).into_response()
+        }
+        Some(_) => storage_error(
+            StatusCode::RANGE_NOT_SATISFIABLE,
+            "requestedRangeNotSatisfiable",
+            "The requested range cannot be satisfied.",
+        ),
+    }
 }
 
 async fn delete(

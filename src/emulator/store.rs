@@ -275,6 +275,18 @@ impl TypeTable {
         }
     }
 
+    fn remove(&mut self, id: &str) {
+        let Some(old) = self.by_id.remove(id) else {
+            return;
+        };
+        self.order.retain(|kept| &**kept != id);
+        for identifier in old.identifiers.iter() {
+            if let Some(entries) = self.by_identifier.get_mut(&identifier.value) {
+                entries.retain(|e| &*e.id != id);
+            }
+        }
+    }
+
     fn view(&self, resource_type: &str, id: &str) -> Option<StoredResource> {
         let (id, stored) = self.by_id.get_key_value(id)?;
         Some(stored.view(resource_type, id))
@@ -1013,6 +1025,37 @@ impl Store {
         };
         table.put(Arc::from(id.as_str()), stored);
         Ok(())
+    }
+
+    /// `DELETE {base}/{type}/{id}`: the resource is gone; deleting one that is not there is not
+    /// an error. Unlike Google with referential integrity on, a resource that others refer to
+    /// is deleted too.
+    pub fn delete(&self, resource_type: &str, id: &str) -> Result<(), FhirError> {
+        check_type(resource_type)?;
+        let mut tables = self.tables.write().unwrap_or_else(PoisonError::into_inner);
+        if let Some(table) = tables.by_type.get_mut(resource_type) {
+            table.remove(id);
+        }
+        Ok(())
+    }
+
+    /// The stored form of every resource of `types` (all when `None`), per type in name order
+    /// and within a type in creation order: what `fhirStores.export` writes.
+    pub fn bodies(&self, types: Option<&[String]>) -> Vec<(String, Vec<Bytes>)> {
+        let tables = self.lock_read();
+        let mut bodies: Vec<(String, Vec<Bytes>)> = tables
+            .by_type
+            .iter()
+            .filter(|(t, table)| {
+                !table.by_id.is_empty() && types.is_none_or(|types| types.contains(t))
+            })
+            .map(|(t, table)| {
+                let ordered = table.order.iter().map(|id| table.by_id[id].body.clone());
+                (t.clone(), ordered.collect())
+            })
+            .collect();
+        bodies.sort_by(|a, b| a.0.cmp(&b.0));
+        bodies
     }
 
     fn lock_read(&self) -> std::sync::RwLockReadGuard<'_, Tables> {

@@ -1,5 +1,6 @@
 //! Cloud Storage's JSON API, the part the managed import needs: resumable uploads in chunks,
-//! small uploads, object metadata, listing by prefix, reading and deleting objects.
+//! small uploads, object metadata, listing by prefix, reading (whole, or streamed) and deleting
+//! objects.
 //!
 //! Requests go through the same network settings as the store's (proxies, `--ca-file`) and
 //! carry the same credential. `STORAGE_EMULATOR_HOST` (the variable Google's client libraries
@@ -470,6 +471,32 @@ impl StorageClient {
             Ok(body)
         } else {
             Err(self.refusal(status, &body))
+        }
+    }
+
+    /// The object's content from byte `from` on, as it arrives, to be read with `chunk()`: an
+    /// object larger than memory is read a piece at a time, and a read cut off (or timed out:
+    /// the timeout covers the whole answer) starts again where it stopped.
+    pub async fn download_stream(
+        &self,
+        bucket: &str,
+        name: &str,
+        from: u64,
+    ) -> Result<reqwest::Response, StorageError> {
+        let mut url = self.url(&["storage", "v1"], bucket, Some(name));
+        url.query_pairs_mut().append_pair("alt", "media");
+        let response = self
+            .send(|http| match from {
+                0 => http.get(url.clone()),
+                _ => http
+                    .get(url.clone())
+                    .header(RANGE, format!("bytes={from}-")),
+            })
+            .await?;
+        match response.status().as_u16() {
+            200 if from == 0 => Ok(response),
+            206 => Ok(response),
+            status => Err(self.refusal(status, &response.bytes().await.unwrap_or_default())),
         }
     }
 

@@ -97,7 +97,7 @@ fn relative_references(answer: &[u8]) -> Vec<String> {
 
 /// `Type/id`, the form a store rewrites references to: not a contained `#x`, a URL, a
 /// `urn:`, or a conditional reference left as it was.
-fn is_relative(reference: &str) -> bool {
+pub(super) fn is_relative(reference: &str) -> bool {
     let Some((kind, id)) = reference.split_once('/') else {
         return false;
     };

@@ -10,7 +10,7 @@ use serde::Serialize;
 use crate::store::stats::{RequestStats, round3};
 
 /// How many missing, duplicated or unchecked resources are named; the counts cover them all.
-const NAMED: usize = 100;
+pub(super) const NAMED: usize = 100;
 
 /// One worker's tally; workers' tallies merge with `+=`.
 #[derive(Debug, Default)]
@@ -28,9 +28,9 @@ pub struct Findings {
 
 /// The first [`NAMED`] of something, and how many there were in all.
 #[derive(Debug, Serialize)]
-struct Named<T> {
-    count: u64,
-    first: Vec<T>,
+pub(super) struct Named<T> {
+    pub(super) count: u64,
+    pub(super) first: Vec<T>,
 }
 
 impl<T> Default for Named<T> {
@@ -43,11 +43,21 @@ impl<T> Default for Named<T> {
 }
 
 impl<T> Named<T> {
-    fn push(&mut self, item: T) {
+    pub(super) fn push(&mut self, item: T) {
         self.count += 1;
+        self.name(item);
+    }
+
+    /// Names one of those already counted, while there is room.
+    pub(super) fn name(&mut self, item: T) {
         if self.first.len() < NAMED {
             self.first.push(item);
         }
+    }
+
+    /// Whether as many are named as will be.
+    pub(super) fn all_named(&self) -> bool {
+        self.first.len() as u64 >= self.count.min(NAMED as u64)
     }
 
     fn merge(&mut self, other: Self) {
@@ -302,7 +312,12 @@ impl Report {
     }
 }
 
-fn name_some<T>(out: &mut String, what: &str, named: &Named<T>, show: impl Fn(&T) -> String) {
+pub(super) fn name_some<T>(
+    out: &mut String,
+    what: &str,
+    named: &Named<T>,
+    show: impl Fn(&T) -> String,
+) {
     if named.count == 0 {
         return;
     }

@@ -30,3 +30,4 @@ mod storage;
 mod streams;
 mod tag_search;
 mod verify;
+mod verify_via;
